@@ -1,0 +1,87 @@
+"""The split data set as every step sees it: the manifest, the class order, the pixels.
+
+The manifest is the one source of truth for which image is in which split and with which
+label; train and evaluate both read images through :func:`load_split`, in manifest order,
+so predictions can never drift from their labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+MANIFEST = "manifest.csv"
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message names the offending path."""
+
+
+@dataclass(frozen=True)
+class Example:
+    path: str  # relative to the data set's root, e.g. ``test/circles/circle_001.png``
+    label: str
+    split: str
+    sha256: str
+
+
+def sha256_of(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_image(path: str | Path) -> None:
+    """Decodes the whole file, so truncated or mislabelled files fail here, not in training."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: not a readable image ({e})") from e
+
+
+def load_image(path: str | Path, image_size: int) -> np.ndarray:
+    """RGB float32 pixels in [0, 255] at ``image_size`` square; the model does its own scaling."""
+    with Image.open(path) as image:
+        rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.float32)
+
+
+def write_manifest(examples: list[Example], dataset_dir: str | Path) -> str:
+    """Writes ``manifest.csv`` and returns its sha256, which identifies the data set."""
+    path = Path(dataset_dir, MANIFEST)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "class", "split", "sha256"])
+        for e in examples:
+            writer.writerow([e.path, e.label, e.split, e.sha256])
+    return sha256_of(path)
+
+
+def read_manifest(dataset_dir: str | Path) -> list[Example]:
+    with open(Path(dataset_dir, MANIFEST), newline="") as f:
+        return [Example(r["path"], r["class"], r["split"], r["sha256"]) for r in csv.DictReader(f)]
+
+
+def class_names(examples: list[Example]) -> list[str]:
+    """The class order every step uses: sorted folder names, as Keras' directory loaders do."""
+    return sorted({e.label for e in examples})
+
+
+def load_split(
+    dataset_dir: str | Path, split: str, image_size: int, classes: list[str]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Pixels, integer labels (indices into ``classes``) and relative paths, in manifest order."""
+    examples = [e for e in read_manifest(dataset_dir) if e.split == split]
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted({e.label for e in examples} - index.keys())
+    if unknown:
+        raise DataError(f"{Path(dataset_dir, MANIFEST)}: classes {unknown} unknown to the model")
+    x = np.stack([load_image(Path(dataset_dir, e.path), image_size) for e in examples])
+    y = np.array([index[e.label] for e in examples], dtype=np.int64)
+    return x, y, [e.path for e in examples]

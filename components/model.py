@@ -1,0 +1,91 @@
+"""The network: any ``keras.applications`` backbone, frozen, under the notebook's head.
+
+The saved model takes raw RGB pixels in [0, 255] and applies the backbone's own
+``preprocess_input`` inside, so whoever loads it (evaluate, export, serving) cannot get the
+scaling wrong.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import keras
+
+MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.txt"
+HISTORY_FILE = "history.json"
+TRAINING_FILE = "training.json"
+
+
+def backbone_class(name: str) -> type:
+    cls = getattr(keras.applications, name, None)
+    if not isinstance(cls, type) and not callable(cls):
+        raise ValueError(f"backbone {name!r} is not a keras.applications model")
+    return cls
+
+
+@keras.saving.register_keras_serializable(package="shapes")
+class Preprocess(keras.layers.Layer):
+    """The named backbone's ``preprocess_input``, as a layer so it is saved with the model."""
+
+    def __init__(self, backbone: str, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        module = importlib.import_module(backbone_class(backbone).__module__)
+        self._preprocess = module.preprocess_input
+
+    def call(self, inputs):
+        return self._preprocess(inputs)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "backbone": self.backbone}
+
+
+def feature_extractor(backbone: keras.Model, name: str, image_size: int) -> keras.Model:
+    """Raw pixels -> pooled backbone features (the notebook's GlobalMaxPooling2D)."""
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = Preprocess(name)(inputs)
+    x = backbone(x, training=False)
+    outputs = keras.layers.GlobalMaxPooling2D(name="pool")(x)
+    return keras.Model(inputs, outputs, name="features")
+
+
+def head(n_features: int, n_classes: int) -> keras.Model:
+    """The notebook's head, exactly: Dense 128/64/32 relu, Dropout 0.5, softmax."""
+    return keras.Sequential(
+        [
+            keras.Input((n_features,)),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(n_classes, activation="softmax"),
+        ],
+        name="head",
+    )
+
+
+def classifier(features: keras.Model, head_model: keras.Model) -> keras.Model:
+    """The full image -> probabilities model, sharing the trained layers."""
+    return keras.Model(features.input, head_model(features.output), name="classifier")
+
+
+def save(model: keras.Model, model_dir: str | Path, classes: list[str], history: dict, facts: dict) -> None:
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.save(model_dir / MODEL_FILE)
+    (model_dir / LABELS_FILE).write_text("".join(f"{c}\n" for c in classes))
+    (model_dir / HISTORY_FILE).write_text(json.dumps(history, indent=2))
+    (model_dir / TRAINING_FILE).write_text(json.dumps(facts, indent=2))
+
+
+def load(model_dir: str | Path) -> tuple[keras.Model, list[str]]:
+    model_dir = Path(model_dir)
+    model = keras.models.load_model(model_dir / MODEL_FILE)
+    return model, (model_dir / LABELS_FILE).read_text().splitlines()
+
+
+def read_json(model_dir: str | Path, name: str) -> dict:
+    return json.loads(Path(model_dir, name).read_text())

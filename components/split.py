@@ -1,0 +1,144 @@
+"""Step 1: split a folder of class sub-folders into train, validation and test.
+
+Train/test follows the notebook exactly (per class: sorted files, shuffled by a fresh
+``random.Random(seed)``, the first ``int(train_fraction * n)`` to train), so the real Basic
+Shapes data lands in the notebook's split. Validation is carved out of train, per class,
+for early stopping; the test part is never seen in training.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from components import storage
+from components.dataset import (
+    IMAGE_SUFFIXES,
+    SPLITS,
+    DataError,
+    Example,
+    check_image,
+    sha256_of,
+    write_manifest,
+)
+
+
+def notebook_split(files: list[str], seed: int, train_fraction: float) -> tuple[list[str], list[str]]:
+    """The notebook's rule for one class: ``random.seed(seed); files.sort(); random.shuffle(files)``."""
+    ordered = sorted(files)
+    random.Random(seed).shuffle(ordered)
+    cut = int(train_fraction * len(ordered))
+    return ordered[:cut], ordered[cut:]
+
+
+def carve_validation(train: list[str], seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
+    """Moves ``round(val_fraction * n)`` (at least one when asked for any) of one class's train files to val."""
+    if val_fraction <= 0:
+        return train, []
+    n_val = max(1, round(val_fraction * len(train)))
+    val = set(random.Random(seed).sample(train, min(n_val, len(train))))
+    return [f for f in train if f not in val], [f for f in train if f in val]
+
+
+@contextmanager
+def local_source(source: str) -> Iterator[Path]:
+    """The data folder as a local path: a ``gs://`` prefix is downloaded to a temporary folder."""
+    if not storage.is_gcs(source):
+        storage.check_exists(source)
+        yield Path(source)
+        return
+    with tempfile.TemporaryDirectory(prefix="shapes-data-") as tmp:
+        try:
+            storage.download_tree(source, tmp)
+        except storage.StorageError as e:
+            raise DataError(str(e)) from e
+        yield Path(tmp)
+
+
+def find_images(root: Path, source: str) -> dict[str, list[str]]:
+    """Class name -> image file names, after checking every image decodes.
+
+    ``source`` is the name the user gave (a local path or ``gs://`` URI), used in errors.
+    """
+    if not root.is_dir():
+        raise DataError(f"{source}: not a folder of class sub-folders")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(f"{source}: found {len(classes)} class folder(s) {classes}, need at least 2")
+    found = {}
+    for name in classes:
+        files = sorted(
+            f.name
+            for f in (root / name).iterdir()
+            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not files:
+            raise DataError(f"{storage.join(source, name)}: class folder has no images")
+        for file in files:
+            try:
+                check_image(root / name / file)
+            except DataError as e:
+                raise DataError(str(e).replace(str(root), source.rstrip("/"), 1)) from e
+        found[name] = files
+    return found
+
+
+def scan(source: str) -> dict[str, list[str]]:
+    """Validates a data folder without writing anything: what ``run`` checks before starting."""
+    with local_source(source) as root:
+        return find_images(root, source)
+
+
+def plan_split(
+    images: dict[str, list[str]], source: str, *, seed: int, train_fraction: float, val_fraction: float
+) -> dict[str, dict[str, list[str]]]:
+    """Class -> split -> files, refusing any class that would leave a split empty."""
+    plan = {}
+    for label, files in images.items():
+        train, test = notebook_split(files, seed, train_fraction)
+        train, val = carve_validation(train, seed, val_fraction)
+        parts = {"train": train, "val": val, "test": test}
+        empty = [s for s, part in parts.items() if not part and (s != "val" or val_fraction > 0)]
+        if empty:
+            raise DataError(
+                f"{storage.join(source, label)}: {len(files)} image(s) leave the "
+                f"{'/'.join(empty)} split empty; add images to this class"
+            )
+        plan[label] = parts
+    return plan
+
+
+def split_dataset(
+    source: str, out_dir: str, *, seed: int, train_fraction: float, val_fraction: float
+) -> dict:
+    """Writes ``out_dir/{train,val,test}/<class>/`` and ``manifest.csv``; returns the facts.
+
+    Everything is checked before the first file is written.
+    """
+    examples = []
+    with local_source(source) as root:
+        plan = plan_split(
+            find_images(root, source),
+            source,
+            seed=seed,
+            train_fraction=train_fraction,
+            val_fraction=val_fraction,
+        )
+        for label, parts in plan.items():
+            for split_name, files in parts.items():
+                folder = Path(out_dir, split_name, label)
+                folder.mkdir(parents=True, exist_ok=True)
+                for file in files:
+                    shutil.copyfile(root / label / file, folder / file)
+                    rel = f"{split_name}/{label}/{file}"
+                    examples.append(Example(rel, label, split_name, sha256_of(folder / file)))
+    return {
+        "source": source,
+        "classes": list(plan),
+        "counts": {s: {c: len(plan[c][s]) for c in plan} for s in SPLITS},
+        "manifest_sha256": write_manifest(examples, out_dir),
+    }

@@ -1,0 +1,165 @@
+"""Reads and writes local paths and ``gs://`` URIs, so every step takes either.
+
+GCS goes through google-cloud-storage (``tf.io.gfile`` ignores ``STORAGE_EMULATOR_HOST``).
+With that variable set, the client talks to the emulator anonymously, which is how tests
+run against a real storage API without credentials.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from pathlib import Path
+
+from google.api_core import exceptions as gexc
+from google.cloud import storage
+
+
+class StorageError(Exception):
+    """A path, bucket or object that cannot be used; the message names it."""
+
+
+def is_gcs(uri: str) -> bool:
+    return uri.startswith("gs://")
+
+
+def split_gcs(uri: str) -> tuple[str, str]:
+    """``gs://bucket/a/b`` -> (``bucket``, ``a/b``); the prefix has no leading/trailing slash."""
+    bucket, _, prefix = uri[len("gs://") :].partition("/")
+    if not bucket:
+        raise StorageError(f"{uri}: no bucket name in the gs:// URI")
+    return bucket, prefix.strip("/")
+
+
+def join(uri: str, *parts: str) -> str:
+    if is_gcs(uri):
+        return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(uri, *parts))
+
+
+@functools.cache
+def _client() -> storage.Client:
+    return storage.Client()
+
+
+def _bucket(uri: str) -> tuple[storage.Bucket, str]:
+    name, prefix = split_gcs(uri)
+    bucket = _client().bucket(name)
+    try:
+        found = bucket.exists()
+    except gexc.GoogleAPIError as e:
+        raise StorageError(f"{uri}: cannot reach bucket {name!r} ({e})") from e
+    if not found:
+        raise StorageError(f"{uri}: bucket {name!r} does not exist")
+    return bucket, prefix
+
+
+def check_exists(uri: str) -> None:
+    """Fails with a message naming ``uri`` when there is nothing at it (file, folder or prefix)."""
+    if is_gcs(uri):
+        bucket, prefix = _bucket(uri)
+        if not any(True for _ in bucket.list_blobs(prefix=prefix, max_results=1)):
+            raise StorageError(f"{uri}: no such object or prefix")
+    elif not os.path.exists(uri):
+        raise StorageError(f"{uri}: no such file or directory")
+
+
+def check_bucket(uri: str) -> None:
+    """For a ``gs://`` URI, fails unless its bucket exists; local paths are created on write."""
+    if is_gcs(uri):
+        _bucket(uri)
+
+
+def exists(uri: str) -> bool:
+    if is_gcs(uri):
+        bucket, prefix = _bucket(uri)
+        return any(True for _ in bucket.list_blobs(prefix=prefix, max_results=1))
+    return os.path.exists(uri)
+
+
+def download_tree(uri: str, local_dir: str) -> None:
+    """Copies every object under the ``gs://`` prefix into ``local_dir``, keeping relative paths."""
+    bucket, prefix = _bucket(uri)
+    base = f"{prefix}/" if prefix else ""
+    found = False
+    for blob in bucket.list_blobs(prefix=base):
+        rel = blob.name[len(base) :]
+        if not rel or rel.endswith("/"):
+            continue
+        target = Path(local_dir, rel).resolve()
+        if not target.is_relative_to(Path(local_dir).resolve()):
+            raise StorageError(f"gs://{bucket.name}/{blob.name}: object name escapes its prefix")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        blob.download_to_filename(str(target))
+        found = True
+    if not found:
+        raise StorageError(f"{uri}: no objects under this prefix")
+
+
+def download_file(uri: str, local_path: str) -> None:
+    bucket, name = _bucket(uri)
+    try:
+        bucket.blob(name).download_to_filename(local_path)
+    except gexc.NotFound as e:
+        raise StorageError(f"{uri}: no such object") from e
+
+
+def upload_tree_new(local_dir: str, uri: str) -> None:
+    """Uploads a folder under a prefix, refusing to replace any object that already exists.
+
+    ``if_generation_match=0`` makes GCS itself reject the write when the object exists, so
+    two writers can never overwrite each other.
+    """
+    bucket, prefix = _bucket(uri)
+    root = Path(local_dir)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        name = "/".join([prefix, path.relative_to(root).as_posix()]).lstrip("/")
+        try:
+            bucket.blob(name).upload_from_filename(str(path), if_generation_match=0)
+        except gexc.PreconditionFailed as e:
+            raise StorageError(f"gs://{bucket.name}/{name}: already exists, not overwritten") from e
+
+
+def list_dirs(uri: str) -> list[str]:
+    """Names of the immediate sub-folders (or sub-prefixes) of ``uri``, sorted."""
+    if is_gcs(uri):
+        bucket, prefix = _bucket(uri)
+        base = f"{prefix}/" if prefix else ""
+        blobs = bucket.list_blobs(prefix=base, delimiter="/")
+        list(blobs)  # the prefixes are filled in while the pages are read
+        return sorted(p[len(base) :].rstrip("/") for p in blobs.prefixes)
+    if not os.path.isdir(uri):
+        return []
+    return sorted(e.name for e in os.scandir(uri) if e.is_dir())
+
+
+def copy_to_local(uri: str, local_path: str) -> str:
+    """Makes ``uri`` available at a local path: downloads a ``gs://`` object, else returns ``uri``."""
+    if not is_gcs(uri):
+        return uri
+    download_file(uri, local_path)
+    return local_path
+
+
+def publish_tree(local_dir: str, uri: str) -> None:
+    """Makes a finished folder visible at ``uri``; fails if anything is already there.
+
+    Locally the folder is staged beside its destination and renamed in one step, so a
+    reader never sees half of it.
+    """
+    if is_gcs(uri):
+        upload_tree_new(local_dir, uri)
+        return
+    target = Path(uri)
+    if target.exists():
+        raise StorageError(f"{uri}: already exists, not overwritten")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(local_dir, staging)
+    try:
+        os.rename(staging, target)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StorageError(f"{uri}: already exists, not overwritten") from e

@@ -1,0 +1,118 @@
+"""Step 2: transfer training with a frozen backbone and the notebook's head.
+
+The frozen backbone gives the same features for an image in every epoch, so it runs once
+over train and validation images and the head trains on the cached features; the result is
+the same model the notebook's way would give, without recomputing the backbone every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+
+import keras
+import numpy as np
+
+from components import dataset, model, storage
+
+log = logging.getLogger(__name__)
+
+
+class WeightsError(ValueError):
+    """Backbone weights that cannot be had; the message names them."""
+
+
+def build_backbone(name: str, weights: str, image_size: int) -> tuple[keras.Model, str, list[str]]:
+    """The backbone without its top, the weights actually used, and warnings for the report.
+
+    ``weights``: ``imagenet`` (Keras' download), ``none``, ``auto`` (imagenet if it can be
+    had, else random init with a warning), or a local or ``gs://`` weights file.
+    """
+    cls = model.backbone_class(name)
+    shape = (image_size, image_size, 3)
+
+    def make(w: str | None) -> keras.Model:
+        return cls(include_top=False, weights=w, input_shape=shape)
+
+    if weights == "none":
+        return make(None), "none", []
+    if weights in ("imagenet", "auto"):
+        try:
+            return make("imagenet"), "imagenet", []
+        except Exception as e:  # Keras raises plain Exceptions for a failed download
+            if weights == "imagenet":
+                raise WeightsError(f"weights=imagenet: cannot load ImageNet weights for {name} ({e})") from e
+            warning = (
+                f"ImageNet weights for {name} could not be loaded ({type(e).__name__}: {e}); "
+                "the backbone is RANDOMLY INITIALISED and accuracy will be poor. Pass --weights "
+                "with a weights file to fix this."
+            )
+            log.warning(warning)
+            return make(None), "none", [warning]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = storage.copy_to_local(weights, f"{tmp}/backbone.weights.h5")
+            storage.check_exists(local)
+            return make(local), weights, []
+        except (storage.StorageError, ValueError, OSError) as e:
+            raise WeightsError(f"{weights}: cannot load these weights into {name} ({e})") from e
+
+
+def train(
+    dataset_dir: str,
+    model_dir: str,
+    *,
+    backbone: str,
+    weights: str,
+    image_size: int,
+    epochs: int,
+    batch_size: int,
+    patience: int,
+    seed: int,
+) -> dict:
+    """Trains the head on cached features and saves the full model; returns the facts."""
+    keras.utils.set_random_seed(seed)
+    examples = dataset.read_manifest(dataset_dir)
+    classes = dataset.class_names(examples)
+    base, weights_used, warnings = build_backbone(backbone, weights, image_size)
+    base.trainable = False
+    features = model.feature_extractor(base, backbone, image_size)
+
+    started = time.perf_counter()
+    cached = {}
+    for split in ("train", "val"):
+        x, y, _ = dataset.load_split(dataset_dir, split, image_size, classes)
+        cached[split] = (features.predict(x, batch_size=batch_size, verbose=0), y)
+    feature_seconds = time.perf_counter() - started
+
+    head = model.head(features.output_shape[-1], len(classes))
+    head.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True
+    )
+    fit = head.fit(
+        *cached["train"],
+        validation_data=cached["val"],
+        batch_size=batch_size,
+        epochs=epochs,
+        callbacks=[stop],
+        verbose=2,
+    )
+    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    facts = {
+        "backbone": backbone,
+        "weights": weights_used,
+        "image_size": image_size,
+        "classes": classes,
+        "epochs_run": len(history["loss"]),
+        "best_epoch": int(np.argmin(history["val_loss"])) + 1,
+        "feature_seconds": round(feature_seconds, 2),
+        "warnings": warnings,
+    }
+    model.save(model.classifier(features, head), model_dir, classes, history, facts)
+    return facts
