@@ -1,0 +1,370 @@
+"""The Kubeflow pipeline (split -> train -> evaluate -> gated export) and its CLI.
+
+Each KFP component is a thin wrapper: it imports the step from ``components`` inside its
+body (the project's image has the package installed) and turns the step's result into KFP
+artifacts and metadata. ``shapes-pipeline --help`` lists the commands.
+"""
+
+
+import argparse
+import inspect
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from kfp import compiler, dsl, kubernetes
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+PIPELINE_NAME = "shapes-transfer-learning"
+# The images every step runs in; one setting, read when the pipeline is defined.
+IMAGE_REPOSITORY = os.environ.get("SHAPES_IMAGE_REPOSITORY", "shapes-pipeline")
+IMAGE_TAG = os.environ.get("SHAPES_IMAGE_TAG", "0.1.0")
+CPU_IMAGE = f"{IMAGE_REPOSITORY}-cpu:{IMAGE_TAG}"
+GPU_IMAGE = f"{IMAGE_REPOSITORY}-gpu:{IMAGE_TAG}"
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def split(
+    data: str, seed: int, train_fraction: float, val_fraction: float, dataset: Output[Dataset]
+):
+    import time
+
+    started = time.perf_counter()
+    from components.split import split_dataset
+
+    facts = split_dataset(
+        data, dataset.path, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction
+    )
+    dataset.metadata.update(facts, seconds=round(time.perf_counter() - started, 2))
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def train(
+    dataset: Input[Dataset],
+    backbone: str,
+    weights: str,
+    image_size: int,
+    epochs: int,
+    batch_size: int,
+    patience: int,
+    seed: int,
+    model: Output[Model],
+):
+    import time
+
+    started = time.perf_counter()
+    from components.train import train
+
+    facts = train(
+        dataset.path,
+        model.path,
+        backbone=backbone,
+        weights=weights,
+        image_size=image_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=patience,
+        seed=seed,
+    )
+    model.metadata.update(facts, seconds=round(time.perf_counter() - started, 2))
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def evaluate(
+    dataset: Input[Dataset],
+    model: Input[Model],
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+    report: Output[HTML],
+    predictions: Output[Dataset],
+    evaluation: Output[Dataset],
+) -> float:
+    """Returns the test accuracy, which the export gate compares with ``min_accuracy``."""
+    import time
+
+    started = time.perf_counter()
+    from components.evaluate import evaluate
+
+    result = evaluate(
+        dataset.path,
+        model.path,
+        predictions_path=predictions.path,
+        report_path=report.path,
+        evaluation_path=evaluation.path,
+    )
+    metrics.log_metric("accuracy", result["test_accuracy"])
+    metrics.log_metric("macro_f1", result["classification_report"]["macro avg"]["f1-score"])
+    confusion.log_confusion_matrix(result["classes"], result["confusion_matrix"])
+    evaluation.metadata["seconds"] = round(time.perf_counter() - started, 2)
+    return result["test_accuracy"]
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def export(
+    dataset: Input[Dataset],
+    model: Input[Model],
+    evaluation: Input[Dataset],
+    registry: str,
+    model_name: str,
+    registered_model: Output[Model],
+):
+    import json
+    import time
+
+    started = time.perf_counter()
+    from components.export import export
+
+    facts = export(
+        model.path, dataset.path, evaluation.path, registry=registry, model_name=model_name
+    )
+    with open(registered_model.path, "w") as f:
+        json.dump(facts, f, indent=2)
+    registered_model.metadata.update(facts, seconds=round(time.perf_counter() - started, 2))
+
+
+def make_pipeline(gpu_node_selector: dict[str, str] | None = None):
+    """The pipeline; ``gpu_node_selector`` pins the training pod to labelled GPU nodes."""
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Transfer learning on Basic Shapes images")
+    def shapes_pipeline(
+        data: str,
+        registry: str,
+        backbone: str = "InceptionResNetV2",
+        weights: str = "imagenet",
+        image_size: int = 128,
+        epochs: int = 500,
+        batch_size: int = 32,
+        patience: int = 20,
+        seed: int = 230,
+        train_fraction: float = 0.8,
+        val_fraction: float = 0.1,
+        min_accuracy: float = 0.9,
+        model_name: str = "shapes-classifier",
+    ):
+        split_task = split(
+            data=data, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction
+        )
+        split_task.set_cpu_request("1").set_memory_request("2G").set_memory_limit("4G")
+
+        train_task = train(
+            dataset=split_task.outputs["dataset"],
+            backbone=backbone,
+            weights=weights,
+            image_size=image_size,
+            epochs=epochs,
+            batch_size=batch_size,
+            patience=patience,
+            seed=seed,
+        )
+        train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+        train_task.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
+        kubernetes.add_toleration(
+            train_task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"
+        )
+        for key, value in (gpu_node_selector or {}).items():
+            kubernetes.add_node_selector(train_task, label_key=key, label_value=value)
+
+        eval_task = evaluate(
+            dataset=split_task.outputs["dataset"], model=train_task.outputs["model"]
+        )
+        eval_task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("8G")
+
+        with dsl.If(eval_task.outputs["Output"] >= min_accuracy, name="accuracy-gate"):
+            export_task = export(
+                dataset=split_task.outputs["dataset"],
+                model=train_task.outputs["model"],
+                evaluation=eval_task.outputs["evaluation"],
+                registry=registry,
+                model_name=model_name,
+            )
+            export_task.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
+            export_task.set_caching_options(False)  # a cached export would publish nothing
+
+    return shapes_pipeline
+
+
+def pipeline_defaults() -> dict:
+    """The pipeline's parameters and defaults: the one place they are set."""
+    signature = inspect.signature(make_pipeline().pipeline_func)
+    return {name: p.default for name, p in signature.parameters.items()}
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def _add_pipeline_options(parser: argparse.ArgumentParser, overrides: dict) -> None:
+    for name, default in pipeline_defaults().items():
+        default = overrides.get(name, default)
+        required = default is inspect.Parameter.empty
+        kind = type(default) if isinstance(default, int | float) else str
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            required=required,
+            default=None if required else default,
+            help=None if required else f"default: {default}",
+        )
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from components.demo_data import generate
+
+    written = generate(args.out, per_class=args.per_class, seed=args.seed)
+    print(f"wrote {len(written)} images to {args.out}")
+
+
+def cmd_compile(args: argparse.Namespace) -> None:
+    selector = dict(kv.split("=", 1) for kv in args.gpu_node_selector)
+    compiler.Compiler().compile(make_pipeline(selector), args.output)
+    print(f"wrote {args.output}")
+
+
+def _absolute(uri: str) -> str:
+    from components import storage
+
+    return uri if storage.is_gcs(uri) else str(Path(uri).resolve())
+
+
+def preflight(params: dict) -> None:
+    """Checks the inputs before anything runs, so bad input never costs a training run."""
+    from components import split, storage
+    from components.dataset import DataError
+
+    try:
+        classes = split.scan(params["data"])
+        storage.check_bucket(params["registry"])
+        if params["weights"] not in ("imagenet", "none", "auto"):
+            storage.check_exists(params["weights"])
+    except (DataError, storage.StorageError) as e:
+        _fail(str(e))
+    print(f"data: {params['data']}: {sum(map(len, classes.values()))} images in classes {list(classes)}")
+
+
+def _task_output(run_dir: Path, task: str) -> dict:
+    """A finished task's parameters and each output artifact's uri and metadata."""
+    path = run_dir / task / "executor_output.json"
+    if not path.exists():
+        return {}
+    raw = json.loads(path.read_text())
+    outputs = dict(raw.get("parameterValues", {}))
+    for name, entry in raw.get("artifacts", {}).items():
+        artifact = entry["artifacts"][0]
+        outputs[name] = {"uri": artifact["uri"], **artifact.get("metadata", {})}
+    return outputs
+
+
+def summarize(run_dir: Path, total_seconds: float) -> dict:
+    split_out = _task_output(run_dir, "split")["dataset"]
+    train_out = _task_output(run_dir, "train")["model"]
+    eval_out = _task_output(run_dir, "evaluate")
+    export_out = _task_output(run_dir, "export").get("registered_model")
+    evaluation = json.loads(Path(eval_out["evaluation"]["uri"]).read_text())
+    return {
+        "test_accuracy": evaluation["test_accuracy"],
+        "classes": evaluation["classes"],
+        "confusion_matrix": evaluation["confusion_matrix"],
+        "classification_report": evaluation["classification_report"],
+        "exported": export_out is not None,
+        "model_uri": export_out["uri"] if export_out else None,
+        "report_uri": eval_out["report"]["uri"],
+        "predictions_uri": eval_out["predictions"]["uri"],
+        "trained_model_uri": train_out["uri"],
+        "dataset_uri": split_out["uri"],
+        "backbone": train_out["backbone"],
+        "weights": train_out["weights"],
+        "warnings": train_out["warnings"],
+        "epochs_run": train_out["epochs_run"],
+        "timings_s": {
+            "split": split_out["seconds"],
+            "train": train_out["seconds"],
+            "evaluate": eval_out["evaluation"]["seconds"],
+            "export": export_out["seconds"] if export_out else 0.0,
+            "total": round(total_seconds, 2),
+        },
+        "run_dir": str(run_dir),
+    }
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from kfp import local
+
+    started = time.perf_counter()
+    params = {name: getattr(args, name) for name in pipeline_defaults()}
+    root = Path(args.pipeline_root).resolve()
+    if params["data"] is None:
+        from components.demo_data import generate
+
+        params["data"] = str(root / "demo-data")
+        if not Path(params["data"]).exists():
+            generate(params["data"])
+    for key in ("data", "registry"):
+        params[key] = _absolute(params[key])
+    if params["weights"] not in ("imagenet", "none", "auto"):
+        params["weights"] = _absolute(params["weights"])
+    preflight(params)
+
+    root.mkdir(parents=True, exist_ok=True)
+    before = set(root.iterdir())
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    try:
+        make_pipeline()(**params)
+    except RuntimeError as e:
+        _fail(f"pipeline failed: {e} (the step's log is above)")
+    (run_dir,) = [p for p in set(root.iterdir()) - before if p.name.startswith(PIPELINE_NAME)]
+
+    summary = summarize(run_dir, time.perf_counter() - started)
+    Path(args.summary).write_text(json.dumps(summary, indent=2))
+    for warning in summary["warnings"]:
+        print(f"WARNING: {warning}")
+    print(f"test accuracy: {summary['test_accuracy']:.4f} ({summary['backbone']}, weights {summary['weights']})")
+    print(f"report: {summary['report_uri']}")
+    if summary["exported"]:
+        print(f"exported model: {summary['model_uri']}")
+    else:
+        print(f"not exported: test accuracy below --min-accuracy {params['min_accuracy']}")
+    print(f"summary: {args.summary}  ({summary['timings_s']['total']:.1f} s)")
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(prog="shapes-pipeline", description=__doc__)
+    commands = cli.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="write hand-drawn demo shapes (Kaggle layout)")
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--per-class", type=int, default=100)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(func=cmd_generate)
+
+    comp = commands.add_parser("compile", help="write the pipeline spec for a Kubeflow cluster")
+    comp.add_argument("-o", "--output", default="pipeline.yaml")
+    comp.add_argument(
+        "--gpu-node-selector",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="node label the training pod must match (repeatable)",
+    )
+    comp.set_defaults(func=cmd_compile)
+
+    run = commands.add_parser("run", help="run the whole pipeline locally through kfp.local")
+    _add_pipeline_options(run, {"weights": "auto", "registry": "registry", "data": None})
+    run.add_argument("--pipeline-root", default="runs", help="where step outputs go")
+    run.add_argument("--summary", default="summary.json")
+    run.set_defaults(func=cmd_run)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
