@@ -8,6 +8,7 @@ for early stopping; the test part is never seen in training.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
@@ -48,7 +49,8 @@ def carve_validation(train: list[str], seed: int, val_fraction: float) -> tuple[
 def local_source(source: str) -> Iterator[Path]:
     """The data folder as a local path: a ``gs://`` prefix is downloaded to a temporary folder."""
     if not storage.is_gcs(source):
-        storage.check_exists(source)
+        if not os.path.isdir(source):
+            raise DataError(f"{source}: no such folder")
         yield Path(source)
         return
     with tempfile.TemporaryDirectory(prefix="shapes-data-") as tmp:
@@ -64,8 +66,6 @@ def find_images(root: Path, source: str) -> dict[str, list[str]]:
 
     ``source`` is the name the user gave (a local path or ``gs://`` URI), used in errors.
     """
-    if not root.is_dir():
-        raise DataError(f"{source}: not a folder of class sub-folders")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
         raise DataError(f"{source}: found {len(classes)} class folder(s) {classes}, need at least 2")

@@ -55,11 +55,19 @@ def _bucket(uri: str) -> tuple[storage.Bucket, str]:
     return bucket, prefix
 
 
+def _has_objects(bucket: storage.Bucket, name: str) -> bool:
+    """True if ``name`` is an object or a folder-like prefix (``name/...``) in ``bucket``."""
+    if name and bucket.blob(name).exists():
+        return True
+    prefix = f"{name}/" if name else ""
+    return any(True for _ in bucket.list_blobs(prefix=prefix, max_results=1))
+
+
 def check_exists(uri: str) -> None:
     """Fails with a message naming ``uri`` when there is nothing at it (file, folder or prefix)."""
     if is_gcs(uri):
-        bucket, prefix = _bucket(uri)
-        if not any(True for _ in bucket.list_blobs(prefix=prefix, max_results=1)):
+        bucket, name = _bucket(uri)
+        if not _has_objects(bucket, name):
             raise StorageError(f"{uri}: no such object or prefix")
     elif not os.path.exists(uri):
         raise StorageError(f"{uri}: no such file or directory")
@@ -69,13 +77,6 @@ def check_bucket(uri: str) -> None:
     """For a ``gs://`` URI, fails unless its bucket exists; local paths are created on write."""
     if is_gcs(uri):
         _bucket(uri)
-
-
-def exists(uri: str) -> bool:
-    if is_gcs(uri):
-        bucket, prefix = _bucket(uri)
-        return any(True for _ in bucket.list_blobs(prefix=prefix, max_results=1))
-    return os.path.exists(uri)
 
 
 def download_tree(uri: str, local_dir: str) -> None:
@@ -106,12 +107,14 @@ def download_file(uri: str, local_path: str) -> None:
 
 
 def upload_tree_new(local_dir: str, uri: str) -> None:
-    """Uploads a folder under a prefix, refusing to replace any object that already exists.
+    """Uploads a folder to a prefix that must not exist yet, never replacing an object.
 
-    ``if_generation_match=0`` makes GCS itself reject the write when the object exists, so
-    two writers can never overwrite each other.
+    The prefix is checked first; on real GCS ``if_generation_match=0`` also makes the
+    service reject each write whose object appeared meanwhile (a concurrent writer).
     """
     bucket, prefix = _bucket(uri)
+    if _has_objects(bucket, prefix):
+        raise StorageError(f"{uri}: already exists, not overwritten")
     root = Path(local_dir)
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         name = "/".join([prefix, path.relative_to(root).as_posix()]).lstrip("/")
@@ -119,19 +122,6 @@ def upload_tree_new(local_dir: str, uri: str) -> None:
             bucket.blob(name).upload_from_filename(str(path), if_generation_match=0)
         except gexc.PreconditionFailed as e:
             raise StorageError(f"gs://{bucket.name}/{name}: already exists, not overwritten") from e
-
-
-def list_dirs(uri: str) -> list[str]:
-    """Names of the immediate sub-folders (or sub-prefixes) of ``uri``, sorted."""
-    if is_gcs(uri):
-        bucket, prefix = _bucket(uri)
-        base = f"{prefix}/" if prefix else ""
-        blobs = bucket.list_blobs(prefix=base, delimiter="/")
-        list(blobs)  # the prefixes are filled in while the pages are read
-        return sorted(p[len(base) :].rstrip("/") for p in blobs.prefixes)
-    if not os.path.isdir(uri):
-        return []
-    return sorted(e.name for e in os.scandir(uri) if e.is_dir())
 
 
 def copy_to_local(uri: str, local_path: str) -> str:

@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny demo data, a tiny trained model, and a real GCS emulator."""
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+from gcp_storage_emulator.server import create_server
+from google.cloud import storage as gcs
+
+from components import storage
+from components.demo_data import generate
+from components.split import split_dataset
+
+# A small backbone, random weights and tiny images keep every test well under a minute.
+SMALL = {"backbone": "MobileNetV3Small", "weights": "none", "image_size": 32}
+
+
+@pytest.fixture(autouse=True)
+def no_internet(monkeypatch):
+    """Any download attempt fails at once, as on a machine with no internet."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """12 hand-drawn images per class: 8 train, 1 val, 3 test each."""
+    root = tmp_path_factory.mktemp("demo") / "shapes"
+    generate(str(root), per_class=12, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def split_dir(demo_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("split") / "dataset"
+    split_dataset(str(demo_data), str(out), seed=230, train_fraction=0.8, val_fraction=0.1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(split_dir, tmp_path_factory) -> Path:
+    """A tiny model trained once for the evaluate and export tests."""
+    from components.train import train
+
+    out = tmp_path_factory.mktemp("train") / "model"
+    train(
+        str(split_dir), str(out), epochs=2, batch_size=32, patience=5, seed=0, **SMALL
+    )
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """gcp-storage-emulator on 127.0.0.1, reached through the real google-cloud-storage client.
+
+    Child processes (kfp.local's steps, the CLI) inherit ``STORAGE_EMULATOR_HOST``.
+    """
+    port = _free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    storage._client.cache_clear()
+    try:
+        yield gcs.Client()
+    finally:
+        server.stop()
+        if previous is None:
+            del os.environ["STORAGE_EMULATOR_HOST"]
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+        storage._client.cache_clear()
+
+
+@pytest.fixture
+def bucket(gcs_emulator) -> gcs.Bucket:
+    return gcs_emulator.create_bucket(f"test-{uuid.uuid4().hex[:12]}")
+
+
+def upload_folder(bucket: gcs.Bucket, local: Path, prefix: str) -> str:
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        bucket.blob(f"{prefix}/{path.relative_to(local).as_posix()}").upload_from_filename(str(path))
+    return f"gs://{bucket.name}/{prefix}"

@@ -1,0 +1,77 @@
+"""The compiled spec, checked by loading it with KFP, and the CLI's parameters."""
+
+import pytest
+import yaml
+from kfp import components
+
+import pipeline
+
+
+def pipeline_doc(spec) -> dict:
+    """The pipeline spec; the second YAML document is the Kubernetes platform spec."""
+    return next(yaml.safe_load_all(spec.read_text()))
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    path = tmp_path_factory.mktemp("spec") / "pipeline.yaml"
+    pipeline.main(["compile", "-o", str(path), "--gpu-node-selector", "cloud.google.com/gke-accelerator=nvidia-l4"])
+    return path
+
+
+def test_spec_loads_in_kfp_with_four_tasks(spec):
+    loaded = components.load_component_from_file(str(spec))
+    assert loaded.name == pipeline.PIPELINE_NAME
+    doc = pipeline_doc(spec)
+    root = doc["root"]["dag"]["tasks"]
+    assert set(root) == {"split", "train", "evaluate", "condition-1"}
+    assert set(doc["components"]["comp-condition-1"]["dag"]["tasks"]) == {"export"}
+
+
+def test_train_asks_for_a_gpu_and_tolerates_gpu_nodes(spec):
+    docs = list(yaml.safe_load_all(spec.read_text()))
+    executors = docs[0]["deploymentSpec"]["executors"]
+    train = executors["exec-train"]["container"]
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert train["resources"]["accelerator"]["resourceCount"] == "1"
+    assert train["resources"]["cpuRequest"] == 4.0 and train["resources"]["memoryRequest"] == 16.0
+    assert train["image"] == pipeline.GPU_IMAGE
+    for step in ("split", "evaluate", "export"):
+        assert executors[f"exec-{step}"]["container"]["image"] == pipeline.CPU_IMAGE
+        assert "accelerator" not in executors[f"exec-{step}"]["container"].get("resources", {})
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert platform["exec-train"]["tolerations"] == [
+        {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
+    ]
+    assert platform["exec-train"]["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert set(platform) == {"exec-train"}
+
+
+def test_export_runs_only_past_the_accuracy_gate(spec):
+    doc = pipeline_doc(spec)
+    gate = doc["root"]["dag"]["tasks"]["condition-1"]
+    assert gate["taskInfo"]["name"] == "accuracy-gate"
+    assert "evaluate" in gate["dependentTasks"]
+    condition = gate["triggerPolicy"]["condition"]
+    assert condition == (
+        "inputs.parameter_values['pipelinechannel--evaluate-Output'] >= "
+        "inputs.parameter_values['pipelinechannel--min_accuracy']"
+    )
+
+
+def test_components_do_not_install_packages_at_run_time(spec):
+    executors = pipeline_doc(spec)["deploymentSpec"]["executors"]
+    for executor in executors.values():
+        assert "pip install" not in " ".join(executor["container"]["command"])
+
+
+def test_compiled_defaults_and_run_defaults(spec):
+    params = pipeline_doc(spec)["root"]["inputDefinitions"]["parameters"]
+    assert params["weights"]["defaultValue"] == "imagenet"
+    assert params["backbone"]["defaultValue"] == "InceptionResNetV2"
+    assert params["image_size"]["defaultValue"] == 128
+    assert params["epochs"]["defaultValue"] == 500
+    assert params["seed"]["defaultValue"] == 230
+    assert "defaultValue" not in params["data"]
+    args = pipeline.parser().parse_args(["run"])
+    assert args.weights == "auto" and args.image_size == 128 and args.data is None

@@ -1,0 +1,108 @@
+"""Split semantics: the notebook's exact train/test rule, a clean validation carve, clear errors."""
+
+import csv
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from components.dataset import DataError, class_names, read_manifest, sha256_of
+from components.demo_data import generate
+from components.split import carve_validation, notebook_split, split_dataset
+
+
+def notebook(files: list[str]) -> tuple[list[str], list[str]]:
+    """The notebook's own code, line for line (module-level random, seeded before the sort)."""
+    files = list(files)
+    random.seed(230)
+    files.sort()
+    random.shuffle(files)
+    split_train = int(0.8 * len(files))
+    return files[:split_train], files[split_train:]
+
+
+def kaggle_names(prefix: str, n: int = 100) -> list[str]:
+    return [f"{prefix}{i}.png" for i in range(n)]
+
+
+@pytest.mark.parametrize("names", [kaggle_names("drawing("), kaggle_names("x", 37), ["b.png", "a.png"]])
+def test_train_test_split_is_the_notebooks(names):
+    shuffled = random.Random(5).sample(names, len(names))  # os.listdir order is arbitrary
+    assert notebook_split(shuffled, 230, 0.8) == notebook(names)
+
+
+def test_known_file_list_lands_in_the_notebooks_split():
+    # Pinned: any change to the rule (seed handling, sort, cut) changes these.
+    train, test = notebook_split([f"{i:02d}.png" for i in range(10)], 230, 0.8)
+    assert len(train) == 8 and len(test) == 2
+    assert (train, test) == notebook([f"{i:02d}.png" for i in range(10)])
+    assert sorted(train + test) == [f"{i:02d}.png" for i in range(10)]
+
+
+def test_validation_is_carved_from_train_only_and_deterministic():
+    train = [f"{i}.png" for i in range(80)]
+    kept, val = carve_validation(train, 230, 0.1)
+    assert len(val) == 8 and not set(kept) & set(val) and sorted(kept + val) == sorted(train)
+    assert carve_validation(train, 230, 0.1) == (kept, val)
+    assert carve_validation(train, 231, 0.1)[1] != val
+
+
+def test_split_writes_folders_and_manifest(demo_data, split_dir):
+    examples = read_manifest(split_dir)
+    assert class_names(examples) == ["circles", "squares", "triangles"]
+    for label in ("circles", "squares", "triangles"):
+        by_split = {s: [e for e in examples if e.label == label and e.split == s] for s in ("train", "val", "test")}
+        assert [len(by_split[s]) for s in ("train", "val", "test")] == [8, 1, 3]
+        originals = sorted(os.listdir(demo_data / label))
+        _, expected_test = notebook(originals)
+        assert sorted(Path(e.path).name for e in by_split["test"]) == sorted(expected_test)
+    for e in examples:
+        assert e.path == f"{e.split}/{e.label}/{Path(e.path).name}"
+        assert sha256_of(split_dir / e.path) == e.sha256
+        assert sha256_of(demo_data / e.label / Path(e.path).name) == e.sha256
+    with open(split_dir / "manifest.csv") as f:
+        assert next(csv.reader(f)) == ["path", "class", "split", "sha256"]
+
+
+def test_any_number_of_classes(tmp_path):
+    src = tmp_path / "src"
+    generate(str(src), per_class=5, seed=3)
+    for name in ("d", "e"):  # five classes: copy two more folders under new names
+        shutil.copytree(src / "circles", src / name)
+    facts = split_dataset(str(src), str(tmp_path / "out"), seed=230, train_fraction=0.8, val_fraction=0.1)
+    assert facts["classes"] == ["circles", "d", "e", "squares", "triangles"]
+    assert facts["counts"]["test"] == dict.fromkeys(facts["classes"], 1)
+
+
+def _bad(tmp_path, demo_data, mutate) -> Path:
+    src = tmp_path / "bad"
+    shutil.copytree(demo_data, src)
+    mutate(src)
+    return src
+
+
+@pytest.mark.parametrize(
+    "mutate, named",
+    [
+        (lambda s: [shutil.rmtree(s / "squares"), shutil.rmtree(s / "triangles")], "bad"),
+        (lambda s: [p.unlink() for p in (s / "squares").iterdir()], "squares"),
+        (lambda s: (s / "squares" / "broken.png").write_text("not an image"), "broken.png"),
+        (lambda s: (s / "circles" / "cut.png").write_bytes((s / "circles" / "circle_000.png").read_bytes()[:60]), "cut.png"),
+        (lambda s: [p.unlink() for p in sorted((s / "triangles").iterdir())[1:]], "triangles"),
+    ],
+    ids=["one-class", "empty-class", "not-an-image", "truncated", "too-few-images"],
+)
+def test_bad_input_names_the_path_and_writes_nothing(tmp_path, demo_data, mutate, named):
+    src = _bad(tmp_path, demo_data, mutate)
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as error:
+        split_dataset(str(src), str(out), seed=230, train_fraction=0.8, val_fraction=0.1)
+    assert named in str(error.value) and "\n" not in str(error.value)
+    assert not out.exists()
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="no-such-folder"):
+        split_dataset(str(tmp_path / "no-such-folder"), str(tmp_path / "out"), seed=230, train_fraction=0.8, val_fraction=0.1)

@@ -1,0 +1,87 @@
+"""Training: the model artifact, backbone weights from every source, early stopping."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from conftest import SMALL, upload_folder
+
+from components import model
+from components.dataset import load_split
+from components.train import WeightsError, build_backbone, train
+
+
+def test_model_artifact_is_the_full_image_to_probabilities_model(trained, split_dir):
+    assert {p.name for p in trained.iterdir()} == {"model.keras", "labels.txt", "history.json", "training.json"}
+    classifier, classes = model.load(trained)
+    assert classes == ["circles", "squares", "triangles"]
+    assert classifier.input_shape == (None, 32, 32, 3)
+    assert any(isinstance(layer, model.Preprocess) for layer in classifier.layers)
+    x, _, _ = load_split(split_dir, "test", 32, classes)
+    probabilities = classifier.predict(x, verbose=0)
+    assert probabilities.shape == (len(x), 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    facts = json.loads((trained / "training.json").read_text())
+    assert facts["weights"] == "none" and facts["backbone"] == "MobileNetV3Small"
+    history = json.loads((trained / "history.json").read_text())
+    assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def test_head_is_the_notebooks():
+    head = model.head(576, 4)
+    kinds = [(type(layer).__name__, getattr(layer, "units", None)) for layer in head.layers]
+    assert kinds == [("Dense", 128), ("Dense", 64), ("Dense", 32), ("Dropout", None), ("Dense", 4)]
+    assert head.layers[3].rate == 0.5
+    assert head.layers[-1].activation.__name__ == "softmax"
+
+
+def test_early_stopping_restores_the_best_epoch(split_dir, tmp_path):
+    facts = train(str(split_dir), str(tmp_path / "m"), epochs=60, batch_size=32, patience=2, seed=0, **SMALL)
+    assert facts["epochs_run"] <= facts["best_epoch"] + 2 < 60 + 2
+    history = json.loads((tmp_path / "m" / "history.json").read_text())
+    assert len(history["loss"]) == facts["epochs_run"]
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    """Weights of MobileNetV3Small without its top, saved as ../shared/weights/ is."""
+    keras.utils.set_random_seed(7)
+    net = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path_factory.mktemp("w") / "small_notop.weights.h5"
+    net.save_weights(path)
+    return path, net.get_weights()
+
+
+def test_weights_from_a_local_file(weights_file):
+    path, expected = weights_file
+    net, used, warnings = build_backbone("MobileNetV3Small", str(path), 32)
+    assert used == str(path) and warnings == []
+    for got, want in zip(net.get_weights(), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_weights_from_gcs(weights_file, bucket):
+    path, expected = weights_file
+    uri = upload_folder(bucket, path.parent, "weights") + f"/{path.name}"
+    net, used, _ = build_backbone("MobileNetV3Small", uri, 32)
+    assert used == uri
+    np.testing.assert_array_equal(net.get_weights()[0], expected[0])
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match="nope.weights.h5"):
+        build_backbone("MobileNetV3Small", str(tmp_path / "nope.weights.h5"), 32)
+
+
+def test_auto_falls_back_loudly_when_imagenet_cannot_be_had():
+    net, used, warnings = build_backbone("MobileNetV3Small", "auto", 32)
+    assert used == "none"
+    assert len(warnings) == 1 and "RANDOMLY INITIALISED" in warnings[0]
+    with pytest.raises(WeightsError, match="weights=imagenet"):
+        build_backbone("MobileNetV3Small", "imagenet", 32)
+
+
+def test_unknown_backbone():
+    with pytest.raises(ValueError, match="NoSuchNet"):
+        build_backbone("NoSuchNet", "none", 32)
