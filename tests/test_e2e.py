@@ -1,0 +1,119 @@
+"""The whole pipeline through kfp.local, driven by the CLI as a user would run it."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SMALL, upload_folder
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--epochs", "3", "--patience", "5", *(f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items())]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "pipeline.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.e2e
+def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
+    data = upload_folder(bucket, demo_data, "raw/shapes")
+    registry = f"gs://{bucket.name}/registry"
+    done = cli("run", "--data", data, "--registry", registry, "--min-accuracy", "0", *FAST, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+
+    assert summary["classes"] == ["circles", "squares", "triangles"]
+    matrix = np.array(summary["confusion_matrix"])
+    assert matrix.sum() == 9 and matrix.sum(axis=1).tolist() == [3, 3, 3]
+    assert summary["test_accuracy"] == pytest.approx(np.trace(matrix) / 9)
+    assert summary["classification_report"]["accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert (summary["backbone"], summary["weights"], summary["warnings"]) == ("MobileNetV3Small", "none", [])
+    timings = summary["timings_s"]
+    assert set(timings) == {"split", "train", "evaluate", "export", "total"}
+    assert all(timings[k] > 0 for k in timings)
+    assert timings["total"] > timings["split"] + timings["train"] + timings["evaluate"] + timings["export"]
+    assert f"test accuracy: {summary['test_accuracy']:.4f}" in done.stdout
+    assert f"exported model: {summary['model_uri']}" in done.stdout
+
+    run_dir = Path(summary["run_dir"])
+    assert (run_dir / "split" / "dataset" / "manifest.csv").exists()
+    assert (run_dir / "train" / "model" / "model.keras").exists()
+    assert Path(summary["report_uri"]).read_text().count("data:image/png;base64,") == 2
+    with open(summary["predictions_uri"]) as f:
+        predictions = list(csv.DictReader(f))
+    assert len(predictions) == 9
+
+    # The exported version is a SavedModel that gives the evaluation's predictions.
+    assert summary["exported"] and summary["model_uri"].startswith(f"{registry}/shapes-classifier/")
+    local = tmp_path / "version"
+    prefix = summary["model_uri"][len(f"gs://{bucket.name}/") :]
+    for blob in bucket.list_blobs(prefix=prefix + "/"):
+        target = local / blob.name[len(prefix) + 1 :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        blob.download_to_filename(str(target))
+    metadata = json.loads((local / "metadata.json").read_text())
+    assert metadata["metrics"]["test_accuracy"] == summary["test_accuracy"]
+    assert metadata["classes"] == summary["classes"]
+    assert (local / "labels.txt").read_text().split() == summary["classes"]
+
+    import tensorflow as tf
+
+    from components.dataset import load_image
+
+    served = tf.saved_model.load(str(local / "saved_model"))
+    images = np.stack([load_image(run_dir / "split" / "dataset" / p["path"], 32) for p in predictions])
+    (output,) = served.signatures["serving_default"](tf.constant(images)).values()
+    assert [summary["classes"][i] for i in output.numpy().argmax(axis=1)] == [p["predicted_class"] for p in predictions]
+
+
+@pytest.mark.e2e
+def test_gate_blocks_export_below_min_accuracy(tmp_path, demo_data):
+    done = cli("run", "--data", str(demo_data), "--registry", "reg", "--min-accuracy", "1.01", *FAST, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["exported"] is False and summary["model_uri"] is None
+    assert summary["timings_s"]["export"] == 0.0
+    assert "not exported" in done.stdout
+    assert not (tmp_path / "reg").exists()
+
+
+def _copy(demo_data: Path, tmp_path: Path) -> Path:
+    shutil.copytree(demo_data, tmp_path / "data")
+    return tmp_path / "data"
+
+
+BAD_INPUTS = {
+    "one-class": (lambda d: [shutil.rmtree(d / "squares"), shutil.rmtree(d / "triangles")], "data: found 1 class"),
+    "empty-class": (lambda d: [p.unlink() for p in (d / "squares").iterdir()], "squares: class folder has no images"),
+    "not-an-image": (lambda d: (d / "circles" / "x.png").write_text("text"), "circles/x.png: not a readable image"),
+    "missing-path": (lambda d: shutil.rmtree(d), "data: no such folder"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_stops_before_anything_runs(tmp_path, demo_data, case):
+    mutate, message = BAD_INPUTS[case]
+    data = _copy(demo_data, tmp_path)
+    mutate(data)
+    done = cli("run", "--data", str(data), "--registry", "reg", *FAST, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert message in done.stderr and str(tmp_path) in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "reg").exists() and not (tmp_path / "runs").exists()
+
+
+def test_missing_buckets_are_named(tmp_path, demo_data, bucket):
+    done = cli("run", "--data", "gs://no-such-bucket-xyz/shapes", *FAST, cwd=tmp_path)
+    assert done.returncode == 2 and "gs://no-such-bucket-xyz/shapes" in done.stderr
+    data = upload_folder(bucket, demo_data, "shapes")
+    done = cli("run", "--data", data, "--registry", "gs://no-registry-bucket/models", *FAST, cwd=tmp_path)
+    assert done.returncode == 2 and "no-registry-bucket" in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
