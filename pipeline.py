@@ -5,7 +5,6 @@ body (the project's image has the package installed) and turns the step's result
 artifacts and metadata. ``shapes-pipeline --help`` lists the commands.
 """
 
-
 import argparse
 import inspect
 import json
@@ -244,7 +243,9 @@ def preflight(params: dict) -> None:
             storage.check_exists(params["weights"])
     except (DataError, storage.StorageError) as e:
         _fail(str(e))
-    print(f"data: {params['data']}: {sum(map(len, classes.values()))} images in classes {list(classes)}")
+    print(
+        f"data: {params['data']}: {sum(map(len, classes.values()))} images, classes {list(classes)}"
+    )
 
 
 def _task_output(run_dir: Path, task: str) -> dict:
@@ -323,7 +324,10 @@ def cmd_run(args: argparse.Namespace) -> None:
     Path(args.summary).write_text(json.dumps(summary, indent=2))
     for warning in summary["warnings"]:
         print(f"WARNING: {warning}")
-    print(f"test accuracy: {summary['test_accuracy']:.4f} ({summary['backbone']}, weights {summary['weights']})")
+    print(
+        f"test accuracy: {summary['test_accuracy']:.4f} "
+        f"({summary['backbone']}, weights {summary['weights']})"
+    )
     print(f"report: {summary['report_uri']}")
     if summary["exported"]:
         print(f"exported model: {summary['model_uri']}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -17,7 +18,7 @@ SHAPES = ("circles", "squares", "triangles")
 _SUPERSAMPLE = 8
 
 
-def _wobble(rng: random.Random) -> callable:
+def _wobble(rng: random.Random) -> Callable[[float], float]:
     """A smooth random radial offset: a few low-frequency sines with random phases."""
     terms = [(k, rng.uniform(0.0, 0.05) / k, rng.uniform(0, 2 * math.pi)) for k in (2, 3, 5)]
     return lambda t: sum(a * math.sin(k * t + p) for k, a, p in terms)
@@ -46,7 +47,9 @@ def _outline(shape: str, rng: random.Random) -> list[tuple[float, float]]:
         for j in range(16):
             f = j / 16
             wiggle = wobble(2 * math.pi * (i + f) / corners)
-            points.append((x0 + f * (x1 - x0) + wiggle * (y1 - y0), y0 + f * (y1 - y0) - wiggle * (x1 - x0)))
+            points.append(
+                (x0 + f * (x1 - x0) + wiggle * (y1 - y0), y0 + f * (y1 - y0) - wiggle * (x1 - x0))
+            )
     return points
 
 

@@ -72,7 +72,9 @@ def classifier(features: keras.Model, head_model: keras.Model) -> keras.Model:
     return keras.Model(features.input, head_model(features.output), name="classifier")
 
 
-def save(model: keras.Model, model_dir: str | Path, classes: list[str], history: dict, facts: dict) -> None:
+def save(
+    model: keras.Model, model_dir: str | Path, classes: list[str], history: dict, facts: dict
+) -> None:
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     model.save(model_dir / MODEL_FILE)

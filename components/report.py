@@ -32,7 +32,14 @@ def confusion_figure(matrix: list[list[int]], classes: list[str]) -> str:
     ax.set_ylabel("true class")
     threshold = counts.max() / 2 if counts.size else 0
     for (i, j), value in np.ndenumerate(counts):
-        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > threshold else "black")
+        ax.text(
+            j,
+            i,
+            str(value),
+            ha="center",
+            va="center",
+            color="white" if value > threshold else "black",
+        )
     ax.set_title("Confusion matrix (test split)")
     return _png(fig)
 
@@ -51,7 +58,9 @@ def curves_figure(history: dict[str, list[float]]) -> str:
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -60,7 +69,11 @@ def render(evaluation: dict, history: dict[str, list[float]]) -> str:
     per_class = evaluation["classification_report"]
     names = [*classes, "macro avg", "weighted avg"]
     rows = [
-        [n, *(f"{per_class[n][k]:.3f}" for k in ("precision", "recall", "f1-score")), f"{per_class[n]['support']:.0f}"]
+        [
+            n,
+            *(f"{per_class[n][k]:.3f}" for k in ("precision", "recall", "f1-score")),
+            f"{per_class[n]['support']:.0f}",
+        ]
         for n in names
     ]
     training = evaluation["training"]
@@ -71,7 +84,9 @@ def render(evaluation: dict, history: dict[str, list[float]]) -> str:
         ["epochs run", f"{training['epochs_run']} (best {training['best_epoch']})"],
         ["test images", str(evaluation["n_test"])],
     ]
-    warnings = "".join(f'<p class="warning">WARNING: {html.escape(w)}</p>' for w in evaluation["warnings"])
+    warnings = "".join(
+        f'<p class="warning">WARNING: {html.escape(w)}</p>' for w in evaluation["warnings"]
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>
 <style>

@@ -28,16 +28,24 @@ from components.dataset import (
 )
 
 
-def notebook_split(files: list[str], seed: int, train_fraction: float) -> tuple[list[str], list[str]]:
-    """The notebook's rule for one class: ``random.seed(seed); files.sort(); random.shuffle(files)``."""
+def notebook_split(
+    files: list[str], seed: int, train_fraction: float
+) -> tuple[list[str], list[str]]:
+    """The notebook's rule for one class.
+
+    Same as its ``random.seed(seed); files.sort(); random.shuffle(files)``, cut at
+    ``int(train_fraction * n)``.
+    """
     ordered = sorted(files)
     random.Random(seed).shuffle(ordered)
     cut = int(train_fraction * len(ordered))
     return ordered[:cut], ordered[cut:]
 
 
-def carve_validation(train: list[str], seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
-    """Moves ``round(val_fraction * n)`` (at least one when asked for any) of one class's train files to val."""
+def carve_validation(
+    train: list[str], seed: int, val_fraction: float
+) -> tuple[list[str], list[str]]:
+    """Moves ``round(val_fraction * n)`` of one class's train files to val (at least one)."""
     if val_fraction <= 0:
         return train, []
     n_val = max(1, round(val_fraction * len(train)))
@@ -68,7 +76,9 @@ def find_images(root: Path, source: str) -> dict[str, list[str]]:
     """
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
-        raise DataError(f"{source}: found {len(classes)} class folder(s) {classes}, need at least 2")
+        raise DataError(
+            f"{source}: found {len(classes)} class folder(s) {classes}, need at least 2"
+        )
     found = {}
     for name in classes:
         files = sorted(
@@ -94,7 +104,12 @@ def scan(source: str) -> dict[str, list[str]]:
 
 
 def plan_split(
-    images: dict[str, list[str]], source: str, *, seed: int, train_fraction: float, val_fraction: float
+    images: dict[str, list[str]],
+    source: str,
+    *,
+    seed: int,
+    train_fraction: float,
+    val_fraction: float,
 ) -> dict[str, dict[str, list[str]]]:
     """Class -> split -> files, refusing any class that would leave a split empty."""
     plan = {}

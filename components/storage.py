@@ -125,7 +125,7 @@ def upload_tree_new(local_dir: str, uri: str) -> None:
 
 
 def copy_to_local(uri: str, local_path: str) -> str:
-    """Makes ``uri`` available at a local path: downloads a ``gs://`` object, else returns ``uri``."""
+    """A local path for ``uri``: a ``gs://`` object is downloaded to ``local_path``."""
     if not is_gcs(uri):
         return uri
     download_file(uri, local_path)

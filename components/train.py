@@ -42,7 +42,9 @@ def build_backbone(name: str, weights: str, image_size: int) -> tuple[keras.Mode
             return make("imagenet"), "imagenet", []
         except Exception as e:  # Keras raises plain Exceptions for a failed download
             if weights == "imagenet":
-                raise WeightsError(f"weights=imagenet: cannot load ImageNet weights for {name} ({e})") from e
+                raise WeightsError(
+                    f"weights=imagenet: cannot load ImageNet weights for {name} ({e})"
+                ) from e
             warning = (
                 f"ImageNet weights for {name} could not be loaded ({type(e).__name__}: {e}); "
                 "the backbone is RANDOMLY INITIALISED and accuracy will be poor. Pass --weights "

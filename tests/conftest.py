@@ -47,9 +47,7 @@ def trained(split_dir, tmp_path_factory) -> Path:
     from components.train import train
 
     out = tmp_path_factory.mktemp("train") / "model"
-    train(
-        str(split_dir), str(out), epochs=2, batch_size=32, patience=5, seed=0, **SMALL
-    )
+    train(str(split_dir), str(out), epochs=2, batch_size=32, patience=5, seed=0, **SMALL)
     return out
 
 
@@ -89,5 +87,7 @@ def bucket(gcs_emulator) -> gcs.Bucket:
 
 def upload_folder(bucket: gcs.Bucket, local: Path, prefix: str) -> str:
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
-        bucket.blob(f"{prefix}/{path.relative_to(local).as_posix()}").upload_from_filename(str(path))
+        bucket.blob(f"{prefix}/{path.relative_to(local).as_posix()}").upload_from_filename(
+            str(path)
+        )
     return f"gs://{bucket.name}/{prefix}"

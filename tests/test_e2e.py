@@ -12,12 +12,22 @@ import pytest
 from conftest import SMALL, upload_folder
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = ["--epochs", "3", "--patience", "5", *(f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items())]
+FAST = [
+    "--epochs",
+    "3",
+    "--patience",
+    "5",
+    *(f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()),
+]
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / "pipeline.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+        [sys.executable, str(REPO / "pipeline.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -25,7 +35,9 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     data = upload_folder(bucket, demo_data, "raw/shapes")
     registry = f"gs://{bucket.name}/registry"
-    done = cli("run", "--data", data, "--registry", registry, "--min-accuracy", "0", *FAST, cwd=tmp_path)
+    done = cli(
+        "run", "--data", data, "--registry", registry, "--min-accuracy", "0", *FAST, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
 
@@ -34,11 +46,18 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert matrix.sum() == 9 and matrix.sum(axis=1).tolist() == [3, 3, 3]
     assert summary["test_accuracy"] == pytest.approx(np.trace(matrix) / 9)
     assert summary["classification_report"]["accuracy"] == pytest.approx(summary["test_accuracy"])
-    assert (summary["backbone"], summary["weights"], summary["warnings"]) == ("MobileNetV3Small", "none", [])
+    assert (summary["backbone"], summary["weights"], summary["warnings"]) == (
+        "MobileNetV3Small",
+        "none",
+        [],
+    )
     timings = summary["timings_s"]
     assert set(timings) == {"split", "train", "evaluate", "export", "total"}
     assert all(timings[k] > 0 for k in timings)
-    assert timings["total"] > timings["split"] + timings["train"] + timings["evaluate"] + timings["export"]
+    assert (
+        timings["total"]
+        > timings["split"] + timings["train"] + timings["evaluate"] + timings["export"]
+    )
     assert f"test accuracy: {summary['test_accuracy']:.4f}" in done.stdout
     assert f"exported model: {summary['model_uri']}" in done.stdout
 
@@ -68,14 +87,28 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     from components.dataset import load_image
 
     served = tf.saved_model.load(str(local / "saved_model"))
-    images = np.stack([load_image(run_dir / "split" / "dataset" / p["path"], 32) for p in predictions])
+    images = np.stack(
+        [load_image(run_dir / "split" / "dataset" / p["path"], 32) for p in predictions]
+    )
     (output,) = served.signatures["serving_default"](tf.constant(images)).values()
-    assert [summary["classes"][i] for i in output.numpy().argmax(axis=1)] == [p["predicted_class"] for p in predictions]
+    assert [summary["classes"][i] for i in output.numpy().argmax(axis=1)] == [
+        p["predicted_class"] for p in predictions
+    ]
 
 
 @pytest.mark.e2e
 def test_gate_blocks_export_below_min_accuracy(tmp_path, demo_data):
-    done = cli("run", "--data", str(demo_data), "--registry", "reg", "--min-accuracy", "1.01", *FAST, cwd=tmp_path)
+    done = cli(
+        "run",
+        "--data",
+        str(demo_data),
+        "--registry",
+        "reg",
+        "--min-accuracy",
+        "1.01",
+        *FAST,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["exported"] is False and summary["model_uri"] is None
@@ -90,9 +123,18 @@ def _copy(demo_data: Path, tmp_path: Path) -> Path:
 
 
 BAD_INPUTS = {
-    "one-class": (lambda d: [shutil.rmtree(d / "squares"), shutil.rmtree(d / "triangles")], "data: found 1 class"),
-    "empty-class": (lambda d: [p.unlink() for p in (d / "squares").iterdir()], "squares: class folder has no images"),
-    "not-an-image": (lambda d: (d / "circles" / "x.png").write_text("text"), "circles/x.png: not a readable image"),
+    "one-class": (
+        lambda d: [shutil.rmtree(d / "squares"), shutil.rmtree(d / "triangles")],
+        "data: found 1 class",
+    ),
+    "empty-class": (
+        lambda d: [p.unlink() for p in (d / "squares").iterdir()],
+        "squares: class folder has no images",
+    ),
+    "not-an-image": (
+        lambda d: (d / "circles" / "x.png").write_text("text"),
+        "circles/x.png: not a readable image",
+    ),
     "missing-path": (lambda d: shutil.rmtree(d), "data: no such folder"),
 }
 
@@ -114,6 +156,12 @@ def test_missing_buckets_are_named(tmp_path, demo_data, bucket):
     done = cli("run", "--data", "gs://no-such-bucket-xyz/shapes", *FAST, cwd=tmp_path)
     assert done.returncode == 2 and "gs://no-such-bucket-xyz/shapes" in done.stderr
     data = upload_folder(bucket, demo_data, "shapes")
-    done = cli("run", "--data", data, "--registry", "gs://no-registry-bucket/models", *FAST, cwd=tmp_path)
-    assert done.returncode == 2 and "no-registry-bucket" in done.stderr and done.stderr.count("\n") == 1
+    done = cli(
+        "run", "--data", data, "--registry", "gs://no-registry-bucket/models", *FAST, cwd=tmp_path
+    )
+    assert (
+        done.returncode == 2
+        and "no-registry-bucket" in done.stderr
+        and done.stderr.count("\n") == 1
+    )
     assert not (tmp_path / "runs").exists()

@@ -14,7 +14,11 @@ from components.dataset import MANIFEST, read_manifest, write_manifest
 from components.evaluate import evaluate
 from components.split import split_dataset
 
-COLOURS = {"blue": (0, 0, 255), "green": (0, 255, 0), "red": (255, 0, 0)}  # sorted: blue, green, red
+COLOURS = {
+    "blue": (0, 0, 255),
+    "green": (0, 255, 0),
+    "red": (255, 0, 0),
+}  # sorted: blue, green, red
 
 
 @pytest.fixture
@@ -26,7 +30,9 @@ def colour_data(tmp_path):
         for i in range(20):
             pixels = np.clip(np.array(rgb) * 0.7 + rng.integers(0, 60, (28, 28, 3)), 0, 255)
             Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "src" / name / f"{i:02d}.png")
-    split_dataset(str(tmp_path / "src"), str(tmp_path / "ds"), seed=230, train_fraction=0.8, val_fraction=0.1)
+    split_dataset(
+        str(tmp_path / "src"), str(tmp_path / "ds"), seed=230, train_fraction=0.8, val_fraction=0.1
+    )
 
     inputs = keras.Input((32, 32, 3))
     dense = keras.layers.Dense(3, activation="softmax")
@@ -36,7 +42,14 @@ def colour_data(tmp_path):
     for cls, channel in enumerate(channel_of_class):
         kernel[channel, cls] = 0.1
     dense.set_weights([kernel, np.zeros(3, np.float32)])
-    facts = {"backbone": "oracle", "weights": "none", "image_size": 32, "epochs_run": 1, "best_epoch": 1, "warnings": ["a test warning"]}
+    facts = {
+        "backbone": "oracle",
+        "weights": "none",
+        "image_size": 32,
+        "epochs_run": 1,
+        "best_epoch": 1,
+        "warnings": ["a test warning"],
+    }
     history = {"loss": [1.0], "val_loss": [1.0], "accuracy": [0.5], "val_accuracy": [0.5]}
     model.save(oracle, tmp_path / "model", list(COLOURS), history, facts)
     return tmp_path

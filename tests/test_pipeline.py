@@ -15,7 +15,15 @@ def pipeline_doc(spec) -> dict:
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
     path = tmp_path_factory.mktemp("spec") / "pipeline.yaml"
-    pipeline.main(["compile", "-o", str(path), "--gpu-node-selector", "cloud.google.com/gke-accelerator=nvidia-l4"])
+    pipeline.main(
+        [
+            "compile",
+            "-o",
+            str(path),
+            "--gpu-node-selector",
+            "cloud.google.com/gke-accelerator=nvidia-l4",
+        ]
+    )
     return path
 
 
@@ -43,7 +51,9 @@ def test_train_asks_for_a_gpu_and_tolerates_gpu_nodes(spec):
     assert platform["exec-train"]["tolerations"] == [
         {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
     ]
-    assert platform["exec-train"]["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert platform["exec-train"]["nodeSelector"]["labels"] == {
+        "cloud.google.com/gke-accelerator": "nvidia-l4"
+    }
     assert set(platform) == {"exec-train"}
 
 

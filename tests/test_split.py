@@ -27,7 +27,9 @@ def kaggle_names(prefix: str, n: int = 100) -> list[str]:
     return [f"{prefix}{i}.png" for i in range(n)]
 
 
-@pytest.mark.parametrize("names", [kaggle_names("drawing("), kaggle_names("x", 37), ["b.png", "a.png"]])
+@pytest.mark.parametrize(
+    "names", [kaggle_names("drawing("), kaggle_names("x", 37), ["b.png", "a.png"]]
+)
 def test_train_test_split_is_the_notebooks(names):
     shuffled = random.Random(5).sample(names, len(names))  # os.listdir order is arbitrary
     assert notebook_split(shuffled, 230, 0.8) == notebook(names)
@@ -53,7 +55,10 @@ def test_split_writes_folders_and_manifest(demo_data, split_dir):
     examples = read_manifest(split_dir)
     assert class_names(examples) == ["circles", "squares", "triangles"]
     for label in ("circles", "squares", "triangles"):
-        by_split = {s: [e for e in examples if e.label == label and e.split == s] for s in ("train", "val", "test")}
+        by_split = {
+            s: [e for e in examples if e.label == label and e.split == s]
+            for s in ("train", "val", "test")
+        }
         assert [len(by_split[s]) for s in ("train", "val", "test")] == [8, 1, 3]
         originals = sorted(os.listdir(demo_data / label))
         _, expected_test = notebook(originals)
@@ -71,7 +76,9 @@ def test_any_number_of_classes(tmp_path):
     generate(str(src), per_class=5, seed=3)
     for name in ("d", "e"):  # five classes: copy two more folders under new names
         shutil.copytree(src / "circles", src / name)
-    facts = split_dataset(str(src), str(tmp_path / "out"), seed=230, train_fraction=0.8, val_fraction=0.1)
+    facts = split_dataset(
+        str(src), str(tmp_path / "out"), seed=230, train_fraction=0.8, val_fraction=0.1
+    )
     assert facts["classes"] == ["circles", "d", "e", "squares", "triangles"]
     assert facts["counts"]["test"] == dict.fromkeys(facts["classes"], 1)
 
@@ -89,7 +96,12 @@ def _bad(tmp_path, demo_data, mutate) -> Path:
         (lambda s: [shutil.rmtree(s / "squares"), shutil.rmtree(s / "triangles")], "bad"),
         (lambda s: [p.unlink() for p in (s / "squares").iterdir()], "squares"),
         (lambda s: (s / "squares" / "broken.png").write_text("not an image"), "broken.png"),
-        (lambda s: (s / "circles" / "cut.png").write_bytes((s / "circles" / "circle_000.png").read_bytes()[:60]), "cut.png"),
+        (
+            lambda s: (s / "circles" / "cut.png").write_bytes(
+                (s / "circles" / "circle_000.png").read_bytes()[:60]
+            ),
+            "cut.png",
+        ),
         (lambda s: [p.unlink() for p in sorted((s / "triangles").iterdir())[1:]], "triangles"),
     ],
     ids=["one-class", "empty-class", "not-an-image", "truncated", "too-few-images"],
@@ -105,4 +117,10 @@ def test_bad_input_names_the_path_and_writes_nothing(tmp_path, demo_data, mutate
 
 def test_missing_folder(tmp_path):
     with pytest.raises(DataError, match="no-such-folder"):
-        split_dataset(str(tmp_path / "no-such-folder"), str(tmp_path / "out"), seed=230, train_fraction=0.8, val_fraction=0.1)
+        split_dataset(
+            str(tmp_path / "no-such-folder"),
+            str(tmp_path / "out"),
+            seed=230,
+            train_fraction=0.8,
+            val_fraction=0.1,
+        )

@@ -18,7 +18,10 @@ def test_upload_download_roundtrip_and_no_overwrite(bucket, tmp_path):
     (src / "top.txt").write_text("hello")
     uri = f"gs://{bucket.name}/models/v1"
     storage.publish_tree(str(src), uri)
-    assert sorted(b.name for b in bucket.list_blobs()) == ["models/v1/a/b/x.bin", "models/v1/top.txt"]
+    assert sorted(b.name for b in bucket.list_blobs()) == [
+        "models/v1/a/b/x.bin",
+        "models/v1/top.txt",
+    ]
 
     back = tmp_path / "back"
     storage.download_tree(uri, str(back))
@@ -51,14 +54,22 @@ def test_missing_bucket_and_prefix(gcs_emulator, bucket):
 
 def test_split_from_gcs_matches_local_split(bucket, demo_data, split_dir, tmp_path):
     uri = upload_folder(bucket, demo_data, "raw/shapes")
-    facts = split_dataset(uri + "/", str(tmp_path / "ds"), seed=230, train_fraction=0.8, val_fraction=0.1)
+    facts = split_dataset(
+        uri + "/", str(tmp_path / "ds"), seed=230, train_fraction=0.8, val_fraction=0.1
+    )
     assert facts["source"] == uri + "/"
     assert read_manifest(tmp_path / "ds") == read_manifest(split_dir)
 
 
 def test_split_from_gcs_names_missing_bucket_and_bad_file(bucket, demo_data, tmp_path):
     with pytest.raises(DataError, match="gs://no-such-bucket-xyz/raw"):
-        split_dataset("gs://no-such-bucket-xyz/raw", str(tmp_path / "a"), seed=230, train_fraction=0.8, val_fraction=0.1)
+        split_dataset(
+            "gs://no-such-bucket-xyz/raw",
+            str(tmp_path / "a"),
+            seed=230,
+            train_fraction=0.8,
+            val_fraction=0.1,
+        )
     uri = upload_folder(bucket, demo_data, "raw")
     bucket.blob("raw/squares/broken.png").upload_from_string(b"nope")
     with pytest.raises(DataError, match=f"{uri}/squares/broken.png: not a readable image"):
@@ -78,11 +89,21 @@ def test_export_to_gcs(bucket, trained, split_dir, tmp_path):
         evaluation_path=str(evaluation),
     )
     registry = f"gs://{bucket.name}/registry"
-    facts = export(str(trained), str(split_dir), str(evaluation), registry=registry, model_name="shapes")
+    facts = export(
+        str(trained), str(split_dir), str(evaluation), registry=registry, model_name="shapes"
+    )
     assert facts["uri"].startswith(f"{registry}/shapes/")
     names = {b.name for b in bucket.list_blobs(prefix="registry/shapes/")}
     version = f"registry/shapes/{facts['version']}"
-    assert {f"{version}/saved_model/saved_model.pb", f"{version}/labels.txt", f"{version}/metadata.json"} <= names
+    assert {
+        f"{version}/saved_model/saved_model.pb",
+        f"{version}/labels.txt",
+        f"{version}/metadata.json",
+    } <= names
     stored = json.loads(bucket.blob(f"{version}/metadata.json").download_as_text())
     assert stored == facts
-    assert bucket.blob(f"{version}/labels.txt").download_as_text().split() == ["circles", "squares", "triangles"]
+    assert bucket.blob(f"{version}/labels.txt").download_as_text().split() == [
+        "circles",
+        "squares",
+        "triangles",
+    ]

@@ -13,7 +13,12 @@ from components.train import WeightsError, build_backbone, train
 
 
 def test_model_artifact_is_the_full_image_to_probabilities_model(trained, split_dir):
-    assert {p.name for p in trained.iterdir()} == {"model.keras", "labels.txt", "history.json", "training.json"}
+    assert {p.name for p in trained.iterdir()} == {
+        "model.keras",
+        "labels.txt",
+        "history.json",
+        "training.json",
+    }
     classifier, classes = model.load(trained)
     assert classes == ["circles", "squares", "triangles"]
     assert classifier.input_shape == (None, 32, 32, 3)
@@ -37,7 +42,9 @@ def test_head_is_the_notebooks():
 
 
 def test_early_stopping_restores_the_best_epoch(split_dir, tmp_path):
-    facts = train(str(split_dir), str(tmp_path / "m"), epochs=60, batch_size=32, patience=2, seed=0, **SMALL)
+    facts = train(
+        str(split_dir), str(tmp_path / "m"), epochs=60, batch_size=32, patience=2, seed=0, **SMALL
+    )
     assert facts["epochs_run"] <= facts["best_epoch"] + 2 < 60 + 2
     history = json.loads((tmp_path / "m" / "history.json").read_text())
     assert len(history["loss"]) == facts["epochs_run"]
@@ -47,7 +54,9 @@ def test_early_stopping_restores_the_best_epoch(split_dir, tmp_path):
 def weights_file(tmp_path_factory):
     """Weights of MobileNetV3Small without its top, saved as ../shared/weights/ is."""
     keras.utils.set_random_seed(7)
-    net = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3))
+    net = keras.applications.MobileNetV3Small(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
     path = tmp_path_factory.mktemp("w") / "small_notop.weights.h5"
     net.save_weights(path)
     return path, net.get_weights()
