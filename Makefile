@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Without ImageNet weights (no internet) the demo trains a random backbone, which scores
+# about 0.83 on the demo data (README); the demo gate is lower than the pipeline's 0.9 so
+# that `make run` shows the export too. Override either: make run DEMO_MIN_ACCURACY=0.9
+DEMO_MIN_ACCURACY ?= 0.75
 RUN_ARGS ?=
 
 .PHONY: help run test lint compile demo-data clean
@@ -20,7 +24,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/shapes-pipeline run --pipeline-root runs --registry registry --summary summary.json $(RUN_ARGS)
+	$(BIN)/shapes-pipeline run --pipeline-root runs --registry registry --summary summary.json \
+		--min-accuracy $(DEMO_MIN_ACCURACY) $(RUN_ARGS)
 
 test: $(STAMP) lint
 	$(BIN)/pytest

@@ -44,12 +44,14 @@ def confusion_figure(matrix: list[list[int]], classes: list[str]) -> str:
     return _png(fig)
 
 
-def curves_figure(history: dict[str, list[float]]) -> str:
+def curves_figure(history: dict[str, list[float]], best_epoch: int) -> str:
+    """Loss and accuracy per epoch; the dashed line marks the epoch whose weights were kept."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         epochs = range(1, len(history.get(metric, [])) + 1)
         ax.plot(epochs, history.get(metric, []), label="train")
         ax.plot(epochs, history.get(f"val_{metric}", []), label="validation")
+        ax.axvline(best_epoch, color="grey", linestyle="--", label=f"kept (epoch {best_epoch})")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()
@@ -105,6 +107,6 @@ td:first-child, th:first-child {{ text-align: left; }}
 <h2>Confusion matrix</h2>
 <img alt="confusion matrix" src="{confusion_figure(evaluation["confusion_matrix"], classes)}">
 <h2>Training curves</h2>
-<img alt="loss and accuracy curves" src="{curves_figure(history)}">
+<img alt="loss and accuracy curves" src="{curves_figure(history, training["best_epoch"])}">
 </body></html>
 """
