@@ -9,8 +9,10 @@ import argparse
 import inspect
 import json
 import os
+import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from kfp import compiler, dsl, kubernetes
@@ -28,15 +30,15 @@ GPU_IMAGE = f"{IMAGE_REPOSITORY}-gpu:{IMAGE_TAG}"
 def split(
     data: str, seed: int, train_fraction: float, val_fraction: float, dataset: Output[Dataset]
 ):
-    import time
+    from components.step import step
 
-    started = time.perf_counter()
-    from components.split import split_dataset
+    with step(dataset.metadata):
+        from components.split import split_dataset
 
-    facts = split_dataset(
-        data, dataset.path, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction
-    )
-    dataset.metadata.update(facts, seconds=round(time.perf_counter() - started, 2))
+        facts = split_dataset(
+            data, dataset.path, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction
+        )
+        dataset.metadata.update(facts)
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -51,23 +53,23 @@ def train(
     seed: int,
     model: Output[Model],
 ):
-    import time
+    from components.step import step
 
-    started = time.perf_counter()
-    from components.train import train
+    with step(model.metadata):
+        from components.train import train
 
-    facts = train(
-        dataset.path,
-        model.path,
-        backbone=backbone,
-        weights=weights,
-        image_size=image_size,
-        epochs=epochs,
-        batch_size=batch_size,
-        patience=patience,
-        seed=seed,
-    )
-    model.metadata.update(facts, seconds=round(time.perf_counter() - started, 2))
+        facts = train(
+            dataset.path,
+            model.path,
+            backbone=backbone,
+            weights=weights,
+            image_size=image_size,
+            epochs=epochs,
+            batch_size=batch_size,
+            patience=patience,
+            seed=seed,
+        )
+        model.metadata.update(facts)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -81,22 +83,21 @@ def evaluate(
     evaluation: Output[Dataset],
 ) -> float:
     """Returns the test accuracy, which the export gate compares with ``min_accuracy``."""
-    import time
+    from components.step import step
 
-    started = time.perf_counter()
-    from components.evaluate import evaluate
+    with step(evaluation.metadata):
+        from components.evaluate import evaluate
 
-    result = evaluate(
-        dataset.path,
-        model.path,
-        predictions_path=predictions.path,
-        report_path=report.path,
-        evaluation_path=evaluation.path,
-    )
-    metrics.log_metric("accuracy", result["test_accuracy"])
-    metrics.log_metric("macro_f1", result["classification_report"]["macro avg"]["f1-score"])
-    confusion.log_confusion_matrix(result["classes"], result["confusion_matrix"])
-    evaluation.metadata["seconds"] = round(time.perf_counter() - started, 2)
+        result = evaluate(
+            dataset.path,
+            model.path,
+            predictions_path=predictions.path,
+            report_path=report.path,
+            evaluation_path=evaluation.path,
+        )
+        metrics.log_metric("accuracy", result["test_accuracy"])
+        metrics.log_metric("macro_f1", result["classification_report"]["macro avg"]["f1-score"])
+        confusion.log_confusion_matrix(result["classes"], result["confusion_matrix"])
     return result["test_accuracy"]
 
 
@@ -110,17 +111,18 @@ def export(
     registered_model: Output[Model],
 ):
     import json
-    import time
 
-    started = time.perf_counter()
-    from components.export import export
+    from components.step import step
 
-    facts = export(
-        model.path, dataset.path, evaluation.path, registry=registry, model_name=model_name
-    )
-    with open(registered_model.path, "w") as f:
-        json.dump(facts, f, indent=2)
-    registered_model.metadata.update(facts, seconds=round(time.perf_counter() - started, 2))
+    with step(registered_model.metadata):
+        from components.export import export
+
+        facts = export(
+            model.path, dataset.path, evaluation.path, registry=registry, model_name=model_name
+        )
+        with open(registered_model.path, "w") as f:
+            json.dump(facts, f, indent=2)
+        registered_model.metadata.update(facts)
 
 
 def make_pipeline(gpu_node_selector: dict[str, str] | None = None):
@@ -231,17 +233,39 @@ def _absolute(uri: str) -> str:
     return uri if storage.is_gcs(uri) else str(Path(uri).resolve())
 
 
+# Ranges of the numeric parameters: (smallest, largest), inclusive; None is unbounded.
+PARAMETER_RANGES = {
+    "image_size": (32, None),
+    "epochs": (1, None),
+    "batch_size": (1, None),
+    "patience": (0, None),
+    "train_fraction": (0.01, 0.99),
+    "val_fraction": (0.0, 0.9),
+}
+
+
+def check_parameters(params: dict) -> None:
+    from components.step import InputError
+
+    for name, (low, high) in PARAMETER_RANGES.items():
+        value = params[name]
+        if value < low or (high is not None and value > high):
+            bound = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise InputError(f"--{name.replace('_', '-')} {value}: must be {bound}")
+
+
 def preflight(params: dict) -> None:
     """Checks the inputs before anything runs, so bad input never costs a training run."""
     from components import split, storage
-    from components.dataset import DataError
+    from components.step import InputError
 
     try:
+        check_parameters(params)
         classes = split.scan(params["data"])
         storage.check_bucket(params["registry"])
         if params["weights"] not in ("imagenet", "none", "auto"):
             storage.check_exists(params["weights"])
-    except (DataError, storage.StorageError) as e:
+    except InputError as e:
         _fail(str(e))
     print(
         f"data: {params['data']}: {sum(map(len, classes.values()))} images, classes {list(classes)}"
@@ -293,6 +317,12 @@ def summarize(run_dir: Path, total_seconds: float) -> dict:
     }
 
 
+def _new_run(root: Path, before: set[Path]) -> Path:
+    """The folder kfp.local made for this run under the pipeline root."""
+    (run_dir,) = [p for p in set(root.iterdir()) - before if p.name.startswith(PIPELINE_NAME)]
+    return run_dir
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from kfp import local
 
@@ -313,12 +343,18 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     root.mkdir(parents=True, exist_ok=True)
     before = set(root.iterdir())
+    # kfp.local warns that it ignores base images and GPU requests: expected when run locally.
+    warnings.filterwarnings("ignore", message=".*(base image|no effect in the current local)")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     try:
         make_pipeline()(**params)
     except RuntimeError as e:
-        _fail(f"pipeline failed: {e} (the step's log is above)")
-    (run_dir,) = [p for p in set(root.iterdir()) - before if p.name.startswith(PIPELINE_NAME)]
+        failed = re.search(
+            r"Inner task failed: \W*'([\w-]+)", re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        )
+        step = failed.group(1) if failed else "unknown"
+        _fail(f"step {step!r} failed; the end of its log above says why ({_new_run(root, before)})")
+    run_dir = _new_run(root, before)
 
     summary = summarize(run_dir, time.perf_counter() - started)
     Path(args.summary).write_text(json.dumps(summary, indent=2))

@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from components.step import InputError
+
 MANIFEST = "manifest.csv"
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Input data that cannot be used; the message names the offending path."""
 
 

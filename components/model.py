@@ -13,6 +13,8 @@ from pathlib import Path
 
 import keras
 
+from components.step import InputError
+
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
 HISTORY_FILE = "history.json"
@@ -21,8 +23,8 @@ TRAINING_FILE = "training.json"
 
 def backbone_class(name: str) -> type:
     cls = getattr(keras.applications, name, None)
-    if not isinstance(cls, type) and not callable(cls):
-        raise ValueError(f"backbone {name!r} is not a keras.applications model")
+    if not callable(cls) or not name[:1].isupper():
+        raise InputError(f"backbone {name!r} is not a keras.applications model")
     return cls
 
 

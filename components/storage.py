@@ -15,8 +15,10 @@ from pathlib import Path
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 
+from components.step import InputError
 
-class StorageError(Exception):
+
+class StorageError(InputError):
     """A path, bucket or object that cannot be used; the message names it."""
 
 

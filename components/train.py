@@ -15,11 +15,12 @@ import keras
 import numpy as np
 
 from components import dataset, model, storage
+from components.step import InputError
 
 log = logging.getLogger(__name__)
 
 
-class WeightsError(ValueError):
+class WeightsError(InputError):
     """Backbone weights that cannot be had; the message names them."""
 
 
@@ -33,7 +34,10 @@ def build_backbone(name: str, weights: str, image_size: int) -> tuple[keras.Mode
     shape = (image_size, image_size, 3)
 
     def make(w: str | None) -> keras.Model:
-        return cls(include_top=False, weights=w, input_shape=shape)
+        try:
+            return cls(include_top=False, weights=w, input_shape=shape)
+        except ValueError as e:  # Keras' way of saying the size or the weights do not fit
+            raise InputError(f"backbone {name} at image_size {image_size}: {e}") from e
 
     if weights == "none":
         return make(None), "none", []
@@ -57,7 +61,7 @@ def build_backbone(name: str, weights: str, image_size: int) -> tuple[keras.Mode
             local = storage.copy_to_local(weights, f"{tmp}/backbone.weights.h5")
             storage.check_exists(local)
             return make(local), weights, []
-        except (storage.StorageError, ValueError, OSError) as e:
+        except (InputError, OSError) as e:
             raise WeightsError(f"{weights}: cannot load these weights into {name} ({e})") from e
 
 

@@ -62,6 +62,13 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert f"exported model: {summary['model_uri']}" in done.stdout
 
     run_dir = Path(summary["run_dir"])
+    kfp_outputs = json.loads((run_dir / "evaluate" / "executor_output.json").read_text())
+    artifacts = {name: entry["artifacts"][0] for name, entry in kfp_outputs["artifacts"].items()}
+    assert artifacts["metrics"]["metadata"]["accuracy"] == summary["test_accuracy"]
+    confusion = artifacts["confusion"]["metadata"]["confusionMatrix"]
+    assert [c["displayName"] for c in confusion["annotationSpecs"]] == summary["classes"]
+    assert [row["row"] for row in confusion["rows"]] == summary["confusion_matrix"]
+    assert kfp_outputs["parameterValues"]["Output"] == summary["test_accuracy"]
     assert (run_dir / "split" / "dataset" / "manifest.csv").exists()
     assert (run_dir / "train" / "model" / "model.keras").exists()
     assert Path(summary["report_uri"]).read_text().count("data:image/png;base64,") == 2
@@ -98,6 +105,7 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
 
 @pytest.mark.e2e
 def test_gate_blocks_export_below_min_accuracy(tmp_path, demo_data):
+    """Also: weights=auto with no internet trains from random init and says so everywhere."""
     done = cli(
         "run",
         "--data",
@@ -107,6 +115,8 @@ def test_gate_blocks_export_below_min_accuracy(tmp_path, demo_data):
         "--min-accuracy",
         "1.01",
         *FAST,
+        "--weights",
+        "auto",
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -115,6 +125,12 @@ def test_gate_blocks_export_below_min_accuracy(tmp_path, demo_data):
     assert summary["timings_s"]["export"] == 0.0
     assert "not exported" in done.stdout
     assert not (tmp_path / "reg").exists()
+
+    assert summary["weights"] == "none"
+    (warning,) = summary["warnings"]
+    assert "RANDOMLY INITIALISED" in warning
+    assert f"WARNING: {warning}" in done.stdout
+    assert "RANDOMLY INITIALISED" in Path(summary["report_uri"]).read_text()
 
 
 def _copy(demo_data: Path, tmp_path: Path) -> Path:
@@ -165,3 +181,35 @@ def test_missing_buckets_are_named(tmp_path, demo_data, bucket):
         and done.stderr.count("\n") == 1
     )
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "option, value", [("--image-size", "8"), ("--val-fraction", "1.5"), ("--epochs", "0")]
+)
+def test_out_of_range_parameters_are_named(tmp_path, demo_data, option, value):
+    done = cli("run", "--data", str(demo_data), option, value, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {option} {value}: must be")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.e2e
+def test_a_failing_step_fails_the_run_with_its_reason_and_publishes_nothing(tmp_path, demo_data):
+    """weights=imagenet cannot be had offline: the train step says so in one line and stops."""
+    done = cli(
+        "run",
+        "--data",
+        str(demo_data),
+        "--registry",
+        "reg",
+        *FAST,
+        "--weights",
+        "imagenet",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: step 'train' failed") and done.stderr.count("\n") == 1
+    assert (
+        "error: weights=imagenet: cannot load ImageNet weights for MobileNetV3Small" in done.stdout
+    )
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "reg").exists() and not (tmp_path / "summary.json").exists()

@@ -1,0 +1,29 @@
+"""What every KFP component body shares: its timing, and one clean line for bad input.
+
+Kept free of heavy imports so a component can enter :func:`step` before TensorFlow loads,
+and the time it reports includes that import.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class InputError(ValueError):
+    """Input the user must fix (data, weights, storage); the message names the path or value."""
+
+
+@contextmanager
+def step(metadata: dict) -> Iterator[None]:
+    """Records the step's seconds in ``metadata``; turns an :class:`InputError` into one line.
+
+    The line goes to the step's log and the step exits non-zero, without a traceback.
+    """
+    started = time.perf_counter()
+    try:
+        yield
+    except InputError as e:
+        raise SystemExit(f"error: {e}") from None
+    metadata["seconds"] = round(time.perf_counter() - started, 2)
