@@ -222,6 +222,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> None:
+    bad = [kv for kv in args.gpu_node_selector if "=" not in kv.strip("=")]
+    if bad:
+        _fail(f"--gpu-node-selector {bad[0]}: expected KEY=VALUE")
     selector = dict(kv.split("=", 1) for kv in args.gpu_node_selector)
     compiler.Compiler().compile(make_pipeline(selector), args.output)
     print(f"wrote {args.output}")
