@@ -38,13 +38,16 @@ def sha256_of(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def check_image(path: str | Path) -> None:
-    """Decodes the whole file, so truncated or mislabelled files fail here, not in training."""
+def check_image(path: str | Path, shown_as: str | None = None) -> None:
+    """Decodes the whole file, so truncated or mislabelled files fail here, not in training.
+
+    ``shown_as`` names the file in the error as the user knows it (e.g. its ``gs://`` URI).
+    """
     try:
         with Image.open(path) as image:
             image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: not a readable image ({e})") from e
+        raise DataError(f"{shown_as or path}: not a readable image ({e})") from e
 
 
 def load_image(path: str | Path, image_size: int) -> np.ndarray:

@@ -58,7 +58,7 @@ def local_source(source: str) -> Iterator[Path]:
     """The data folder as a local path: a ``gs://`` prefix is downloaded to a temporary folder."""
     if not storage.is_gcs(source):
         if not os.path.isdir(source):
-            raise DataError(f"{source}: no such folder")
+            raise DataError(f"{source}: not an existing folder")
         yield Path(source)
         return
     with tempfile.TemporaryDirectory(prefix="shapes-data-") as tmp:
@@ -89,10 +89,7 @@ def find_images(root: Path, source: str) -> dict[str, list[str]]:
         if not files:
             raise DataError(f"{storage.join(source, name)}: class folder has no images")
         for file in files:
-            try:
-                check_image(root / name / file)
-            except DataError as e:
-                raise DataError(str(e).replace(str(root), source.rstrip("/"), 1)) from e
+            check_image(root / name / file, shown_as=storage.join(source, name, file))
         found[name] = files
     return found
 

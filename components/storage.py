@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from google.api_core import exceptions as gexc
+from google.auth import exceptions as gauth
 from google.cloud import storage
 
 from components.step import InputError
@@ -47,7 +48,10 @@ def _client() -> storage.Client:
 
 def _bucket(uri: str) -> tuple[storage.Bucket, str]:
     name, prefix = split_gcs(uri)
-    bucket = _client().bucket(name)
+    try:
+        bucket = _client().bucket(name)
+    except gauth.DefaultCredentialsError as e:
+        raise StorageError(f"{uri}: no Google Cloud credentials found ({e})") from e
     try:
         found = bucket.exists()
     except gexc.GoogleAPIError as e:

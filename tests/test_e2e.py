@@ -151,7 +151,7 @@ BAD_INPUTS = {
         lambda d: (d / "circles" / "x.png").write_text("text"),
         "circles/x.png: not a readable image",
     ),
-    "missing-path": (lambda d: shutil.rmtree(d), "data: no such folder"),
+    "missing-path": (lambda d: shutil.rmtree(d), "data: not an existing folder"),
 }
 
 

@@ -107,3 +107,16 @@ def test_export_to_gcs(bucket, trained, split_dir, tmp_path):
         "squares",
         "triangles",
     ]
+
+
+def test_missing_credentials_are_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-key.json"))
+    storage._client.cache_clear()
+    try:
+        with pytest.raises(
+            storage.StorageError, match="gs://some-bucket/data: no Google Cloud credentials"
+        ):
+            storage.check_bucket("gs://some-bucket/data")
+    finally:
+        storage._client.cache_clear()
