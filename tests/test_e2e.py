@@ -31,6 +31,11 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+def run(data, *options: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``shapes-pipeline run`` on ``data`` with the small, fast settings and a local registry."""
+    return cli("run", "--data", str(data), "--registry", "reg", *FAST, *options, cwd=cwd)
+
+
 @pytest.mark.e2e
 def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     data = upload_folder(bucket, demo_data, "raw/shapes")
@@ -106,19 +111,7 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
 @pytest.mark.e2e
 def test_gate_blocks_export_below_min_accuracy(tmp_path, demo_data):
     """Also: weights=auto with no internet trains from random init and says so everywhere."""
-    done = cli(
-        "run",
-        "--data",
-        str(demo_data),
-        "--registry",
-        "reg",
-        "--min-accuracy",
-        "1.01",
-        *FAST,
-        "--weights",
-        "auto",
-        cwd=tmp_path,
-    )
+    done = run(demo_data, "--min-accuracy", "1.01", "--weights", "auto", cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["exported"] is False and summary["model_uri"] is None
@@ -160,7 +153,7 @@ def test_bad_input_stops_before_anything_runs(tmp_path, demo_data, case):
     mutate, message = BAD_INPUTS[case]
     data = _copy(demo_data, tmp_path)
     mutate(data)
-    done = cli("run", "--data", str(data), "--registry", "reg", *FAST, cwd=tmp_path)
+    done = run(data, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
     assert message in done.stderr and str(tmp_path) in done.stderr
@@ -195,17 +188,7 @@ def test_out_of_range_parameters_are_named(tmp_path, demo_data, option, value):
 @pytest.mark.e2e
 def test_a_failing_step_fails_the_run_with_its_reason_and_publishes_nothing(tmp_path, demo_data):
     """weights=imagenet cannot be had offline: the train step says so in one line and stops."""
-    done = cli(
-        "run",
-        "--data",
-        str(demo_data),
-        "--registry",
-        "reg",
-        *FAST,
-        "--weights",
-        "imagenet",
-        cwd=tmp_path,
-    )
+    done = run(demo_data, "--weights", "imagenet", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("error: step 'train' failed") and done.stderr.count("\n") == 1
     assert (
