@@ -19,6 +19,7 @@ MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
 HISTORY_FILE = "history.json"
 TRAINING_FILE = "training.json"
+TENSORBOARD_DIR = "logs"
 
 
 def backbone_class(name: str) -> type:
@@ -54,15 +55,18 @@ def feature_extractor(backbone: keras.Model, name: str, image_size: int) -> kera
     return keras.Model(inputs, outputs, name="features")
 
 
-def head(n_features: int, n_classes: int) -> keras.Model:
-    """The notebook's head, exactly: Dense 128/64/32 relu, Dropout 0.5, softmax."""
+def head(n_features: int, n_classes: int, seed: int | None = None) -> keras.Model:
+    """The notebook's head, exactly: Dense 128/64/32 relu, Dropout 0.5, softmax.
+
+    ``seed`` fixes the dropout masks, so two heads with the same weights train alike.
+    """
     return keras.Sequential(
         [
             keras.Input((n_features,)),
             keras.layers.Dense(128, activation="relu"),
             keras.layers.Dense(64, activation="relu"),
             keras.layers.Dense(32, activation="relu"),
-            keras.layers.Dropout(0.5),
+            keras.layers.Dropout(0.5, seed=seed),
             keras.layers.Dense(n_classes, activation="softmax"),
         ],
         name="head",

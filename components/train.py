@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 
 from components import dataset, model, storage
+from components.fit import fit, write_tensorboard
 from components.step import InputError
 
 log = logging.getLogger(__name__)
@@ -92,24 +94,18 @@ def train(
         cached[split] = (features.predict(x, batch_size=batch_size, verbose=0), y)
     feature_seconds = time.perf_counter() - started
 
-    head = model.head(features.output_shape[-1], len(classes))
-    head.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=1e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience, restore_best_weights=True
-    )
-    fit = head.fit(
-        *cached["train"],
-        validation_data=cached["val"],
-        batch_size=batch_size,
+    head = model.head(features.output_shape[-1], len(classes), seed=seed)
+    started = time.perf_counter()
+    history = fit(
+        head,
+        cached["train"],
+        cached["val"],
         epochs=epochs,
-        callbacks=[stop],
-        verbose=2,
+        batch_size=batch_size,
+        patience=patience,
+        seed=seed,
     )
-    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    head_seconds = time.perf_counter() - started
     facts = {
         "backbone": backbone,
         "weights": weights_used,
@@ -118,7 +114,9 @@ def train(
         "epochs_run": len(history["loss"]),
         "best_epoch": int(np.argmin(history["val_loss"])) + 1,
         "feature_seconds": round(feature_seconds, 2),
+        "head_seconds": round(head_seconds, 2),
         "warnings": warnings,
     }
     model.save(model.classifier(features, head), model_dir, classes, history, facts)
+    write_tensorboard(history, Path(model_dir, model.TENSORBOARD_DIR))
     return facts
