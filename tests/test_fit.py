@@ -11,12 +11,13 @@ from components.fit import fit
 
 @pytest.fixture(scope="module")
 def frozen(split_dir):
+    """VGG16: randomly initialised, it still gives varied features (deep nets with batch norm,
+    MobileNets included, give features near 1e-11, on which a test of training proves little).
+    """
     keras.utils.set_random_seed(0)
-    backbone = keras.applications.MobileNetV3Small(
-        include_top=False, weights=None, input_shape=(32, 32, 3)
-    )
+    backbone = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
     backbone.trainable = False
-    extractor = model.feature_extractor(backbone, "MobileNetV3Small", 32)
+    extractor = model.feature_extractor(backbone, "VGG16", 32)
     classes = class_names(read_manifest(split_dir))
     data = {s: load_split(split_dir, s, 32, classes)[:2] for s in ("train", "val")}
     return extractor, data
@@ -42,7 +43,8 @@ def test_cached_training_equals_the_notebooks_way(frozen):
         np.testing.assert_allclose(cached[name], notebook[name], rtol=1e-4, atol=1e-6)
     for a, b in zip(cached_head.get_weights(), notebook_head.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert not np.allclose(cached_head.get_weights()[0], initial[0])  # it did train
+    change = np.abs(cached_head.get_weights()[0] - initial[0]).max()
+    assert change > 1e-3  # it did train: equal weights are not just the initial ones
 
 
 def test_early_stopping_keeps_the_best_epoch(frozen):

@@ -18,6 +18,11 @@ def test_model_artifact_is_the_full_image_to_probabilities_model(trained, split_
         "labels.txt",
         "history.json",
         "training.json",
+        "logs",
+    }
+    assert {p.parent.name for p in (trained / "logs").rglob("events.out.tfevents.*")} == {
+        "train",
+        "validation",
     }
     classifier, classes = model.load(trained)
     assert classes == ["circles", "squares", "triangles"]
