@@ -9,12 +9,13 @@ STAMP := $(VENV)/.installed
 DEMO_MIN_ACCURACY ?= 0.75
 RUN_ARGS ?=
 
-.PHONY: help run test lint compile demo-data clean
+.PHONY: help run test lint compile bench clean
 
 help:
 	@echo "make run      - set up .venv, run the whole pipeline locally (kfp.local) on demo data"
 	@echo "make test     - set up .venv, lint and run the test suite"
 	@echo "make compile  - write pipeline.yaml for a Kubeflow cluster"
+	@echo "make bench    - notebook's way vs this project's, figures to bench/results.json"
 	@echo "make clean    - remove local runs, registry, demo data and .venv"
 
 $(STAMP): pyproject.toml
@@ -36,6 +37,9 @@ lint: $(STAMP)
 
 compile: $(STAMP)
 	$(BIN)/shapes-pipeline compile -o pipeline.yaml
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf runs registry summary.json pipeline.yaml $(VENV)

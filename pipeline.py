@@ -316,6 +316,12 @@ def summarize(run_dir: Path, total_seconds: float) -> dict:
             "export": export_out["seconds"] if export_out else 0.0,
             "total": round(total_seconds, 2),
         },
+        "peak_memory_mb": {
+            "split": split_out["peak_memory_mb"],
+            "train": train_out["peak_memory_mb"],
+            "evaluate": eval_out["evaluation"]["peak_memory_mb"],
+            "export": export_out["peak_memory_mb"] if export_out else None,
+        },
         "run_dir": str(run_dir),
     }
 

@@ -31,7 +31,7 @@ def evaluate(
     training = model.read_json(model_dir, model.TRAINING_FILE)
     image_size = int(classifier.input_shape[1])
     x, y_true, paths = dataset.load_split(dataset_dir, "test", image_size, classes)
-    probabilities = classifier.predict(x, batch_size=batch_size, verbose=0)
+    probabilities = model.predictor(classifier, batch_size)(x)
     y_pred = probabilities.argmax(axis=1)
 
     labels = list(range(len(classes)))

@@ -6,6 +6,7 @@ and the time it reports includes that import.
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,8 @@ class InputError(ValueError):
 
 @contextmanager
 def step(metadata: dict) -> Iterator[None]:
-    """Records the step's seconds in ``metadata``; turns an :class:`InputError` into one line.
+    """Records the step's seconds and peak memory (the process's maximum resident set) in
+    ``metadata``; turns an :class:`InputError` into one line.
 
     The line goes to the step's log and the step exits non-zero, without a traceback.
     """
@@ -27,3 +29,4 @@ def step(metadata: dict) -> Iterator[None]:
     except InputError as e:
         raise SystemExit(f"error: {e}") from None
     metadata["seconds"] = round(time.perf_counter() - started, 2)
+    metadata["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -88,10 +88,11 @@ def train(
     features = model.feature_extractor(base, backbone, image_size)
 
     started = time.perf_counter()
+    extract = model.predictor(features, batch_size)
     cached = {}
     for split in ("train", "val"):
         x, y, _ = dataset.load_split(dataset_dir, split, image_size, classes)
-        cached[split] = (features.predict(x, batch_size=batch_size, verbose=0), y)
+        cached[split] = (extract(x), y)
     feature_seconds = time.perf_counter() - started
 
     head = model.head(features.output_shape[-1], len(classes), seed=seed)

@@ -59,6 +59,9 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     timings = summary["timings_s"]
     assert set(timings) == {"split", "train", "evaluate", "export", "total"}
     assert all(timings[k] > 0 for k in timings)
+    memory = summary["peak_memory_mb"]
+    assert set(memory) == {"split", "train", "evaluate", "export"}
+    assert 50 < memory["split"] < memory["train"] < 8000
     assert (
         timings["total"]
         > timings["split"] + timings["train"] + timings["evaluate"] + timings["export"]
