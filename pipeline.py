@@ -51,6 +51,10 @@ def train(
     batch_size: int,
     patience: int,
     seed: int,
+    augment: bool,
+    augment_views: int,
+    fine_tune_layers: int,
+    fine_tune_lr: float,
     model: Output[Model],
 ):
     from components.step import step
@@ -68,6 +72,10 @@ def train(
             batch_size=batch_size,
             patience=patience,
             seed=seed,
+            augment=augment,
+            augment_views=augment_views,
+            fine_tune_layers=fine_tune_layers,
+            fine_tune_lr=fine_tune_lr,
         )
         model.metadata.update(facts)
 
@@ -139,6 +147,10 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None):
         batch_size: int = 32,
         patience: int = 20,
         seed: int = 230,
+        augment: bool = False,
+        augment_views: int = 8,
+        fine_tune_layers: int = 0,
+        fine_tune_lr: float = 1e-5,
         train_fraction: float = 0.8,
         val_fraction: float = 0.1,
         min_accuracy: float = 0.9,
@@ -158,6 +170,10 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None):
             batch_size=batch_size,
             patience=patience,
             seed=seed,
+            augment=augment,
+            augment_views=augment_views,
+            fine_tune_layers=fine_tune_layers,
+            fine_tune_lr=fine_tune_lr,
         )
         train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
         train_task.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
@@ -199,6 +215,13 @@ def _add_pipeline_options(parser: argparse.ArgumentParser, overrides: dict) -> N
     for name, default in pipeline_defaults().items():
         default = overrides.get(name, default)
         required = default is inspect.Parameter.empty
+        if isinstance(default, bool):
+            parser.add_argument(
+                f"--{name.replace('_', '-')}",
+                action=argparse.BooleanOptionalAction,
+                default=default,
+            )
+            continue
         kind = type(default) if isinstance(default, int | float) else str
         parser.add_argument(
             f"--{name.replace('_', '-')}",
@@ -244,6 +267,9 @@ PARAMETER_RANGES = {
     "patience": (0, None),
     "train_fraction": (0.01, 0.99),
     "val_fraction": (0.0, 0.9),
+    "augment_views": (1, 100),
+    "fine_tune_layers": (0, None),
+    "fine_tune_lr": (0.0, 1.0),
 }
 
 
@@ -309,6 +335,9 @@ def summarize(run_dir: Path, total_seconds: float) -> dict:
         "weights": train_out["weights"],
         "warnings": train_out["warnings"],
         "epochs_run": train_out["epochs_run"],
+        "caching": train_out["caching"],
+        "precision": train_out["precision"],
+        "devices": train_out["devices"],
         "timings_s": {
             "split": split_out["seconds"],
             "train": train_out["seconds"],

@@ -44,6 +44,8 @@ def fit(
     n, steps = len(train[1]), math.ceil(len(train[1]) / batch_size)
     weights = network.trainable_variables
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    if keras.mixed_precision.global_policy().compute_dtype == "float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(weights)
     cross_entropy = keras.losses.SparseCategoricalCrossentropy()
 
@@ -60,7 +62,8 @@ def fit(
             with tf.GradientTape() as tape:
                 probabilities = network(images, training=True)
                 loss = cross_entropy(labels, probabilities)
-            optimizer.apply(tape.gradient(loss, weights), weights)
+                scaled = optimizer.scale_loss(loss)  # loss scaling under mixed precision
+            optimizer.apply(tape.gradient(scaled, weights), weights)
             size = tf.cast(tf.size(labels), tf.float32)
             loss_sum += loss * size
             hits += correct(labels, probabilities)
@@ -95,9 +98,7 @@ def fit(
     return history
 
 
-def write_tensorboard(
-    history: dict[str, list[float]], log_dir: str | Path, first_epoch: int = 0
-) -> None:
+def write_tensorboard(history: dict[str, list[float]], log_dir: str | Path) -> None:
     """Per-epoch scalars in the layout Keras' TensorBoard callback uses (train/, validation/)."""
     writers = {
         "": tf.summary.create_file_writer(str(Path(log_dir, "train"))),
@@ -106,6 +107,6 @@ def write_tensorboard(
     for prefix, writer in writers.items():
         with writer.as_default():
             for name in ("loss", "accuracy"):
-                for epoch, value in enumerate(history[prefix + name], start=first_epoch):
+                for epoch, value in enumerate(history[prefix + name]):
                     tf.summary.scalar(f"epoch_{name}", value, step=epoch)
         writer.close()

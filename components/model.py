@@ -70,7 +70,8 @@ def head(n_features: int, n_classes: int, seed: int | None = None) -> keras.Mode
             keras.layers.Dense(64, activation="relu"),
             keras.layers.Dense(32, activation="relu"),
             keras.layers.Dropout(0.5, seed=seed),
-            keras.layers.Dense(n_classes, activation="softmax"),
+            # float32 even under mixed precision, so probabilities and loss stay exact
+            keras.layers.Dense(n_classes, activation="softmax", dtype="float32"),
         ],
         name="head",
     )

@@ -44,14 +44,17 @@ def confusion_figure(matrix: list[list[int]], classes: list[str]) -> str:
     return _png(fig)
 
 
-def curves_figure(history: dict[str, list[float]], best_epoch: int) -> str:
-    """Loss and accuracy per epoch; the dashed line marks the epoch whose weights were kept."""
+def curves_figure(history: dict[str, list[float]], best_epoch: int, head_epochs: int) -> str:
+    """Loss and accuracy per epoch of both stages; dashed: the epoch whose weights were kept,
+    dotted: where fine-tuning began (when it ran)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         epochs = range(1, len(history.get(metric, [])) + 1)
         ax.plot(epochs, history.get(metric, []), label="train")
         ax.plot(epochs, history.get(f"val_{metric}", []), label="validation")
         ax.axvline(best_epoch, color="grey", linestyle="--", label=f"kept (epoch {best_epoch})")
+        if head_epochs < len(epochs):
+            ax.axvline(head_epochs + 0.5, color="black", linestyle=":", label="fine-tuning")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()
@@ -79,13 +82,23 @@ def render(evaluation: dict, history: dict[str, list[float]]) -> str:
         for n in names
     ]
     training = evaluation["training"]
+    fine_tuning = (
+        f"{training['fine_tune_layers']} ({training['fine_tune_epochs']} epochs, "
+        f"{'kept' if training['fine_tune_kept'] else 'not kept: no better on validation'})"
+        if "fine_tune_layers" in training
+        else "none"
+    )
     facts = [
         ["backbone", training["backbone"]],
         ["weights used", training["weights"]],
         ["image size", str(training["image_size"])],
         ["epochs run", f"{training['epochs_run']} (best {training['best_epoch']})"],
+        ["training data", training["caching"]],
+        ["fine-tuned layers", fine_tuning],
+        ["devices, precision", f"{', '.join(training['devices'])}; {training['precision']}"],
         ["test images", str(evaluation["n_test"])],
     ]
+    curves = curves_figure(history, training["best_epoch"], training["head_epochs"])
     warnings = "".join(
         f'<p class="warning">WARNING: {html.escape(w)}</p>' for w in evaluation["warnings"]
     )
@@ -107,6 +120,6 @@ td:first-child, th:first-child {{ text-align: left; }}
 <h2>Confusion matrix</h2>
 <img alt="confusion matrix" src="{confusion_figure(evaluation["confusion_matrix"], classes)}">
 <h2>Training curves</h2>
-<img alt="loss and accuracy curves" src="{curves_figure(history, training["best_epoch"])}">
+<img alt="loss and accuracy curves" src="{curves}">
 </body></html>
 """

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from components import dataset, model, storage
 from components.fit import fit, write_tensorboard
@@ -67,6 +68,57 @@ def build_backbone(name: str, weights: str, image_size: int) -> tuple[keras.Mode
             raise WeightsError(f"{weights}: cannot load these weights into {name} ({e})") from e
 
 
+def devices(precision: str = "auto") -> list[str]:
+    """Logs the devices TensorFlow found and sets the precision policy.
+
+    ``auto`` is mixed precision on a GPU: float16 compute with float32 weights (and a
+    float32 output layer, see ``model.head``) roughly doubles throughput there; on a CPU it
+    would only slow things down, so ``auto`` is float32 there.
+    """
+    found = [d.name for d in tf.config.list_physical_devices()]
+    if precision == "auto":
+        gpu = bool(tf.config.list_physical_devices("GPU"))
+        precision = "mixed_float16" if gpu else "float32"
+    keras.mixed_precision.set_global_policy(precision)
+    log.warning("devices: %s; precision: %s", found, keras.mixed_precision.global_policy().name)
+    return found
+
+
+def augmented_views(x: np.ndarray, views: int, seed: int) -> np.ndarray:
+    """``views`` randomly rotated, flipped, zoomed and shifted copies of every image.
+
+    Drawings of shapes keep their class under any rotation or flip, so the ranges are wide;
+    the background is extended from the edge rather than filled with black.
+    """
+    augment = keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+            keras.layers.RandomRotation(0.5, fill_mode="nearest", seed=seed),
+            keras.layers.RandomZoom(0.15, fill_mode="nearest", seed=seed),
+            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed),
+        ]
+    )
+    return np.concatenate([np.asarray(augment(x, training=True)) for _ in range(views)])
+
+
+def unfreeze_top(backbone: keras.Model, layers: int) -> int:
+    """Makes the top ``layers`` weight-carrying layers trainable, batch norm excepted.
+
+    Batch-norm layers stay frozen (and the backbone is called with ``training=False``), so
+    their statistics keep the values the backbone was trained with.
+    """
+    candidates = [
+        layer
+        for layer in backbone.layers
+        if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    backbone.trainable = True
+    chosen = set(map(id, candidates[-layers:])) if layers else set()
+    for layer in backbone.layers:
+        layer.trainable = id(layer) in chosen
+    return len(chosen)
+
+
 def train(
     dataset_dir: str,
     model_dir: str,
@@ -78,46 +130,84 @@ def train(
     batch_size: int,
     patience: int,
     seed: int,
+    augment: bool = False,
+    augment_views: int = 8,
+    fine_tune_layers: int = 0,
+    fine_tune_lr: float = 1e-5,
+    precision: str = "auto",
 ) -> dict:
-    """Trains the head on cached features and saves the full model; returns the facts."""
+    """Trains the head on cached features, optionally fine-tunes, saves the full model.
+
+    Returns the facts the report and summary show.
+    """
+    found = devices(precision)
     keras.utils.set_random_seed(seed)
-    examples = dataset.read_manifest(dataset_dir)
-    classes = dataset.class_names(examples)
+    classes = dataset.class_names(dataset.read_manifest(dataset_dir))
     base, weights_used, warnings = build_backbone(backbone, weights, image_size)
     base.trainable = False
     features = model.feature_extractor(base, backbone, image_size)
+    images = {
+        s: dataset.load_split(dataset_dir, s, image_size, classes)[:2] for s in ("train", "val")
+    }
+    if augment:
+        x, y = images["train"]
+        images["train"] = (augmented_views(x, augment_views, seed), np.tile(y, augment_views))
+        caching = (
+            f"features of {augment_views} augmented views of each training image, computed once"
+        )
+    else:
+        caching = "features of each image, computed once"
 
     started = time.perf_counter()
     extract = model.predictor(features, batch_size)
-    cached = {}
-    for split in ("train", "val"):
-        x, y, _ = dataset.load_split(dataset_dir, split, image_size, classes)
-        cached[split] = (extract(x), y)
+    cached = {s: (extract(x), y) for s, (x, y) in images.items()}
     feature_seconds = time.perf_counter() - started
 
     head = model.head(features.output_shape[-1], len(classes), seed=seed)
+    settings = {"epochs": epochs, "batch_size": batch_size, "patience": patience, "seed": seed}
     started = time.perf_counter()
-    history = fit(
-        head,
-        cached["train"],
-        cached["val"],
-        epochs=epochs,
-        batch_size=batch_size,
-        patience=patience,
-        seed=seed,
-    )
+    history = fit(head, cached["train"], cached["val"], **settings)
     head_seconds = time.perf_counter() - started
+    head_epochs = len(history["loss"])
+    classifier = model.classifier(features, head)
+
+    tuned = {}
+    if fine_tune_layers:
+        head_only = classifier.get_weights()
+        unfrozen = unfreeze_top(base, fine_tune_layers)
+        started = time.perf_counter()
+        stage = fit(
+            classifier, images["train"], images["val"], learning_rate=fine_tune_lr, **settings
+        )
+        kept = min(stage["val_loss"]) < min(history["val_loss"])
+        if not kept:
+            classifier.set_weights(head_only)
+        tuned = {
+            "fine_tune_layers": unfrozen,
+            "fine_tune_epochs": len(stage["loss"]),
+            "fine_tune_kept": kept,
+            "fine_tune_seconds": round(time.perf_counter() - started, 2),
+        }
+        history = {k: history[k] + stage[k] for k in history}
+        base.trainable = False
+
     facts = {
         "backbone": backbone,
         "weights": weights_used,
         "image_size": image_size,
         "classes": classes,
+        "devices": found,
+        "precision": keras.mixed_precision.global_policy().name,
+        "caching": caching,
+        "augment": augment,
         "epochs_run": len(history["loss"]),
+        "head_epochs": head_epochs,
         "best_epoch": int(np.argmin(history["val_loss"])) + 1,
         "feature_seconds": round(feature_seconds, 2),
         "head_seconds": round(head_seconds, 2),
+        **tuned,
         "warnings": warnings,
     }
-    model.save(model.classifier(features, head), model_dir, classes, history, facts)
+    model.save(classifier, model_dir, classes, history, facts)
     write_tensorboard(history, Path(model_dir, model.TENSORBOARD_DIR))
     return facts

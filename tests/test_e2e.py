@@ -56,6 +56,8 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
         "none",
         [],
     )
+    assert summary["caching"] == "features of each image, computed once"
+    assert summary["precision"] == "float32" and any("CPU" in d for d in summary["devices"])
     timings = summary["timings_s"]
     assert set(timings) == {"split", "train", "evaluate", "export", "total"}
     assert all(timings[k] > 0 for k in timings)

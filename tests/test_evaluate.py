@@ -48,6 +48,10 @@ def colour_data(tmp_path):
         "image_size": 32,
         "epochs_run": 1,
         "best_epoch": 1,
+        "head_epochs": 1,
+        "caching": "features of each image, computed once",
+        "devices": ["/physical_device:CPU:0"],
+        "precision": "float32",
         "warnings": ["a test warning"],
     }
     history = {"loss": [1.0], "val_loss": [1.0], "accuracy": [0.5], "val_accuracy": [0.5]}

@@ -9,7 +9,7 @@ from conftest import SMALL, upload_folder
 
 from components import model
 from components.dataset import load_split
-from components.train import WeightsError, build_backbone, train
+from components.train import WeightsError, augmented_views, build_backbone, train, unfreeze_top
 
 
 def test_model_artifact_is_the_full_image_to_probabilities_model(trained, split_dir):
@@ -99,3 +99,71 @@ def test_auto_falls_back_loudly_when_imagenet_cannot_be_had():
 def test_unknown_backbone():
     with pytest.raises(ValueError, match="NoSuchNet"):
         build_backbone("NoSuchNet", "none", 32)
+
+
+def test_augmented_views_are_new_images_of_the_same_size():
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    views = augmented_views(x, 3, seed=0)
+    assert views.shape == (12, 32, 32, 3)
+    assert not np.allclose(views[:4], x) and not np.allclose(views[:4], views[4:8])
+    np.testing.assert_array_equal(views, augmented_views(x, 3, seed=0))
+
+
+def test_augmentation_caches_a_fixed_number_of_views(split_dir, tmp_path):
+    facts = train(
+        str(split_dir), str(tmp_path / "m"), epochs=2, batch_size=32, patience=5, seed=0,
+        augment=True, augment_views=2, **SMALL,
+    )  # fmt: skip
+    assert facts["augment"] and facts["caching"].startswith("features of 2 augmented views")
+
+
+def test_unfreeze_top_leaves_batch_norm_frozen():
+    backbone = keras.applications.MobileNetV3Small(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
+    assert unfreeze_top(backbone, 3) == 3
+    trainable = [layer for layer in backbone.layers if layer.trainable and layer.weights]
+    assert len(trainable) == 3
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
+    assert (
+        trainable
+        == [
+            layer
+            for layer in backbone.layers
+            if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)
+        ][-3:]
+    )
+
+
+def test_fine_tuning_continues_the_history(split_dir, tmp_path):
+    facts = train(
+        str(split_dir), str(tmp_path / "m"), epochs=2, batch_size=32, patience=5, seed=0,
+        fine_tune_layers=4, fine_tune_lr=1e-4, **SMALL,
+    )  # fmt: skip
+    assert facts["fine_tune_layers"] == 4 and facts["head_epochs"] == 2
+    assert facts["epochs_run"] == 2 + facts["fine_tune_epochs"] == 4
+    history = json.loads((tmp_path / "m" / "history.json").read_text())
+    assert len(history["val_loss"]) == 4
+    classifier, _ = model.load(tmp_path / "m")
+    assert all(
+        not layer.trainable
+        for layer in classifier.layers
+        if layer.name.startswith("MobileNetV3Small")
+    )
+
+
+def test_mixed_precision_keeps_float32_probabilities(split_dir, tmp_path):
+    """The GPU path's precision, run on the CPU: float16 compute, float32 output and weights."""
+    try:
+        facts = train(
+            str(split_dir), str(tmp_path / "m"), epochs=2, batch_size=32, patience=5, seed=0,
+            precision="mixed_float16", **SMALL,
+        )  # fmt: skip
+        classifier, _ = model.load(tmp_path / "m")
+        x, _, _ = load_split(split_dir, "test", 32, facts["classes"])
+        probabilities = classifier(x[:4], training=False)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert facts["precision"] == "mixed_float16"
+    assert probabilities.dtype == "float32"
+    np.testing.assert_allclose(np.asarray(probabilities).sum(axis=1), 1.0, rtol=1e-3)
