@@ -48,7 +48,7 @@ def export(
         "manifest_sha256": dataset.sha256_of(Path(dataset_dir, dataset.MANIFEST)),
     }
     with tempfile.TemporaryDirectory(prefix="shapes-export-") as tmp:
-        classifier.export(str(Path(tmp, "saved_model")), format="tf_saved_model", verbose=False)
+        model.save_serving(classifier, Path(tmp, "saved_model"))
         Path(tmp, "labels.txt").write_text("".join(f"{c}\n" for c in classes))
         Path(tmp, "metadata.json").write_text(json.dumps(metadata, indent=2))
         storage.publish_tree(tmp, uri)
