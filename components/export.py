@@ -16,9 +16,9 @@ from pathlib import Path
 from components import dataset, model, storage
 
 
-def new_version(model_dir: str, now: dt.datetime | None = None) -> str:
+def new_version(model_dir: str) -> str:
     """Sorts by time; the model's hash tells two exports in the same second apart."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{dataset.sha256_of(Path(model_dir, model.MODEL_FILE))[:8]}"
 
 
