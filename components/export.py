@@ -49,7 +49,7 @@ def export(
     }
     with tempfile.TemporaryDirectory(prefix="shapes-export-") as tmp:
         model.save_serving(classifier, Path(tmp, "saved_model"))
-        Path(tmp, "labels.txt").write_text("".join(f"{c}\n" for c in classes))
+        model.write_labels(tmp, classes)
         Path(tmp, "metadata.json").write_text(json.dumps(metadata, indent=2))
         storage.publish_tree(tmp, uri)
     return metadata

@@ -118,13 +118,18 @@ def save_serving(network: keras.Model, path: str | Path) -> None:
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
 
 
+def write_labels(folder: str | Path, classes: list[str]) -> None:
+    """``labels.txt``: one class name a line, in the order of the model's outputs."""
+    Path(folder, LABELS_FILE).write_text("".join(f"{c}\n" for c in classes))
+
+
 def save(
     model: keras.Model, model_dir: str | Path, classes: list[str], history: dict, facts: dict
 ) -> None:
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     model.save(model_dir / MODEL_FILE)
-    (model_dir / LABELS_FILE).write_text("".join(f"{c}\n" for c in classes))
+    write_labels(model_dir, classes)
     (model_dir / HISTORY_FILE).write_text(json.dumps(history, indent=2))
     (model_dir / TRAINING_FILE).write_text(json.dumps(facts, indent=2))
 
