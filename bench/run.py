@@ -60,7 +60,10 @@ def feature_throughput(extractor, images, batch_size: int) -> float:
     """Warm images per second of the backbone, as the train step runs it."""
     from components import model
 
-    extract = model.predictor(extractor, batch_size)
+    size = extractor.input_shape[1]
+    extract = model.batched(
+        model.compiled(lambda x: extractor(x, training=False), size), batch_size
+    )
     extract(images[:batch_size])  # trace and warm up
     times = []
     for _ in range(3):

@@ -1,5 +1,7 @@
 """Step 3: score the model on the test split, which training never saw.
 
+What is scored is the SavedModel that export publishes, loaded as serving loads it.
+
 Images and labels come from one list in manifest order and ``predict`` keeps that order,
 so every prediction is compared with its own label (the notebook's shuffled test
 generator broke exactly this and reported 0.30 for a model that scored 1.000).
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
-from components import dataset, model, report
+from components import artifact, dataset, model, report
 
 
 def evaluate(
@@ -27,11 +29,10 @@ def evaluate(
     batch_size: int = 32,
 ) -> dict:
     """Writes predictions.csv, the HTML report and evaluation.json; returns the evaluation."""
-    classifier, classes = model.load(model_dir)
-    training = model.read_json(model_dir, model.TRAINING_FILE)
-    image_size = int(classifier.input_shape[1])
+    predict, classes, image_size = model.load(model_dir, batch_size)
+    training = artifact.read_json(model_dir, artifact.TRAINING_FILE)
     x, y_true, paths = dataset.load_split(dataset_dir, "test", image_size, classes)
-    probabilities = model.predictor(classifier, batch_size)(x)
+    probabilities = predict(x)
     y_pred = probabilities.argmax(axis=1)
 
     labels = list(range(len(classes)))
@@ -48,7 +49,7 @@ def evaluate(
     }
     _write_predictions(predictions_path, paths, classes, y_true, y_pred, probabilities)
     Path(evaluation_path).write_text(json.dumps(evaluation, indent=2))
-    history = model.read_json(model_dir, model.HISTORY_FILE)
+    history = artifact.read_json(model_dir, artifact.HISTORY_FILE)
     Path(report_path).write_text(report.render(evaluation, history))
     return evaluation
 

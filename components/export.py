@@ -2,24 +2,37 @@
 
 A version is ``registry/<model_name>/<UTC time>-<model hash>/`` holding a TensorFlow
 SavedModel (``saved_model/``, ``serving_default`` signature), ``labels.txt`` and
-``metadata.json``. It is assembled locally and published in one step that refuses to
-replace anything already stored.
+``metadata.json``. The SavedModel is the one training wrote and evaluate scored, copied
+byte for byte (no TensorFlow here). The version is assembled locally and published in one
+step that refuses to replace anything already stored.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
-from components import dataset, model, storage
+from components import artifact, dataset, storage
 
 
-def new_version(model_dir: str) -> str:
+def tree_sha256(folder: str | Path) -> str:
+    """One hash of every file's relative path and content."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(
+            f"{path.relative_to(folder).as_posix()}\0{dataset.sha256_of(path)}\n".encode()
+        )
+    return digest.hexdigest()
+
+
+def new_version(saved_model: str | Path) -> str:
     """Sorts by time; the model's hash tells two exports in the same second apart."""
     now = dt.datetime.now(dt.UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{dataset.sha256_of(Path(model_dir, model.MODEL_FILE))[:8]}"
+    return f"{now:%Y%m%dT%H%M%SZ}-{tree_sha256(saved_model)[:8]}"
 
 
 def export(
@@ -29,8 +42,9 @@ def export(
     storage.check_bucket(registry)
     evaluation = json.loads(Path(evaluation_path).read_text())
     training = evaluation["training"]
-    classifier, classes = model.load(model_dir)
-    version = new_version(model_dir)
+    saved_model = Path(model_dir, artifact.SAVED_MODEL_DIR)
+    classes = artifact.read_labels(model_dir)
+    version = new_version(saved_model)
     uri = storage.join(registry, model_name, version)
     metadata = {
         "model_name": model_name,
@@ -48,8 +62,8 @@ def export(
         "manifest_sha256": dataset.sha256_of(Path(dataset_dir, dataset.MANIFEST)),
     }
     with tempfile.TemporaryDirectory(prefix="shapes-export-") as tmp:
-        model.save_serving(classifier, Path(tmp, "saved_model"))
-        model.write_labels(tmp, classes)
+        shutil.copytree(saved_model, Path(tmp, artifact.SAVED_MODEL_DIR))
+        artifact.write_labels(tmp, classes)
         Path(tmp, "metadata.json").write_text(json.dumps(metadata, indent=2))
         storage.publish_tree(tmp, uri)
     return metadata

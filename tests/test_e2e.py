@@ -80,7 +80,7 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert [row["row"] for row in confusion["rows"]] == summary["confusion_matrix"]
     assert kfp_outputs["parameterValues"]["Output"] == summary["test_accuracy"]
     assert (run_dir / "split" / "dataset" / "manifest.csv").exists()
-    assert (run_dir / "train" / "model" / "model.keras").exists()
+    assert (run_dir / "train" / "model" / "saved_model" / "saved_model.pb").exists()
     assert Path(summary["report_uri"]).read_text().count("data:image/png;base64,") == 2
     with open(summary["predictions_uri"]) as f:
         predictions = list(csv.DictReader(f))

@@ -55,7 +55,8 @@ def colour_data(tmp_path):
         "warnings": ["a test warning"],
     }
     history = {"loss": [1.0], "val_loss": [1.0], "accuracy": [0.5], "val_accuracy": [0.5]}
-    model.save(oracle, tmp_path / "model", list(COLOURS), history, facts)
+    classify = model.compiled(lambda x: oracle(x, training=False), 32)
+    model.save(tmp_path / "model", classify, list(COLOURS), history, facts)
     return tmp_path
 
 

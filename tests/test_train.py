@@ -14,7 +14,7 @@ from components.train import WeightsError, augmented_views, build_backbone, trai
 
 def test_model_artifact_is_the_full_image_to_probabilities_model(trained, split_dir):
     assert {p.name for p in trained.iterdir()} == {
-        "model.keras",
+        "saved_model",
         "labels.txt",
         "history.json",
         "training.json",
@@ -24,18 +24,32 @@ def test_model_artifact_is_the_full_image_to_probabilities_model(trained, split_
         "train",
         "validation",
     }
-    classifier, classes = model.load(trained)
-    assert classes == ["circles", "squares", "triangles"]
-    assert classifier.input_shape == (None, 32, 32, 3)
-    assert any(isinstance(layer, model.Preprocess) for layer in classifier.layers)
+    predict, classes, image_size = model.load(trained)
+    assert classes == ["circles", "squares", "triangles"] and image_size == 32
     x, _, _ = load_split(split_dir, "test", 32, classes)
-    probabilities = classifier.predict(x, verbose=0)
+    probabilities = predict(x)
     assert probabilities.shape == (len(x), 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     facts = json.loads((trained / "training.json").read_text())
     assert facts["weights"] == "none" and facts["backbone"] == "MobileNetV3Small"
     history = json.loads((trained / "history.json").read_text())
     assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def test_saved_model_gives_the_keras_models_probabilities_on_raw_pixels(tmp_path):
+    """Preprocessing is inside the SavedModel: raw [0, 255] pixels in, the Keras output out."""
+    keras.utils.set_random_seed(0)
+    backbone = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    features = model.feature_extractor(backbone, "VGG16", 32)
+    head = model.head(features.output_shape[-1], 3)
+    classify = model.compiled(lambda x: head(features(x, training=False), training=False), 32)
+    model.save(tmp_path / "m", classify, ["a", "b", "c"], {}, {})
+    x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
+    expected = model.classifier(features, head).predict(x, verbose=0)
+    predict, classes, image_size = model.load(tmp_path / "m", batch_size=2)
+    np.testing.assert_allclose(predict(x), expected, rtol=1e-5, atol=1e-6)
+    assert classes == ["a", "b", "c"] and image_size == 32
+    assert not np.allclose(expected, expected[:1])  # the inputs do matter
 
 
 def test_head_is_the_notebooks():
@@ -144,12 +158,6 @@ def test_fine_tuning_continues_the_history(split_dir, tmp_path):
     assert facts["epochs_run"] == 2 + facts["fine_tune_epochs"] == 4
     history = json.loads((tmp_path / "m" / "history.json").read_text())
     assert len(history["val_loss"]) == 4
-    classifier, _ = model.load(tmp_path / "m")
-    assert all(
-        not layer.trainable
-        for layer in classifier.layers
-        if layer.name.startswith("MobileNetV3Small")
-    )
 
 
 def test_mixed_precision_keeps_float32_probabilities(split_dir, tmp_path):
@@ -159,11 +167,11 @@ def test_mixed_precision_keeps_float32_probabilities(split_dir, tmp_path):
             str(split_dir), str(tmp_path / "m"), epochs=2, batch_size=32, patience=5, seed=0,
             precision="mixed_float16", **SMALL,
         )  # fmt: skip
-        classifier, _ = model.load(tmp_path / "m")
+        predict, _, _ = model.load(tmp_path / "m")
         x, _, _ = load_split(split_dir, "test", 32, facts["classes"])
-        probabilities = classifier(x[:4], training=False)
+        probabilities = predict(x[:4])
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert facts["precision"] == "mixed_float16"
-    assert probabilities.dtype == "float32"
-    np.testing.assert_allclose(np.asarray(probabilities).sum(axis=1), 1.0, rtol=1e-3)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-3)
