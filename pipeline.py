@@ -301,7 +301,7 @@ def preflight(params: dict) -> None:
     )
 
 
-def _task_output(run_dir: Path, task: str) -> dict:
+def task_output(run_dir: Path, task: str) -> dict:
     """A finished task's parameters and each output artifact's uri and metadata."""
     path = run_dir / task / "executor_output.json"
     if not path.exists():
@@ -315,10 +315,10 @@ def _task_output(run_dir: Path, task: str) -> dict:
 
 
 def summarize(run_dir: Path, total_seconds: float) -> dict:
-    split_out = _task_output(run_dir, "split")["dataset"]
-    train_out = _task_output(run_dir, "train")["model"]
-    eval_out = _task_output(run_dir, "evaluate")
-    export_out = _task_output(run_dir, "export").get("registered_model")
+    split_out = task_output(run_dir, "split")["dataset"]
+    train_out = task_output(run_dir, "train")["model"]
+    eval_out = task_output(run_dir, "evaluate")
+    export_out = task_output(run_dir, "export").get("registered_model")
     evaluation = json.loads(Path(eval_out["evaluation"]["uri"]).read_text())
     return {
         "test_accuracy": evaluation["test_accuracy"],
