@@ -16,7 +16,16 @@ import warnings
 from pathlib import Path
 
 from kfp import compiler, dsl, kubernetes
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import (
+    HTML,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
 
 PIPELINE_NAME = "shapes-transfer-learning"
 # The images every step runs in; one setting, read when the pipeline is defined.
@@ -87,6 +96,7 @@ def evaluate(
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     report: Output[HTML],
+    summary: Output[Markdown],
     predictions: Output[Dataset],
     evaluation: Output[Dataset],
 ) -> float:
@@ -102,8 +112,11 @@ def evaluate(
             predictions_path=predictions.path,
             report_path=report.path,
             evaluation_path=evaluation.path,
+            summary_path=summary.path,
         )
         metrics.log_metric("accuracy", result["test_accuracy"])
+        metrics.log_metric("accuracy_ci95_low", result["accuracy_ci95"][0])
+        metrics.log_metric("accuracy_ci95_high", result["accuracy_ci95"][1])
         metrics.log_metric("macro_f1", result["classification_report"]["macro avg"]["f1-score"])
         confusion.log_confusion_matrix(result["classes"], result["confusion_matrix"])
     return result["test_accuracy"]
@@ -290,7 +303,10 @@ def preflight(params: dict) -> None:
 
     try:
         check_parameters(params)
-        classes = split.scan(params["data"])
+        classes = split.scan(
+            params["data"],
+            **{k: params[k] for k in ("seed", "train_fraction", "val_fraction")},
+        )
         storage.check_bucket(params["registry"])
         if params["weights"] not in ("imagenet", "none", "auto"):
             storage.check_exists(params["weights"])
@@ -322,6 +338,7 @@ def summarize(run_dir: Path, total_seconds: float) -> dict:
     evaluation = json.loads(Path(eval_out["evaluation"]["uri"]).read_text())
     return {
         "test_accuracy": evaluation["test_accuracy"],
+        "accuracy_ci95": evaluation["accuracy_ci95"],
         "classes": evaluation["classes"],
         "confusion_matrix": evaluation["confusion_matrix"],
         "classification_report": evaluation["classification_report"],
@@ -333,7 +350,7 @@ def summarize(run_dir: Path, total_seconds: float) -> dict:
         "dataset_uri": split_out["uri"],
         "backbone": train_out["backbone"],
         "weights": train_out["weights"],
-        "warnings": train_out["warnings"],
+        "warnings": evaluation["warnings"],
         "epochs_run": train_out["epochs_run"],
         "caching": train_out["caching"],
         "precision": train_out["precision"],

@@ -11,12 +11,53 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
-from components import artifact, dataset, model, report
+from components import artifact, dataset, model, report, split
+from components.step import InputError
+
+
+class ConsistencyError(InputError):
+    """The evaluation contradicts itself or the manifest: no report is better than a wrong one."""
+
+
+def wilson_interval(correct: int, total: int) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy (sound for small test sets and near 1.0)."""
+    interval = binomtest(correct, total).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def check_consistency(evaluation: dict, test: list[dataset.Example], predictions_path: str) -> None:
+    """Accuracy is the confusion matrix's trace over its sum, supports are the manifest's test
+    counts, and ``predictions.csv`` holds every test image exactly once."""
+    matrix = np.asarray(evaluation["confusion_matrix"])
+    if not math.isclose(evaluation["test_accuracy"], np.trace(matrix) / matrix.sum()):
+        raise ConsistencyError(
+            f"accuracy {evaluation['test_accuracy']} is not the confusion matrix's "
+            f"{np.trace(matrix)}/{matrix.sum()}"
+        )
+    manifest_counts = Counter(e.label for e in test)
+    expected = {e.path for e in test}
+    for name in evaluation["classes"]:
+        support = evaluation["classification_report"][name]["support"]
+        if support != manifest_counts[name]:
+            raise ConsistencyError(
+                f"class {name}: support {support} but the manifest has {manifest_counts[name]} "
+                "test images"
+            )
+    with open(predictions_path, newline="") as f:
+        written = Counter(row["path"] for row in csv.DictReader(f))
+    twice = sorted(p for p, n in written.items() if n > 1)
+    missing, unknown = sorted(expected - set(written)), sorted(set(written) - expected)
+    for problem, paths in (("twice", twice), ("missing", missing), ("not in test", unknown)):
+        if paths:
+            raise ConsistencyError(f"{predictions_path}: {problem}: {', '.join(paths[:5])}")
 
 
 def evaluate(
@@ -26,9 +67,11 @@ def evaluate(
     predictions_path: str,
     report_path: str,
     evaluation_path: str,
+    summary_path: str | None = None,
     batch_size: int = 32,
 ) -> dict:
-    """Writes predictions.csv, the HTML report and evaluation.json; returns the evaluation."""
+    """Writes predictions.csv, evaluation.json, the HTML report and (``summary_path``) its
+    Markdown summary; returns the evaluation."""
     predict, classes, image_size = model.load(model_dir, batch_size)
     training = artifact.read_json(model_dir, artifact.TRAINING_FILE)
     x, y_true, paths = dataset.load_split(dataset_dir, "test", image_size, classes)
@@ -36,21 +79,33 @@ def evaluate(
     y_pred = probabilities.argmax(axis=1)
 
     labels = list(range(len(classes)))
+    data = artifact.read_json(dataset_dir, split.FACTS)
+    correct = int((y_true == y_pred).sum())
     evaluation = {
         "test_accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy_ci95": wilson_interval(correct, len(y_true)),
         "classes": classes,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "classification_report": classification_report(
             y_true, y_pred, labels=labels, target_names=classes, output_dict=True, zero_division=0
         ),
         "n_test": len(paths),
+        "data": data,
         "training": training,
-        "warnings": training.get("warnings", []),
+        "warnings": data["warnings"] + training.get("warnings", []),
     }
     _write_predictions(predictions_path, paths, classes, y_true, y_pred, probabilities)
+    test = [e for e in dataset.read_manifest(dataset_dir) if e.split == "test"]
+    check_consistency(evaluation, test, predictions_path)
     Path(evaluation_path).write_text(json.dumps(evaluation, indent=2))
     history = artifact.read_json(model_dir, artifact.HISTORY_FILE)
-    Path(report_path).write_text(report.render(evaluation, history))
+    examples = [
+        report.Example(Path(dataset_dir, path), classes[t], classes[p], float(probs[p]))
+        for path, t, p, probs in zip(paths, y_true, y_pred, probabilities, strict=True)
+    ]
+    Path(report_path).write_text(report.render(evaluation, history, examples))
+    if summary_path:
+        Path(summary_path).write_text(report.markdown(evaluation))
     return evaluation
 
 

@@ -1,46 +1,78 @@
-"""The evaluation report: one self-contained HTML file, figures embedded as PNG data URIs."""
+"""The evaluation report: one self-contained HTML file, figures and thumbnails embedded as
+PNG data URIs, and a Markdown summary of it for the KFP UI."""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
+from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+CORRECT_SAMPLE = 12  # correct predictions shown beside every misclassified one
+THUMBNAIL = 96  # pixels
+
+
+@dataclass(frozen=True)
+class Example:
+    """One test image's prediction, for the gallery."""
+
+    path: Path
+    true_class: str
+    predicted_class: str
+    confidence: float  # the probability of the predicted class
+
+    @property
+    def correct(self) -> bool:
+        return self.true_class == self.predicted_class
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def _png(fig: plt.Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return _data_uri(buffer.getvalue())
 
 
-def confusion_figure(matrix: list[list[int]], classes: list[str]) -> str:
-    counts = np.asarray(matrix)
+def thumbnail(path: Path) -> str:
+    with Image.open(path) as image:
+        small = image.convert("RGB")
+        small.thumbnail((THUMBNAIL, THUMBNAIL))
+        buffer = io.BytesIO()
+        small.save(buffer, format="PNG")
+    return _data_uri(buffer.getvalue())
+
+
+def confusion_figure(matrix: list[list[int]], classes: list[str], normalised: bool) -> str:
+    """Counts, or each row divided by its total (the share of a true class predicted as each)."""
+    counts = np.asarray(matrix, dtype=float)
+    values = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalised else counts
     size = max(4.0, 0.6 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
-    image = ax.imshow(counts, cmap="Blues")
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalised else None)
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    threshold = counts.max() / 2 if counts.size else 0
-    for (i, j), value in np.ndenumerate(counts):
-        ax.text(
-            j,
-            i,
-            str(value),
-            ha="center",
-            va="center",
-            color="white" if value > threshold else "black",
-        )
-    ax.set_title("Confusion matrix (test split)")
+    threshold = values.max() / 2 if values.size else 0
+    font = 10 if len(classes) <= 6 else 8
+    for (i, j), value in np.ndenumerate(values):
+        text = f"{value:.2f}" if normalised else f"{value:.0f}"
+        colour = "white" if value > threshold else "black"
+        ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=font)
+    ax.set_title("Row-normalised (recall on the diagonal)" if normalised else "Counts")
     return _png(fig)
 
 
@@ -69,26 +101,41 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render(evaluation: dict, history: dict[str, list[float]]) -> str:
-    classes = evaluation["classes"]
-    per_class = evaluation["classification_report"]
-    names = [*classes, "macro avg", "weighted avg"]
-    rows = [
-        [
-            n,
-            *(f"{per_class[n][k]:.3f}" for k in ("precision", "recall", "f1-score")),
-            f"{per_class[n]['support']:.0f}",
-        ]
-        for n in names
-    ]
-    training = evaluation["training"]
+def gallery(examples: list[Example]) -> str:
+    """Every misclassified image, then an evenly spread sample of correct ones."""
+    wrong = [e for e in examples if not e.correct]
+    right = [e for e in examples if e.correct]
+    picks = np.linspace(0, len(right) - 1, min(CORRECT_SAMPLE, len(right))).round()
+    sample = [right[int(i)] for i in picks]
+
+    def cards(chosen: list[Example]) -> str:
+        return "".join(
+            f'<figure class="{"ok" if e.correct else "wrong"}">'
+            f'<img alt="{html.escape(e.path.name)}" src="{thumbnail(e.path)}">'
+            f"<figcaption>{html.escape(e.path.name)}<br>true: {html.escape(e.true_class)}<br>"
+            f"predicted: {html.escape(e.predicted_class)} ({e.confidence:.0%})</figcaption>"
+            "</figure>"
+            for e in chosen
+        )
+
+    return (
+        f"<h3>Misclassified: {len(wrong)} of {len(examples)}</h3>"
+        f'<div class="gallery">{cards(wrong) or "<p>none</p>"}</div>'
+        f"<h3>Correct: {len(sample)} of {len(right)}</h3>"
+        f'<div class="gallery">{cards(sample)}</div>'
+    )
+
+
+def _facts(evaluation: dict) -> list[list[str]]:
+    training, data = evaluation["training"], evaluation["data"]
     fine_tuning = (
         f"{training['fine_tune_layers']} ({training['fine_tune_epochs']} epochs, "
         f"{'kept' if training['fine_tune_kept'] else 'not kept: no better on validation'})"
         if "fine_tune_layers" in training
         else "none"
     )
-    facts = [
+    return [
+        ["data source", data["source"]],
         ["backbone", training["backbone"]],
         ["weights used", training["weights"]],
         ["image size", str(training["image_size"])],
@@ -98,28 +145,79 @@ def render(evaluation: dict, history: dict[str, list[float]]) -> str:
         ["devices, precision", f"{', '.join(training['devices'])}; {training['precision']}"],
         ["test images", str(evaluation["n_test"])],
     ]
+
+
+def _accuracy(evaluation: dict) -> str:
+    low, high = evaluation["accuracy_ci95"]
+    return f"{evaluation['test_accuracy']:.4f} (95% CI {low:.3f}-{high:.3f}, Wilson)"
+
+
+def _per_class_rows(evaluation: dict) -> list[list[str]]:
+    per_class = evaluation["classification_report"]
+    return [
+        [
+            name,
+            *(f"{per_class[name][k]:.3f}" for k in ("precision", "recall", "f1-score")),
+            f"{per_class[name]['support']:.0f}",
+        ]
+        for name in [*evaluation["classes"], "macro avg", "weighted avg"]
+    ]
+
+
+PER_CLASS_HEADER = ["class", "precision", "recall", "f1-score", "support"]
+
+
+def render(evaluation: dict, history: dict[str, list[float]], examples: list[Example]) -> str:
+    classes, training = evaluation["classes"], evaluation["training"]
+    counts = evaluation["data"]["counts"]
+    count_rows = [[c, *(str(counts[s][c]) for s in ("train", "val", "test"))] for c in classes]
     curves = curves_figure(history, training["best_epoch"], training["head_epochs"])
     warnings = "".join(
         f'<p class="warning">WARNING: {html.escape(w)}</p>' for w in evaluation["warnings"]
     )
+    matrix = evaluation["confusion_matrix"]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>
 <style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 70em; }}
+body {{ font-family: sans-serif; margin: 2em; max-width: 80em; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
 td, th {{ border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }}
 .warning {{ background: #fdd; border: 2px solid #c00; padding: 0.8em; font-weight: bold; }}
+.gallery {{ display: flex; flex-wrap: wrap; gap: 0.6em; }}
+figure {{ margin: 0; padding: 0.4em; width: 8.5em; font-size: 0.8em; text-align: center; }}
+figure.wrong {{ border: 2px solid #c00; }} figure.ok {{ border: 2px solid #3a3; }}
+figure img {{ width: {THUMBNAIL}px; height: {THUMBNAIL}px; object-fit: contain; }}
 </style></head><body>
 <h1>Evaluation report</h1>
 {warnings}
-<p>Test accuracy: <strong>{evaluation["test_accuracy"]:.4f}</strong></p>
-{_table(facts, ["fact", "value"])}
+<p>Test accuracy: <strong>{_accuracy(evaluation)}</strong></p>
+{_table(_facts(evaluation), ["fact", "value"])}
+<h2>Images per class and split</h2>
+{_table(count_rows, ["class", "train", "val", "test"])}
 <h2>Per class</h2>
-{_table(rows, ["class", "precision", "recall", "f1-score", "support"])}
-<h2>Confusion matrix</h2>
-<img alt="confusion matrix" src="{confusion_figure(evaluation["confusion_matrix"], classes)}">
+{_table(_per_class_rows(evaluation), PER_CLASS_HEADER)}
+<h2>Confusion matrix (test split; rows: true class, columns: predicted)</h2>
+<img alt="confusion matrix, counts" src="{confusion_figure(matrix, classes, normalised=False)}">
+<img alt="confusion matrix, row-normalised" src="{confusion_figure(matrix, classes, True)}">
 <h2>Training curves</h2>
 <img alt="loss and accuracy curves" src="{curves}">
+<h2>Test images</h2>
+{gallery(examples)}
 </body></html>
 """
+
+
+def markdown(evaluation: dict) -> str:
+    """The report's headline for the KFP UI's Markdown viewer."""
+    rows = _per_class_rows(evaluation)
+    table = "\n".join(
+        "| " + " | ".join(row) + " |"
+        for row in [PER_CLASS_HEADER, ["---"] * len(PER_CLASS_HEADER), *rows]
+    )
+    warnings = "".join(f"\n**WARNING:** {w}\n" for w in evaluation["warnings"])
+    facts = "\n".join(f"- {name}: {value}" for name, value in _facts(evaluation))
+    return (
+        f"# Evaluation\n{warnings}\nTest accuracy: **{_accuracy(evaluation)}**\n\n"
+        f"{facts}\n\n{table}\n"
+    )

@@ -4,14 +4,20 @@ Train/test follows the notebook exactly (per class: sorted files, shuffled by a 
 ``random.Random(seed)``, the first ``int(train_fraction * n)`` to train), so the real Basic
 Shapes data lands in the notebook's split. Validation is carved out of train, per class,
 for early stopping; the test part is never seen in training.
+
+Files are compared by content (sha256) before anything is written: the same image in two
+classes, or in both training data (train or val) and test, is an error naming the files;
+copies inside one class and class imbalance are warnings in ``split.json`` and the report.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
 import tempfile
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,10 +100,68 @@ def find_images(root: Path, source: str) -> dict[str, list[str]]:
     return found
 
 
-def scan(source: str) -> dict[str, list[str]]:
-    """Validates a data folder without writing anything: what ``run`` checks before starting."""
+FACTS = "split.json"
+MAX_IMBALANCE = 3.0  # largest class / smallest class beyond which the report warns
+
+
+def content_checks(
+    hashes: dict[tuple[str, str], str], plan: dict[str, dict[str, list[str]]], source: str
+) -> list[str]:
+    """Errors for leaks between classes or into test; warnings for copies and imbalance.
+
+    ``hashes``: (class, file) -> sha256 of every image.
+    """
+    copies = defaultdict(list)
+    for key, digest in sorted(hashes.items()):
+        copies[digest].append(key)
+    split_of = {
+        (label, file): name
+        for label, parts in plan.items()
+        for name, files in parts.items()
+        for file in files
+    }
+    warnings = []
+    for group in (g for g in copies.values() if len(g) > 1):
+        names = ", ".join(storage.join(source, label, file) for label, file in group)
+        if len({label for label, _ in group}) > 1:
+            raise DataError(f"the same image is in two classes: {names}; keep it in one")
+        if "test" in {split_of[k] for k in group} and len({split_of[k] for k in group}) > 1:
+            raise DataError(
+                f"the same image would be in both training and test data: {names}; "
+                "remove the copies"
+            )
+        warnings.append(f"duplicate images (same content) in class {group[0][0]}: {names}")
+    sizes = {label: sum(map(len, parts.values())) for label, parts in plan.items()}
+    largest, smallest = max(sizes, key=sizes.get), min(sizes, key=sizes.get)
+    if sizes[largest] > MAX_IMBALANCE * sizes[smallest]:
+        warnings.append(
+            f"class imbalance: {largest} has {sizes[largest]} images, {smallest} "
+            f"{sizes[smallest]} (more than {MAX_IMBALANCE:g}x); accuracy can hide a poorly "
+            "recognised small class, so read the per-class recall"
+        )
+    return warnings
+
+
+def prepare(
+    root: Path, source: str, *, seed: int, train_fraction: float, val_fraction: float
+) -> tuple[dict[str, dict[str, list[str]]], dict[tuple[str, str], str], list[str]]:
+    """The plan, every image's hash and the warnings, after every check; writes nothing."""
+    images = find_images(root, source)
+    plan = plan_split(
+        images, source, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction
+    )
+    hashes = {(c, f): sha256_of(root / c / f) for c, files in images.items() for f in files}
+    return plan, hashes, content_checks(hashes, plan, source)
+
+
+def scan(source: str, **split: float) -> dict[str, list[str]]:
+    """Validates a data folder without writing anything: what ``run`` checks before starting.
+
+    ``split``: ``seed``, ``train_fraction`` and ``val_fraction``, as the split step gets them.
+    """
     with local_source(source) as root:
-        return find_images(root, source)
+        plan, _, _ = prepare(root, source, **split)
+    return {label: [f for part in parts.values() for f in part] for label, parts in plan.items()}
 
 
 def plan_split(
@@ -133,12 +197,8 @@ def split_dataset(
     """
     examples = []
     with local_source(source) as root:
-        plan = plan_split(
-            find_images(root, source),
-            source,
-            seed=seed,
-            train_fraction=train_fraction,
-            val_fraction=val_fraction,
+        plan, hashes, warnings = prepare(
+            root, source, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction
         )
         for label, parts in plan.items():
             for split_name, files in parts.items():
@@ -147,10 +207,13 @@ def split_dataset(
                 for file in files:
                     shutil.copyfile(root / label / file, folder / file)
                     rel = f"{split_name}/{label}/{file}"
-                    examples.append(Example(rel, label, split_name, sha256_of(folder / file)))
-    return {
+                    examples.append(Example(rel, label, split_name, hashes[label, file]))
+    facts = {
         "source": source,
         "classes": list(plan),
         "counts": {s: {c: len(plan[c][s]) for c in plan} for s in SPLITS},
         "manifest_sha256": write_manifest(examples, out_dir),
+        "warnings": warnings,
     }
+    Path(out_dir, FACTS).write_text(json.dumps(facts, indent=2))
+    return facts

@@ -5,11 +5,13 @@ import socket
 import uuid
 from pathlib import Path
 
+import keras
+import numpy as np
 import pytest
 from gcp_storage_emulator.server import create_server
 from google.cloud import storage as gcs
 
-from components import storage
+from components import model, storage
 from components.demo_data import generate
 from components.split import split_dataset
 
@@ -91,3 +93,26 @@ def upload_folder(bucket: gcs.Bucket, local: Path, prefix: str) -> str:
             str(path)
         )
     return f"gs://{bucket.name}/{prefix}"
+
+
+def save_oracle(model_dir: Path, kernel: np.ndarray, bias: np.ndarray, classes: list[str]) -> None:
+    """A model artifact whose network is known: mean colour per channel -> Dense -> softmax."""
+    inputs = keras.Input((32, 32, 3))
+    dense = keras.layers.Dense(len(classes), activation="softmax")
+    oracle = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([kernel, bias])
+    facts = {
+        "backbone": "oracle",
+        "weights": "none",
+        "image_size": 32,
+        "epochs_run": 1,
+        "best_epoch": 1,
+        "head_epochs": 1,
+        "caching": "features of each image, computed once",
+        "devices": ["/physical_device:CPU:0"],
+        "precision": "float32",
+        "warnings": ["a test warning"],
+    }
+    history = {"loss": [1.0], "val_loss": [1.0], "accuracy": [0.5], "val_accuracy": [0.5]}
+    classify = model.compiled(lambda x: oracle(x, training=False), 32)
+    model.save(model_dir, classify, classes, history, facts)

@@ -81,7 +81,10 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert kfp_outputs["parameterValues"]["Output"] == summary["test_accuracy"]
     assert (run_dir / "split" / "dataset" / "manifest.csv").exists()
     assert (run_dir / "train" / "model" / "saved_model" / "saved_model.pb").exists()
-    assert Path(summary["report_uri"]).read_text().count("data:image/png;base64,") == 2
+    # three figures and a thumbnail of each of the 9 test images (mistakes and correct ones)
+    assert Path(summary["report_uri"]).read_text().count("data:image/png;base64,") == 3 + 9
+    markdown = (run_dir / "evaluate" / "summary").read_text()
+    assert f"Test accuracy: **{summary['test_accuracy']:.4f} (95% CI" in markdown
     with open(summary["predictions_uri"]) as f:
         predictions = list(csv.DictReader(f))
     assert len(predictions) == 9

@@ -4,14 +4,14 @@ import csv
 import json
 import random
 
-import keras
 import numpy as np
 import pytest
+from conftest import save_oracle
 from PIL import Image
 
-from components import model
 from components.dataset import MANIFEST, read_manifest, write_manifest
-from components.evaluate import evaluate
+from components.evaluate import ConsistencyError, check_consistency, evaluate, wilson_interval
+from components.report import Example, gallery
 from components.split import split_dataset
 
 COLOURS = {
@@ -34,29 +34,11 @@ def colour_data(tmp_path):
         str(tmp_path / "src"), str(tmp_path / "ds"), seed=230, train_fraction=0.8, val_fraction=0.1
     )
 
-    inputs = keras.Input((32, 32, 3))
-    dense = keras.layers.Dense(3, activation="softmax")
-    oracle = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
     channel_of_class = [2, 1, 0]  # blue, green, red
     kernel = np.zeros((3, 3), np.float32)
     for cls, channel in enumerate(channel_of_class):
         kernel[channel, cls] = 0.1
-    dense.set_weights([kernel, np.zeros(3, np.float32)])
-    facts = {
-        "backbone": "oracle",
-        "weights": "none",
-        "image_size": 32,
-        "epochs_run": 1,
-        "best_epoch": 1,
-        "head_epochs": 1,
-        "caching": "features of each image, computed once",
-        "devices": ["/physical_device:CPU:0"],
-        "precision": "float32",
-        "warnings": ["a test warning"],
-    }
-    history = {"loss": [1.0], "val_loss": [1.0], "accuracy": [0.5], "val_accuracy": [0.5]}
-    classify = model.compiled(lambda x: oracle(x, training=False), 32)
-    model.save(tmp_path / "model", classify, list(COLOURS), history, facts)
+    save_oracle(tmp_path / "model", kernel, np.zeros(3, np.float32), list(COLOURS))
     return tmp_path
 
 
@@ -67,6 +49,7 @@ def _evaluate(root):
         predictions_path=str(root / "predictions.csv"),
         report_path=str(root / "report.html"),
         evaluation_path=str(root / "evaluation.json"),
+        summary_path=str(root / "summary.md"),
     )
     with open(root / "predictions.csv") as f:
         return result, list(csv.DictReader(f))
@@ -100,10 +83,63 @@ def test_alignment_does_not_depend_on_file_order(colour_data):
 def test_report_and_evaluation_files(colour_data):
     result, _ = _evaluate(colour_data)
     page = (colour_data / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 2
-    assert "1.0000" in page and "WARNING: a test warning" in page
+    # three figures (confusion counts, row-normalised, curves) and 12 correct thumbnails
+    assert page.count('src="data:image/png;base64,') == 3 + 12
+    assert "1.0000 (95% CI 0.758-1.000, Wilson)" in page and "WARNING: a test warning" in page
+    assert "Misclassified: 0 of 12" in page and str(colour_data / "src") in page
     for name in COLOURS:
         assert f"<td>{name}</td>" in page
     stored = json.loads((colour_data / "evaluation.json").read_text())
     assert stored == json.loads(json.dumps(result))
     assert stored["warnings"] == ["a test warning"]
+    summary = (colour_data / "summary.md").read_text()
+    assert "Test accuracy: **1.0000 (95% CI 0.758-1.000, Wilson)**" in summary
+    assert "| red | 1.000 | 1.000 | 1.000 | 4 |" in summary
+
+
+def test_wilson_interval():
+    assert wilson_interval(12, 12) == pytest.approx((0.7575, 1.0), abs=1e-4)
+    low, high = wilson_interval(51, 60)
+    assert low < 51 / 60 < high and high - low == pytest.approx(0.18, abs=0.01)
+
+
+def test_gallery_shows_every_mistake_and_a_sample_of_correct_ones(colour_data):
+    image = next((colour_data / "src" / "red").iterdir())
+    examples = [Example(image, "red", "blue", 0.6)] * 2 + [Example(image, "red", "red", 0.9)] * 30
+    page = gallery(examples)
+    assert page.count('class="wrong"') == 2 and page.count('class="ok"') == 12
+    assert "Misclassified: 2 of 32" in page and "predicted: blue (60%)" in page
+
+
+def _checked(colour_data, edit_evaluation=None, edit_rows=None):
+    _evaluate(colour_data)
+    evaluation = json.loads((colour_data / "evaluation.json").read_text())
+    (edit_evaluation or (lambda e: None))(evaluation)
+    path = colour_data / "predictions.csv"
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    rows = (edit_rows or (lambda r: r))(rows)
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    test = [e for e in read_manifest(colour_data / "ds") if e.split == "test"]
+    check_consistency(evaluation, test, str(path))
+
+
+@pytest.mark.parametrize(
+    "edit_evaluation, edit_rows, message",
+    [
+        (lambda e: e.update(test_accuracy=0.5), None, "not the confusion matrix's 12/12"),
+        (
+            lambda e: e["classification_report"]["red"].update(support=5),
+            None,
+            "class red: support 5 but the manifest has 4",
+        ),
+        (None, lambda rows: [*rows, rows[1]], "twice: test/"),
+        (None, lambda rows: rows[:-1], "missing: test/"),
+    ],
+    ids=["accuracy", "support", "twice", "missing"],
+)
+def test_inconsistent_evaluation_is_an_error(colour_data, edit_evaluation, edit_rows, message):
+    _checked(colour_data)  # as written by evaluate: consistent
+    with pytest.raises(ConsistencyError, match=message):
+        _checked(colour_data, edit_evaluation, edit_rows)

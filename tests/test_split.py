@@ -1,6 +1,7 @@
 """Split semantics: the notebook's exact train/test rule, a clean validation carve, clear errors."""
 
 import csv
+import json
 import os
 import random
 import shutil
@@ -10,7 +11,7 @@ import pytest
 
 from components.dataset import DataError, class_names, read_manifest, sha256_of
 from components.demo_data import generate
-from components.split import carve_validation, notebook_split, split_dataset
+from components.split import carve_validation, content_checks, notebook_split, split_dataset
 
 
 def notebook(files: list[str]) -> tuple[list[str], list[str]]:
@@ -74,8 +75,9 @@ def test_split_writes_folders_and_manifest(demo_data, split_dir):
 def test_any_number_of_classes(tmp_path):
     src = tmp_path / "src"
     generate(str(src), per_class=5, seed=3)
-    for name in ("d", "e"):  # five classes: copy two more folders under new names
-        shutil.copytree(src / "circles", src / name)
+    generate(str(tmp_path / "more"), per_class=5, seed=4)
+    for old, new in (("circles", "d"), ("squares", "e")):  # five classes, all images distinct
+        shutil.move(tmp_path / "more" / old, src / new)
     facts = split_dataset(
         str(src), str(tmp_path / "out"), seed=230, train_fraction=0.8, val_fraction=0.1
     )
@@ -103,8 +105,19 @@ def _bad(tmp_path, demo_data, mutate) -> Path:
             "cut.png",
         ),
         (lambda s: [p.unlink() for p in sorted((s / "triangles").iterdir())[1:]], "triangles"),
+        (
+            lambda s: shutil.copyfile(s / "circles" / "circle_000.png", s / "squares" / "sq.png"),
+            "squares/sq.png",
+        ),
     ],
-    ids=["one-class", "empty-class", "not-an-image", "truncated", "too-few-images"],
+    ids=[
+        "one-class",
+        "empty-class",
+        "not-an-image",
+        "truncated",
+        "too-few-images",
+        "image-in-two-classes",
+    ],
 )
 def test_bad_input_names_the_path_and_writes_nothing(tmp_path, demo_data, mutate, named):
     src = _bad(tmp_path, demo_data, mutate)
@@ -124,3 +137,53 @@ def test_missing_folder(tmp_path):
             train_fraction=0.8,
             val_fraction=0.1,
         )
+
+
+PLAN = {
+    "a": {"train": ["1.png", "2.png", "3.png"], "val": ["4.png"], "test": ["5.png"]},
+    "b": {"train": ["1.png", "2.png"], "val": ["3.png"], "test": ["4.png"]},
+}
+
+
+def _hashes(*same: tuple[str, str]) -> dict[tuple[str, str], str]:
+    """Distinct content for every file except the ``same`` ones, which share one hash."""
+    hashes = {
+        (label, file): f"{label}/{file}"
+        for label, parts in PLAN.items()
+        for files in parts.values()
+        for file in files
+    }
+    return {**hashes, **dict.fromkeys(same, "shared")}
+
+
+def test_copies_inside_a_class_and_one_split_are_a_warning():
+    (warning,) = content_checks(_hashes(("a", "1.png"), ("a", "2.png")), PLAN, "src")
+    assert "duplicate" in warning and "src/a/1.png" in warning and "src/a/2.png" in warning
+    assert content_checks(_hashes(), PLAN, "src") == []
+
+
+@pytest.mark.parametrize(
+    "same, message",
+    [
+        ((("a", "1.png"), ("b", "1.png")), "in two classes: src/a/1.png, src/b/1.png"),
+        ((("a", "2.png"), ("a", "5.png")), "both training and test data: src/a/2.png, src/a/5.png"),
+        ((("a", "4.png"), ("a", "5.png")), "both training and test data: src/a/4.png, src/a/5.png"),
+    ],
+    ids=["two-classes", "train-and-test", "val-and-test"],
+)
+def test_leaks_are_errors_naming_the_files(same, message):
+    with pytest.raises(DataError, match=message):
+        content_checks(_hashes(*same), PLAN, "src")
+
+
+def test_class_imbalance_beyond_three_is_a_warning():
+    plan = {**PLAN, "b": {"train": ["1.png"], "val": [], "test": []}}
+    hashes = {k: v for k, v in _hashes().items() if k[0] == "a" or k == ("b", "1.png")}
+    (warning,) = content_checks(hashes, plan, "src")
+    assert "class imbalance: a has 5 images, b 1" in warning
+    assert content_checks(_hashes(), PLAN, "src") == []  # 5 against 4: fine
+
+
+def test_split_facts_are_written_for_the_report(split_dir):
+    facts = json.loads((split_dir / "split.json").read_text())
+    assert facts["warnings"] == [] and facts["counts"]["test"] == dict.fromkeys(facts["classes"], 3)
