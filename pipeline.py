@@ -99,8 +99,12 @@ def evaluate(
     summary: Output[Markdown],
     predictions: Output[Dataset],
     evaluation: Output[Dataset],
-) -> float:
-    """Returns the test accuracy, which the export gate compares with ``min_accuracy``."""
+    registry: str,
+    model_name: str,
+    min_accuracy: float,
+    max_regression: float,
+) -> bool:
+    """Returns the gate's decision: export or not (see ``components.evaluate.decide``)."""
     from components.step import step
 
     with step(evaluation.metadata):
@@ -113,13 +117,22 @@ def evaluate(
             report_path=report.path,
             evaluation_path=evaluation.path,
             summary_path=summary.path,
+            registry_uri=registry,
+            model_name=model_name,
+            min_accuracy=min_accuracy,
+            max_regression=max_regression,
         )
+        gate = result["gate"]
+        evaluation.metadata["gate"] = gate
+        metrics.log_metric("gate_passed", float(gate["passed"]))
+        if gate["champion_accuracy"] is not None:
+            metrics.log_metric("champion_accuracy", gate["champion_accuracy"])
         metrics.log_metric("accuracy", result["test_accuracy"])
         metrics.log_metric("accuracy_ci95_low", result["accuracy_ci95"][0])
         metrics.log_metric("accuracy_ci95_high", result["accuracy_ci95"][1])
         metrics.log_metric("macro_f1", result["classification_report"]["macro avg"]["f1-score"])
         confusion.log_confusion_matrix(result["classes"], result["confusion_matrix"])
-    return result["test_accuracy"]
+    return result["gate"]["passed"]
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -167,6 +180,7 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None):
         train_fraction: float = 0.8,
         val_fraction: float = 0.1,
         min_accuracy: float = 0.9,
+        max_regression: float = 0.0,
         model_name: str = "shapes-classifier",
     ):
         split_task = split(
@@ -197,11 +211,16 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None):
             kubernetes.add_node_selector(train_task, label_key=key, label_value=value)
 
         eval_task = evaluate(
-            dataset=split_task.outputs["dataset"], model=train_task.outputs["model"]
+            dataset=split_task.outputs["dataset"],
+            model=train_task.outputs["model"],
+            registry=registry,
+            model_name=model_name,
+            min_accuracy=min_accuracy,
+            max_regression=max_regression,
         )
         eval_task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("8G")
 
-        with dsl.If(eval_task.outputs["Output"] >= min_accuracy, name="accuracy-gate"):
+        with dsl.If(eval_task.outputs["Output"] == True, name="gate"):  # noqa: E712
             export_task = export(
                 dataset=split_task.outputs["dataset"],
                 model=train_task.outputs["model"],
@@ -283,6 +302,7 @@ PARAMETER_RANGES = {
     "augment_views": (1, 100),
     "fine_tune_layers": (0, None),
     "fine_tune_lr": (0.0, 1.0),
+    "max_regression": (0.0, 1.0),
 }
 
 
@@ -342,6 +362,7 @@ def summarize(run_dir: Path, total_seconds: float) -> dict:
         "classes": evaluation["classes"],
         "confusion_matrix": evaluation["confusion_matrix"],
         "classification_report": evaluation["classification_report"],
+        "gate": evaluation["gate"],
         "exported": export_out is not None,
         "model_uri": export_out["uri"] if export_out else None,
         "report_uri": eval_out["report"]["uri"],
@@ -423,7 +444,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     if summary["exported"]:
         print(f"exported model: {summary['model_uri']}")
     else:
-        print(f"not exported: test accuracy below --min-accuracy {params['min_accuracy']}")
+        print(f"not exported: {summary['gate']['reason']}")
     print(f"summary: {args.summary}  ({summary['timings_s']['total']:.1f} s)")
 
 

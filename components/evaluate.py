@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
-from components import artifact, dataset, model, report, split
+from components import artifact, dataset, model, registry, report, split, storage
 from components.step import InputError
 
 
@@ -31,6 +32,47 @@ def wilson_interval(correct: int, total: int) -> tuple[float, float]:
     """95% Wilson score interval of an accuracy (sound for small test sets and near 1.0)."""
     interval = binomtest(correct, total).proportion_ci(confidence_level=0.95, method="wilson")
     return float(interval.low), float(interval.high)
+
+
+def champion_accuracy(
+    uri: str, dataset_dir: str, classes: list[str], batch_size: int
+) -> float | None:
+    """The production model's accuracy on this run's test images; None if its classes differ."""
+    with tempfile.TemporaryDirectory(prefix="shapes-champion-") as tmp:
+        local = uri
+        if storage.is_gcs(uri):
+            storage.download_tree(uri, tmp)
+            local = tmp
+        predict, champion_classes, image_size = model.load(local, batch_size)
+        if champion_classes != classes:
+            return None
+        x, y_true, _ = dataset.load_split(dataset_dir, "test", image_size, classes)
+        return float(accuracy_score(y_true, predict(x).argmax(axis=1)))
+
+
+def decide(
+    accuracy: float, min_accuracy: float, max_regression: float, champion: dict | None
+) -> tuple[bool, str]:
+    """The gate: at least ``min_accuracy``, and (where there is a production model with the
+    same classes) not worse than it by more than ``max_regression`` on the same images."""
+    if accuracy < min_accuracy:
+        return False, f"test accuracy {accuracy:.4f} is below min_accuracy {min_accuracy}"
+    if champion is None:
+        return True, f"no production model yet; test accuracy {accuracy:.4f} >= {min_accuracy}"
+    if champion["accuracy"] is None:
+        return True, (
+            f"the production model {champion['uri']} has other classes, so it cannot be "
+            f"compared; test accuracy {accuracy:.4f} >= {min_accuracy}"
+        )
+    if accuracy < champion["accuracy"] - max_regression:
+        return False, (
+            f"test accuracy {accuracy:.4f} is worse than the production model's "
+            f"{champion['accuracy']:.4f} by more than max_regression {max_regression}"
+        )
+    return True, (
+        f"test accuracy {accuracy:.4f} >= {min_accuracy} and within max_regression "
+        f"{max_regression} of the production model's {champion['accuracy']:.4f}"
+    )
 
 
 def check_consistency(evaluation: dict, test: list[dataset.Example], predictions_path: str) -> None:
@@ -68,10 +110,18 @@ def evaluate(
     report_path: str,
     evaluation_path: str,
     summary_path: str | None = None,
+    registry_uri: str | None = None,
+    model_name: str = "shapes-classifier",
+    min_accuracy: float = 0.0,
+    max_regression: float = 0.0,
     batch_size: int = 32,
 ) -> dict:
     """Writes predictions.csv, evaluation.json, the HTML report and (``summary_path``) its
-    Markdown summary; returns the evaluation."""
+    Markdown summary; returns the evaluation with the gate's decision.
+
+    The production model of ``registry_uri``/``model_name``, if any, is scored on the same
+    test images as the challenger.
+    """
     predict, classes, image_size = model.load(model_dir, batch_size)
     training = artifact.read_json(model_dir, artifact.TRAINING_FILE)
     x, y_true, paths = dataset.load_split(dataset_dir, "test", image_size, classes)
@@ -97,6 +147,20 @@ def evaluate(
     _write_predictions(predictions_path, paths, classes, y_true, y_pred, probabilities)
     test = [e for e in dataset.read_manifest(dataset_dir) if e.split == "test"]
     check_consistency(evaluation, test, predictions_path)
+    production = registry.production(registry_uri, model_name) if registry_uri else None
+    champion = production and {
+        "uri": production,
+        "accuracy": champion_accuracy(production, dataset_dir, classes, batch_size),
+    }
+    passed, reason = decide(evaluation["test_accuracy"], min_accuracy, max_regression, champion)
+    evaluation["gate"] = {
+        "passed": passed,
+        "reason": reason,
+        "champion_uri": production,
+        "champion_accuracy": champion and champion["accuracy"],
+        "min_accuracy": min_accuracy,
+        "max_regression": max_regression,
+    }
     Path(evaluation_path).write_text(json.dumps(evaluation, indent=2))
     history = artifact.read_json(model_dir, artifact.HISTORY_FILE)
     examples = [

@@ -4,7 +4,8 @@ A version is ``registry/<model_name>/<UTC time>-<model hash>/`` holding a Tensor
 SavedModel (``saved_model/``, ``serving_default`` signature), ``labels.txt`` and
 ``metadata.json``. The SavedModel is the one training wrote and evaluate scored, copied
 byte for byte (no TensorFlow here). The version is assembled locally and published in one
-step that refuses to replace anything already stored.
+step that refuses to replace anything already stored; then ``LATEST`` names it as the
+production model.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from components import artifact, dataset, storage
+from components.registry import promote
 
 
 def tree_sha256(folder: str | Path) -> str:
@@ -60,10 +62,12 @@ def export(
             "macro_f1": evaluation["classification_report"]["macro avg"]["f1-score"],
         },
         "manifest_sha256": dataset.sha256_of(Path(dataset_dir, dataset.MANIFEST)),
+        "gate": evaluation["gate"],
     }
     with tempfile.TemporaryDirectory(prefix="shapes-export-") as tmp:
         shutil.copytree(saved_model, Path(tmp, artifact.SAVED_MODEL_DIR))
         artifact.write_labels(tmp, classes)
         Path(tmp, "metadata.json").write_text(json.dumps(metadata, indent=2))
         storage.publish_tree(tmp, uri)
+    promote(registry, model_name, version)  # only a passing gate runs this step
     return metadata

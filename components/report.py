@@ -152,6 +152,19 @@ def _accuracy(evaluation: dict) -> str:
     return f"{evaluation['test_accuracy']:.4f} (95% CI {low:.3f}-{high:.3f}, Wilson)"
 
 
+def _gate(evaluation: dict) -> str:
+    gate = evaluation["gate"]
+    champion = (
+        f" Production model: {gate['champion_uri']}, accuracy on these test images "
+        + ("n/a" if gate["champion_accuracy"] is None else f"{gate['champion_accuracy']:.4f}")
+        + "."
+        if gate["champion_uri"]
+        else ""
+    )
+    verdict = "passed (export publishes this model)" if gate["passed"] else "BLOCKED (not exported)"
+    return f"Gate {verdict}: {gate['reason']}.{champion}"
+
+
 def _per_class_rows(evaluation: dict) -> list[list[str]]:
     per_class = evaluation["classification_report"]
     return [
@@ -176,6 +189,7 @@ def render(evaluation: dict, history: dict[str, list[float]], examples: list[Exa
         f'<p class="warning">WARNING: {html.escape(w)}</p>' for w in evaluation["warnings"]
     )
     matrix = evaluation["confusion_matrix"]
+    gate_class = "passed" if evaluation["gate"]["passed"] else "blocked"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>
 <style>
@@ -184,6 +198,7 @@ table {{ border-collapse: collapse; margin: 1em 0; }}
 td, th {{ border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }}
 .warning {{ background: #fdd; border: 2px solid #c00; padding: 0.8em; font-weight: bold; }}
+.passed {{ background: #dfd; padding: 0.5em; }} .blocked {{ background: #fdd; padding: 0.5em; }}
 .gallery {{ display: flex; flex-wrap: wrap; gap: 0.6em; }}
 figure {{ margin: 0; padding: 0.4em; width: 8.5em; font-size: 0.8em; text-align: center; }}
 figure.wrong {{ border: 2px solid #c00; }} figure.ok {{ border: 2px solid #3a3; }}
@@ -192,6 +207,7 @@ figure img {{ width: {THUMBNAIL}px; height: {THUMBNAIL}px; object-fit: contain; 
 <h1>Evaluation report</h1>
 {warnings}
 <p>Test accuracy: <strong>{_accuracy(evaluation)}</strong></p>
+<p class="{gate_class}">{html.escape(_gate(evaluation))}</p>
 {_table(_facts(evaluation), ["fact", "value"])}
 <h2>Images per class and split</h2>
 {_table(count_rows, ["class", "train", "val", "test"])}
@@ -219,5 +235,6 @@ def markdown(evaluation: dict) -> str:
     facts = "\n".join(f"- {name}: {value}" for name, value in _facts(evaluation))
     return (
         f"# Evaluation\n{warnings}\nTest accuracy: **{_accuracy(evaluation)}**\n\n"
+        f"{_gate(evaluation)}\n\n"
         f"{facts}\n\n{table}\n"
     )

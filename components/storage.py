@@ -159,3 +159,28 @@ def publish_tree(local_dir: str, uri: str) -> None:
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
         raise StorageError(f"{uri}: already exists, not overwritten") from e
+
+
+def read_text(uri: str) -> str | None:
+    """A small text file's content, or None where there is none."""
+    if not is_gcs(uri):
+        path = Path(uri)
+        return path.read_text() if path.is_file() else None
+    bucket, name = _bucket(uri)
+    try:
+        return bucket.blob(name).download_as_text()
+    except gexc.NotFound:
+        return None
+
+
+def write_text(uri: str, text: str) -> None:
+    """Replaces a small text file in one step: a reader sees the old content or the new."""
+    if is_gcs(uri):
+        bucket, name = _bucket(uri)
+        bucket.blob(name).upload_from_string(text)  # a GCS object write is atomic
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.partial")
+    staging.write_text(text)
+    os.replace(staging, path)

@@ -78,7 +78,10 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     confusion = artifacts["confusion"]["metadata"]["confusionMatrix"]
     assert [c["displayName"] for c in confusion["annotationSpecs"]] == summary["classes"]
     assert [row["row"] for row in confusion["rows"]] == summary["confusion_matrix"]
-    assert kfp_outputs["parameterValues"]["Output"] == summary["test_accuracy"]
+    assert kfp_outputs["parameterValues"]["Output"] is True
+    assert summary["gate"]["passed"] and summary["gate"]["champion_uri"] is None
+    assert summary["gate"]["reason"].startswith("no production model yet")
+    assert artifacts["metrics"]["metadata"]["gate_passed"] == 1.0
     assert (run_dir / "split" / "dataset" / "manifest.csv").exists()
     assert (run_dir / "train" / "model" / "saved_model" / "saved_model.pb").exists()
     # three figures and a thumbnail of each of the 9 test images (mistakes and correct ones)
@@ -113,6 +116,22 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     served_probabilities = served.signatures["serving_default"](images=tf.constant(images))
     evaluated = [[float(p[f"p_{c}"]) for c in summary["classes"]] for p in predictions]
     np.testing.assert_allclose(served_probabilities["probabilities"].numpy(), evaluated, atol=1e-5)
+    latest = bucket.blob("registry/shapes-classifier/LATEST").download_as_text()
+    assert summary["model_uri"].endswith("/" + latest.strip())
+
+    # A second run meets the first model as the production model, scored on its test images
+    # (downloaded from gs://): the same data and seed give the same accuracy, so it passes
+    # with max_regression 0 and becomes the production model.
+    again = cli(
+        "run", "--data", data, "--registry", registry, "--min-accuracy", "0", *FAST, cwd=tmp_path
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    second = json.loads((tmp_path / "summary.json").read_text())
+    assert second["gate"]["champion_uri"] == summary["model_uri"]
+    assert second["gate"]["champion_accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert second["gate"]["passed"] and second["model_uri"] != summary["model_uri"]
+    latest = bucket.blob("registry/shapes-classifier/LATEST").download_as_text()
+    assert second["model_uri"].endswith("/" + latest.strip())
 
 
 @pytest.mark.e2e

@@ -3,6 +3,7 @@
 import csv
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +11,13 @@ from conftest import save_oracle
 from PIL import Image
 
 from components.dataset import MANIFEST, read_manifest, write_manifest
-from components.evaluate import ConsistencyError, check_consistency, evaluate, wilson_interval
+from components.evaluate import (
+    ConsistencyError,
+    check_consistency,
+    decide,
+    evaluate,
+    wilson_interval,
+)
 from components.report import Example, gallery
 from components.split import split_dataset
 
@@ -42,14 +49,15 @@ def colour_data(tmp_path):
     return tmp_path
 
 
-def _evaluate(root):
+def _evaluate(root, model_dir="model", **gate):
     result = evaluate(
         str(root / "ds"),
-        str(root / "model"),
+        str(root / model_dir),
         predictions_path=str(root / "predictions.csv"),
         report_path=str(root / "report.html"),
         evaluation_path=str(root / "evaluation.json"),
         summary_path=str(root / "summary.md"),
+        **gate,
     )
     with open(root / "predictions.csv") as f:
         return result, list(csv.DictReader(f))
@@ -143,3 +151,39 @@ def test_inconsistent_evaluation_is_an_error(colour_data, edit_evaluation, edit_
     _checked(colour_data)  # as written by evaluate: consistent
     with pytest.raises(ConsistencyError, match=message):
         _checked(colour_data, edit_evaluation, edit_rows)
+
+
+@pytest.mark.parametrize(
+    "accuracy, champion, passed, reason",
+    [
+        (0.85, None, False, "below min_accuracy 0.9"),
+        (0.95, None, True, "no production model yet"),
+        (0.95, {"uri": "reg/m/v1", "accuracy": 0.97}, False, "worse than the production"),
+        (0.95, {"uri": "reg/m/v1", "accuracy": 0.96}, True, "within max_regression 0.01"),
+        (0.95, {"uri": "reg/m/v1", "accuracy": None}, True, "has other classes"),
+    ],
+)
+def test_gate_decision(accuracy, champion, passed, reason):
+    decision = decide(accuracy, min_accuracy=0.9, max_regression=0.01, champion=champion)
+    assert decision[0] is passed and reason in decision[1]
+
+
+def test_champion_is_scored_on_this_runs_test_images(colour_data):
+    """The registry's production model (the perfect oracle) blocks a worse challenger."""
+    version = colour_data / "reg" / "shapes-classifier" / "v1"
+    shutil.copytree(colour_data / "model", version)
+    (version.parent / "LATEST").write_text("v1\n")
+    kernel = np.zeros((3, 3), np.float32)
+    kernel[2, 0] = kernel[1, 1] = kernel[1, 2] = 0.1  # reads red as green: red always wrong
+    save_oracle(colour_data / "worse", kernel, np.zeros(3, np.float32), list(COLOURS))
+
+    gate = {"registry_uri": str(colour_data / "reg"), "min_accuracy": 0.5}
+    result, _ = _evaluate(colour_data, "worse", **gate)
+    assert result["test_accuracy"] == pytest.approx(8 / 12)
+    assert result["gate"]["champion_uri"] == str(version)
+    assert result["gate"]["champion_accuracy"] == 1.0
+    assert not result["gate"]["passed"] and "worse than the production" in result["gate"]["reason"]
+    assert "Gate BLOCKED (not exported)" in (colour_data / "report.html").read_text()
+
+    result, _ = _evaluate(colour_data, "model", **gate)
+    assert result["gate"]["passed"] and result["gate"]["champion_accuracy"] == 1.0

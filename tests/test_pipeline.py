@@ -57,16 +57,15 @@ def test_train_asks_for_a_gpu_and_tolerates_gpu_nodes(spec):
     assert set(platform) == {"exec-train"}
 
 
-def test_export_runs_only_past_the_accuracy_gate(spec):
+def test_export_runs_only_past_the_gate(spec):
     doc = pipeline_doc(spec)
     gate = doc["root"]["dag"]["tasks"]["condition-1"]
-    assert gate["taskInfo"]["name"] == "accuracy-gate"
+    assert gate["taskInfo"]["name"] == "gate"
     assert "evaluate" in gate["dependentTasks"]
     condition = gate["triggerPolicy"]["condition"]
-    assert condition == (
-        "inputs.parameter_values['pipelinechannel--evaluate-Output'] >= "
-        "inputs.parameter_values['pipelinechannel--min_accuracy']"
-    )
+    assert condition == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
+    evaluate_inputs = doc["root"]["dag"]["tasks"]["evaluate"]["inputs"]["parameters"]
+    assert {"registry", "model_name", "min_accuracy", "max_regression"} <= set(evaluate_inputs)
 
 
 def test_components_do_not_install_packages_at_run_time(spec):
