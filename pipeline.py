@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import sys
 import time
 import warnings
@@ -433,6 +434,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     run_dir = _new_run(root, before)
 
     summary = summarize(run_dir, time.perf_counter() - started)
+    # The KFP artifact has no file extension; a copy that a browser opens as a page:
+    summary["report_html"] = str(run_dir / "report.html")
+    shutil.copyfile(summary["report_uri"], summary["report_html"])
     Path(args.summary).write_text(json.dumps(summary, indent=2))
     for warning in summary["warnings"]:
         print(f"WARNING: {warning}")
@@ -440,7 +444,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         f"test accuracy: {summary['test_accuracy']:.4f} "
         f"({summary['backbone']}, weights {summary['weights']})"
     )
-    print(f"report: {summary['report_uri']}")
+    print(f"report: {summary['report_html']}")
     if summary["exported"]:
         print(f"exported model: {summary['model_uri']}")
     else:

@@ -86,6 +86,8 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert (run_dir / "train" / "model" / "saved_model" / "saved_model.pb").exists()
     # three figures and a thumbnail of each of the 9 test images (mistakes and correct ones)
     assert Path(summary["report_uri"]).read_text().count("data:image/png;base64,") == 3 + 9
+    assert Path(summary["report_html"]).read_text() == Path(summary["report_uri"]).read_text()
+    assert f"report: {summary['report_html']}" in done.stdout
     markdown = (run_dir / "evaluate" / "summary").read_text()
     assert f"Test accuracy: **{summary['test_accuracy']:.4f} (95% CI" in markdown
     with open(summary["predictions_uri"]) as f:
