@@ -1,8 +1,8 @@
 """The split data set as every step sees it: the manifest, the class order, the pixels.
 
 The manifest is the one source of truth for which image is in which split and with which
-label; train and evaluate both read images through :func:`load_split`, in manifest order,
-so predictions can never drift from their labels.
+label; train and evaluate both read images and labels from it in manifest order, so
+predictions can never drift from their labels.
 """
 
 from __future__ import annotations
@@ -51,10 +51,14 @@ def check_image(path: str | Path, shown_as: str | None = None) -> None:
 
 
 def load_image(path: str | Path, image_size: int) -> np.ndarray:
-    """RGB float32 pixels in [0, 255] at ``image_size`` square; the model does its own scaling."""
-    with Image.open(path) as image:
-        rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
-        return np.asarray(rgb, dtype=np.float32)
+    """RGB float32 pixels in [0, 255] at ``image_size`` square; the model does its own scaling.
+
+    Decoded by the same TensorFlow function the served model applies to the bytes it gets,
+    so training, evaluation and serving see identical pixels.
+    """
+    from components.model import decode  # imported here: split never pays for TensorFlow
+
+    return np.asarray(decode(Path(path).read_bytes(), image_size))
 
 
 def write_manifest(examples: list[Example], dataset_dir: str | Path) -> str:
@@ -83,10 +87,16 @@ def load_split(
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Pixels, integer labels (indices into ``classes``) and relative paths, in manifest order."""
     examples = [e for e in read_manifest(dataset_dir) if e.split == split]
+    x = np.stack([load_image(Path(dataset_dir, e.path), image_size) for e in examples])
+    return x, label_indices(examples, classes, dataset_dir), [e.path for e in examples]
+
+
+def label_indices(
+    examples: list[Example], classes: list[str], dataset_dir: str | Path
+) -> np.ndarray:
+    """Each example's class as an index into ``classes`` (the model's output order)."""
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted({e.label for e in examples} - index.keys())
     if unknown:
         raise DataError(f"{Path(dataset_dir, MANIFEST)}: classes {unknown} unknown to the model")
-    x = np.stack([load_image(Path(dataset_dir, e.path), image_size) for e in examples])
-    y = np.array([index[e.label] for e in examples], dtype=np.int64)
-    return x, y, [e.path for e in examples]
+    return np.array([index[e.label] for e in examples], dtype=np.int64)

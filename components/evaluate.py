@@ -1,6 +1,7 @@
 """Step 3: score the model on the test split, which training never saw.
 
-What is scored is the SavedModel that export publishes, loaded as serving loads it.
+What is scored is the SavedModel that export publishes, loaded as serving loads it and
+fed the test files' bytes as a client would send them.
 
 Images and labels come from one list in manifest order and ``predict`` keeps that order,
 so every prediction is compared with its own label (the notebook's shuffled test
@@ -43,11 +44,13 @@ def champion_accuracy(
         if storage.is_gcs(uri):
             storage.download_tree(uri, tmp)
             local = tmp
-        predict, champion_classes, image_size = model.load(local, batch_size)
+        predict, champion_classes = model.load(local, batch_size)
         if champion_classes != classes:
             return None
-        x, y_true, _ = dataset.load_split(dataset_dir, "test", image_size, classes)
-        return float(accuracy_score(y_true, predict(x).argmax(axis=1)))
+        test = [e for e in dataset.read_manifest(dataset_dir) if e.split == "test"]
+        y_true = dataset.label_indices(test, classes, dataset_dir)
+        predicted = predict([Path(dataset_dir, e.path) for e in test]).argmax(axis=1)
+        return float(accuracy_score(y_true, predicted))
 
 
 def decide(
@@ -122,10 +125,12 @@ def evaluate(
     The production model of ``registry_uri``/``model_name``, if any, is scored on the same
     test images as the challenger.
     """
-    predict, classes, image_size = model.load(model_dir, batch_size)
+    predict, classes = model.load(model_dir, batch_size)
     training = artifact.read_json(model_dir, artifact.TRAINING_FILE)
-    x, y_true, paths = dataset.load_split(dataset_dir, "test", image_size, classes)
-    probabilities = predict(x)
+    test = [e for e in dataset.read_manifest(dataset_dir) if e.split == "test"]
+    y_true = dataset.label_indices(test, classes, dataset_dir)
+    paths = [e.path for e in test]
+    probabilities = predict([Path(dataset_dir, p) for p in paths])
     y_pred = probabilities.argmax(axis=1)
 
     labels = list(range(len(classes)))
@@ -145,7 +150,6 @@ def evaluate(
         "warnings": data["warnings"] + training.get("warnings", []),
     }
     _write_predictions(predictions_path, paths, classes, y_true, y_pred, probabilities)
-    test = [e for e in dataset.read_manifest(dataset_dir) if e.split == "test"]
     check_consistency(evaluation, test, predictions_path)
     production = registry.production(registry_uri, model_name) if registry_uri else None
     champion = production and {

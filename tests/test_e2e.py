@@ -109,15 +109,12 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
 
     import tensorflow as tf
 
-    from components.dataset import load_image
-
     served = tf.saved_model.load(str(local / "saved_model"))
-    images = np.stack(
-        [load_image(run_dir / "split" / "dataset" / p["path"], 32) for p in predictions]
-    )
-    served_probabilities = served.signatures["serving_default"](images=tf.constant(images))
+    files = [(run_dir / "split" / "dataset" / p["path"]).read_bytes() for p in predictions]
+    out = served.signatures["serving_default"](image_bytes=tf.constant(files))
     evaluated = [[float(p[f"p_{c}"]) for c in summary["classes"]] for p in predictions]
-    np.testing.assert_allclose(served_probabilities["probabilities"].numpy(), evaluated, atol=1e-5)
+    np.testing.assert_allclose(out["probabilities"].numpy(), evaluated, atol=1e-5)
+    assert [c.decode() for c in out["class"].numpy()] == [p["predicted_class"] for p in predictions]
     latest = bucket.blob("registry/shapes-classifier/LATEST").download_as_text()
     assert summary["model_uri"].endswith("/" + latest.strip())
 

@@ -5,10 +5,10 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import SMALL, upload_folder
 
 from components import model
-from components.dataset import load_split
 from components.train import WeightsError, augmented_views, build_backbone, train, unfreeze_top
 
 
@@ -24,11 +24,11 @@ def test_model_artifact_is_the_full_image_to_probabilities_model(trained, split_
         "train",
         "validation",
     }
-    predict, classes, image_size = model.load(trained)
-    assert classes == ["circles", "squares", "triangles"] and image_size == 32
-    x, _, _ = load_split(split_dir, "test", 32, classes)
-    probabilities = predict(x)
-    assert probabilities.shape == (len(x), 3)
+    predict, classes = model.load(trained)
+    assert classes == ["circles", "squares", "triangles"]
+    files = sorted((split_dir / "test").rglob("*.png"))
+    probabilities = predict(files)
+    assert probabilities.shape == (len(files), 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     facts = json.loads((trained / "training.json").read_text())
     assert facts["weights"] == "none" and facts["backbone"] == "MobileNetV3Small"
@@ -46,10 +46,34 @@ def test_saved_model_gives_the_keras_models_probabilities_on_raw_pixels(tmp_path
     model.save(tmp_path / "m", classify, ["a", "b", "c"], {}, {})
     x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
     expected = model.classifier(features, head).predict(x, verbose=0)
-    predict, classes, image_size = model.load(tmp_path / "m", batch_size=2)
-    np.testing.assert_allclose(predict(x), expected, rtol=1e-5, atol=1e-6)
-    assert classes == ["a", "b", "c"] and image_size == 32
+    served = tf.saved_model.load(str(tmp_path / "m" / "saved_model"))
+    got = served.signatures["predict_images"](images=tf.constant(x))
+    np.testing.assert_allclose(got["probabilities"], expected, rtol=1e-5, atol=1e-6)
+    assert [c.decode() for c in got["class"].numpy()] == ["abc"[i] for i in expected.argmax(1)]
     assert not np.allclose(expected, expected[:1])  # the inputs do matter
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "I;16"])
+def test_served_model_takes_encoded_images_of_any_size_and_mode(trained, split_dir, mode):
+    """``serving_default`` decodes and resizes inside: a client sends files as they are."""
+    import io
+
+    from PIL import Image
+
+    source = sorted((split_dir / "test" / "circles").iterdir())[0]
+    image = Image.open(source).convert("L" if mode == "I;16" else "RGB").resize((90, 70))
+    image = (
+        image.convert(mode)
+        if mode != "I;16"
+        else Image.fromarray(np.asarray(image, np.uint16) * 257)
+    )
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    served = tf.saved_model.load(str(trained / "saved_model"))
+    out = served.signatures["serving_default"](image_bytes=tf.constant([encoded.getvalue()]))
+    assert out["probabilities"].shape == (1, 3)
+    assert out["class"].numpy()[0].decode() in ("circles", "squares", "triangles")
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(), 1.0, rtol=1e-5)
 
 
 def test_head_is_the_notebooks():
@@ -167,9 +191,8 @@ def test_mixed_precision_keeps_float32_probabilities(split_dir, tmp_path):
             str(split_dir), str(tmp_path / "m"), epochs=2, batch_size=32, patience=5, seed=0,
             precision="mixed_float16", **SMALL,
         )  # fmt: skip
-        predict, _, _ = model.load(tmp_path / "m")
-        x, _, _ = load_split(split_dir, "test", 32, facts["classes"])
-        probabilities = predict(x[:4])
+        predict, _ = model.load(tmp_path / "m")
+        probabilities = predict(sorted((split_dir / "test").rglob("*.png"))[:4])
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert facts["precision"] == "mixed_float16"
