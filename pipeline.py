@@ -452,6 +452,55 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(f"summary: {args.summary}  ({summary['timings_s']['total']:.1f} s)")
 
 
+def cmd_predict(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from components import dataset, registry, storage
+    from components.step import InputError
+
+    try:
+        version = registry.resolve(args.model, args.model_name)
+        for image in args.images:
+            dataset.check_image(image)
+        from components import model  # TensorFlow, only once the inputs are known to be good
+
+        with tempfile.TemporaryDirectory(prefix="shapes-model-") as tmp:
+            local = version
+            if storage.is_gcs(version):
+                storage.download_tree(version, tmp)
+                local = tmp
+            predict, classes = model.load(local)
+            probabilities = predict([Path(p) for p in args.images])
+    except InputError as e:
+        _fail(str(e))
+    for path, row in zip(args.images, probabilities, strict=True):
+        line = {
+            "path": path,
+            "class": classes[int(row.argmax())],
+            "probabilities": {c: round(float(p), 6) for c, p in zip(classes, row, strict=True)},
+        }
+        print(json.dumps(line))
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from components import registry
+    from components.step import InputError
+
+    try:
+        found = registry.versions(args.registry, args.model_name)
+    except InputError as e:
+        _fail(str(e))
+    if not found:
+        print(f"no versions of {args.model_name} in {args.registry}")
+        return
+    print(f"{'':2}{'version':<28}{'created':<27}{'test accuracy':>14}  backbone")
+    for v in found:
+        mark = "* " if v["production"] else "  "
+        accuracy = v["metrics"]["test_accuracy"]
+        print(f"{mark}{v['version']:<28}{v['created']:<27}{accuracy:>14.4f}  {v['backbone']}")
+    print("* production (LATEST)")
+
+
 def parser() -> argparse.ArgumentParser:
     cli = argparse.ArgumentParser(prog="shapes-pipeline", description=__doc__)
     commands = cli.add_subparsers(dest="command", required=True)
@@ -478,6 +527,19 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--pipeline-root", default="runs", help="where step outputs go")
     run.add_argument("--summary", default="summary.json")
     run.set_defaults(func=cmd_run)
+
+    pred = commands.add_parser("predict", help="classify image files with an exported model")
+    pred.add_argument(
+        "--model", required=True, help="a version folder, or a registry (its production model)"
+    )
+    pred.add_argument("--model-name", default=pipeline_defaults()["model_name"])
+    pred.add_argument("images", nargs="+", metavar="IMAGE")
+    pred.set_defaults(func=cmd_predict)
+
+    models = commands.add_parser("models", help="list a registry's versions")
+    models.add_argument("--registry", required=True)
+    models.add_argument("--model-name", default=pipeline_defaults()["model_name"])
+    models.set_defaults(func=cmd_models)
     return cli
 
 

@@ -38,13 +38,17 @@ def wilson_interval(correct: int, total: int) -> tuple[float, float]:
 def champion_accuracy(
     uri: str, dataset_dir: str, classes: list[str], batch_size: int
 ) -> float | None:
-    """The production model's accuracy on this run's test images; None if its classes differ."""
+    """The production model's accuracy on this run's test images; None if it cannot be
+    compared (other classes, or a format older than serving from encoded images)."""
     with tempfile.TemporaryDirectory(prefix="shapes-champion-") as tmp:
         local = uri
         if storage.is_gcs(uri):
             storage.download_tree(uri, tmp)
             local = tmp
-        predict, champion_classes = model.load(local, batch_size)
+        try:
+            predict, champion_classes = model.load(local, batch_size)
+        except InputError:  # an older format: nothing to compare with
+            return None
         if champion_classes != classes:
             return None
         test = [e for e in dataset.read_manifest(dataset_dir) if e.split == "test"]
@@ -64,8 +68,8 @@ def decide(
         return True, f"no production model yet; test accuracy {accuracy:.4f} >= {min_accuracy}"
     if champion["accuracy"] is None:
         return True, (
-            f"the production model {champion['uri']} has other classes, so it cannot be "
-            f"compared; test accuracy {accuracy:.4f} >= {min_accuracy}"
+            f"the production model {champion['uri']} cannot be compared (other classes or an "
+            f"older format); test accuracy {accuracy:.4f} >= {min_accuracy}"
         )
     if accuracy < champion["accuracy"] - max_regression:
         return False, (

@@ -180,6 +180,12 @@ def load(
     model_dir = Path(model_dir)
     served = tf.saved_model.load(str(model_dir / artifact.SAVED_MODEL_DIR))
     serve = served.signatures["serving_default"]
+    inputs = sorted(serve.structured_input_signature[1])
+    if inputs != ["image_bytes"]:
+        raise InputError(
+            f"{model_dir}: its serving_default takes {inputs}, not image_bytes "
+            "(a model exported before serving took encoded images)"
+        )
 
     def probabilities(image_bytes: tf.Tensor) -> tf.Tensor:
         _ = served  # the signature needs the loaded object (its variables) alive

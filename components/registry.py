@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import json
+
 from components import storage
+from components.step import InputError
 
 LATEST = "LATEST"
+METADATA = "metadata.json"
 
 
 def production(registry: str, model_name: str) -> str | None:
@@ -16,3 +20,28 @@ def production(registry: str, model_name: str) -> str | None:
 
 def promote(registry: str, model_name: str, version: str) -> None:
     storage.write_text(storage.join(registry, model_name, LATEST), f"{version}\n")
+
+
+def versions(registry: str, model_name: str) -> list[dict]:
+    """Every published version's metadata, oldest first, each with ``production`` set."""
+    production_uri = production(registry, model_name)
+    found = []
+    for name in storage.list_folders(storage.join(registry, model_name)):
+        text = storage.read_text(storage.join(registry, model_name, name, METADATA))
+        if text is not None:  # a version is published once its metadata is there
+            metadata = json.loads(text)
+            found.append({**metadata, "production": metadata["uri"] == production_uri})
+    return found
+
+
+def resolve(uri: str, model_name: str) -> str:
+    """A version folder as it is, or a registry's production version."""
+    if storage.read_text(storage.join(uri, METADATA)) is not None:
+        return uri
+    version = production(uri, model_name)
+    if version is None:
+        raise InputError(
+            f"{uri}: neither a model version (no {METADATA}) nor a registry with a "
+            f"production {model_name} (no {model_name}/{LATEST})"
+        )
+    return version

@@ -184,3 +184,17 @@ def write_text(uri: str, text: str) -> None:
     staging = path.with_name(f".{path.name}.partial")
     staging.write_text(text)
     os.replace(staging, path)
+
+
+def list_folders(uri: str) -> list[str]:
+    """Names of the folders (``gs://`` prefixes) directly under ``uri``, sorted; hidden ones
+    (a local publish in progress is ``.<name>.partial``) left out."""
+    if is_gcs(uri):
+        bucket, prefix = _bucket(uri)
+        base = f"{prefix}/" if prefix else ""
+        pages = bucket.list_blobs(prefix=base, delimiter="/").pages
+        names = [p[len(base) :].rstrip("/") for page in pages for p in page.prefixes]
+    else:
+        path = Path(uri)
+        names = [p.name for p in path.iterdir() if p.is_dir()] if path.is_dir() else []
+    return sorted(n for n in names if not n.startswith("."))

@@ -132,6 +132,26 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     latest = bucket.blob("registry/shapes-classifier/LATEST").download_as_text()
     assert second["model_uri"].endswith("/" + latest.strip())
 
+    listed = cli("models", "--registry", registry, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    rows = [line for line in listed.stdout.splitlines() if "shapes-classifier" not in line]
+    first_version, second_version = (s["model_uri"].rsplit("/", 1)[1] for s in (summary, second))
+    assert [r.split()[:2] for r in rows if first_version in r or second_version in r] == [
+        [first_version, metadata["created"]],
+        ["*", second_version],
+    ]
+
+    # predict from the registry (its production model), images as files on disk
+    images = [run_dir / "split" / "dataset" / p["path"] for p in predictions[:3]]
+    predicted = cli("predict", "--model", registry, *map(str, images), cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    lines = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert [line["path"] for line in lines] == list(map(str, images))
+    assert [line["class"] for line in lines] == [p["predicted_class"] for p in predictions[:3]]
+    for line, p in zip(lines, predictions[:3], strict=True):
+        for c in summary["classes"]:
+            assert line["probabilities"][c] == pytest.approx(float(p[f"p_{c}"]), abs=1e-5)
+
 
 @pytest.mark.e2e
 def test_gate_blocks_export_below_min_accuracy(tmp_path, demo_data):
@@ -149,6 +169,12 @@ def test_gate_blocks_export_below_min_accuracy(tmp_path, demo_data):
     assert "RANDOMLY INITIALISED" in warning
     assert f"WARNING: {warning}" in done.stdout
     assert "RANDOMLY INITIALISED" in Path(summary["report_uri"]).read_text()
+
+    listed = cli("models", "--registry", "reg", cwd=tmp_path)
+    assert listed.stdout.strip() == "no versions of shapes-classifier in reg"
+    refused = cli("predict", "--model", "reg", str(demo_data / "circles" / "x.png"), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().startswith("error: reg: neither a model version")
 
 
 def _copy(demo_data: Path, tmp_path: Path) -> Path:
