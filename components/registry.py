@@ -12,10 +12,16 @@ LATEST = "LATEST"
 METADATA = "metadata.json"
 
 
+def production_version(registry: str, model_name: str) -> str | None:
+    """The production version's name, or None before the first export."""
+    version = storage.read_text(storage.join(registry, model_name, LATEST))
+    return version.strip() if version else None
+
+
 def production(registry: str, model_name: str) -> str | None:
     """The production version's URI, or None before the first export."""
-    version = storage.read_text(storage.join(registry, model_name, LATEST))
-    return storage.join(registry, model_name, version.strip()) if version else None
+    version = production_version(registry, model_name)
+    return storage.join(registry, model_name, version) if version else None
 
 
 def promote(registry: str, model_name: str, version: str) -> None:
@@ -24,13 +30,12 @@ def promote(registry: str, model_name: str, version: str) -> None:
 
 def versions(registry: str, model_name: str) -> list[dict]:
     """Every published version's metadata, oldest first, each with ``production`` set."""
-    production_uri = production(registry, model_name)
+    current = production_version(registry, model_name)
     found = []
     for name in storage.list_folders(storage.join(registry, model_name)):
         text = storage.read_text(storage.join(registry, model_name, name, METADATA))
         if text is not None:  # a version is published once its metadata is there
-            metadata = json.loads(text)
-            found.append({**metadata, "production": metadata["uri"] == production_uri})
+            found.append({**json.loads(text), "production": name == current})
     return found
 
 
