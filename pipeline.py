@@ -453,7 +453,6 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    import tempfile
 
     from components import dataset, registry, storage
     from components.step import InputError
@@ -464,11 +463,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
             dataset.check_image(image)
         from components import model  # TensorFlow, only once the inputs are known to be good
 
-        with tempfile.TemporaryDirectory(prefix="shapes-model-") as tmp:
-            local = version
-            if storage.is_gcs(version):
-                storage.download_tree(version, tmp)
-                local = tmp
+        with storage.local_tree(version) as local:
             predict, classes = model.load(local)
             probabilities = predict([Path(p) for p in args.images])
     except InputError as e:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -36,25 +35,19 @@ def wilson_interval(correct: int, total: int) -> tuple[float, float]:
 
 
 def champion_accuracy(
-    uri: str, dataset_dir: str, classes: list[str], batch_size: int
+    uri: str, files: list[Path], y_true: np.ndarray, classes: list[str], batch_size: int
 ) -> float | None:
-    """The production model's accuracy on this run's test images; None if it cannot be
-    compared (other classes, or a format older than serving from encoded images)."""
-    with tempfile.TemporaryDirectory(prefix="shapes-champion-") as tmp:
-        local = uri
-        if storage.is_gcs(uri):
-            storage.download_tree(uri, tmp)
-            local = tmp
+    """The production model's accuracy on this run's test images (``files``, labelled
+    ``y_true``); None if it cannot be compared (other classes, or a format older than
+    serving from encoded images)."""
+    with storage.local_tree(uri) as local:
         try:
             predict, champion_classes = model.load(local, batch_size)
         except InputError:  # an older format: nothing to compare with
             return None
         if champion_classes != classes:
             return None
-        test = [e for e in dataset.read_manifest(dataset_dir) if e.split == "test"]
-        y_true = dataset.label_indices(test, classes, dataset_dir)
-        predicted = predict([Path(dataset_dir, e.path) for e in test]).argmax(axis=1)
-        return float(accuracy_score(y_true, predicted))
+        return float(accuracy_score(y_true, predict(files).argmax(axis=1)))
 
 
 def decide(
@@ -134,7 +127,8 @@ def evaluate(
     test = [e for e in dataset.read_manifest(dataset_dir) if e.split == "test"]
     y_true = dataset.label_indices(test, classes, dataset_dir)
     paths = [e.path for e in test]
-    probabilities = predict([Path(dataset_dir, p) for p in paths])
+    files = [Path(dataset_dir, p) for p in paths]
+    probabilities = predict(files)
     y_pred = probabilities.argmax(axis=1)
 
     labels = list(range(len(classes)))
@@ -158,7 +152,7 @@ def evaluate(
     production = registry.production(registry_uri, model_name) if registry_uri else None
     champion = production and {
         "uri": production,
-        "accuracy": champion_accuracy(production, dataset_dir, classes, batch_size),
+        "accuracy": champion_accuracy(production, files, y_true, classes, batch_size),
     }
     passed, reason = decide(evaluation["test_accuracy"], min_accuracy, max_regression, champion)
     evaluation["gate"] = {
@@ -172,8 +166,8 @@ def evaluate(
     Path(evaluation_path).write_text(json.dumps(evaluation, indent=2))
     history = artifact.read_json(model_dir, artifact.HISTORY_FILE)
     examples = [
-        report.Example(Path(dataset_dir, path), classes[t], classes[p], float(probs[p]))
-        for path, t, p, probs in zip(paths, y_true, y_pred, probabilities, strict=True)
+        report.Example(file, classes[t], classes[p], float(probs[p]))
+        for file, t, p, probs in zip(files, y_true, y_pred, probabilities, strict=True)
     ]
     Path(report_path).write_text(report.render(evaluation, history, examples))
     if summary_path:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from google.api_core import exceptions as gexc
@@ -198,3 +201,15 @@ def list_folders(uri: str) -> list[str]:
         path = Path(uri)
         names = [p.name for p in path.iterdir() if p.is_dir()] if path.is_dir() else []
     return sorted(n for n in names if not n.startswith("."))
+
+
+@contextmanager
+def local_tree(uri: str) -> Iterator[str]:
+    """A local folder with the files under ``uri``: itself, or a temporary download of a
+    ``gs://`` prefix (removed afterwards)."""
+    if not is_gcs(uri):
+        yield uri
+        return
+    with tempfile.TemporaryDirectory(prefix="shapes-download-") as tmp:
+        download_tree(uri, tmp)
+        yield tmp
