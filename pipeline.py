@@ -141,8 +141,11 @@ def export(
     dataset: Input[Dataset],
     model: Input[Model],
     evaluation: Input[Dataset],
+    predictions: Input[Dataset],
     registry: str,
     model_name: str,
+    run_id: str,
+    run_name: str,
     registered_model: Output[Model],
 ):
     import json
@@ -153,7 +156,13 @@ def export(
         from components.export import export
 
         facts = export(
-            model.path, dataset.path, evaluation.path, registry=registry, model_name=model_name
+            model.path,
+            dataset.path,
+            evaluation.path,
+            predictions.path,
+            registry=registry,
+            model_name=model_name,
+            pipeline_run={"id": run_id, "name": run_name},
         )
         with open(registered_model.path, "w") as f:
             json.dump(facts, f, indent=2)
@@ -226,8 +235,11 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None):
                 dataset=split_task.outputs["dataset"],
                 model=train_task.outputs["model"],
                 evaluation=eval_task.outputs["evaluation"],
+                predictions=eval_task.outputs["predictions"],
                 registry=registry,
                 model_name=model_name,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             )
             export_task.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
             export_task.set_caching_options(False)  # a cached export would publish nothing

@@ -1,8 +1,9 @@
 """The model artifact's layout, readable without TensorFlow (export only copies files).
 
-``saved_model/`` (the serving SavedModel), ``labels.txt`` (class names in the order of the
-model's outputs), ``history.json`` (per-epoch metrics), ``training.json`` (the run's facts)
-and ``logs/`` (TensorBoard).
+``saved_model/1/`` (the serving SavedModel; ``saved_model/`` is the base path TensorFlow
+Serving and KServe take, where they look for numbered versions), ``labels.txt`` (class
+names in the order of the model's outputs), ``history.json`` (per-epoch metrics),
+``training.json`` (the run's facts) and ``logs/`` (TensorBoard).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SAVED_MODEL_DIR = "saved_model"
+SERVING_DIR = "saved_model"
+SAVED_MODEL_DIR = f"{SERVING_DIR}/1"
 LABELS_FILE = "labels.txt"
 HISTORY_FILE = "history.json"
 TRAINING_FILE = "training.json"

@@ -149,7 +149,10 @@ def evaluate(
     }
     _write_predictions(predictions_path, paths, classes, y_true, y_pred, probabilities)
     check_consistency(evaluation, test, predictions_path)
-    production = registry.production(registry_uri, model_name) if registry_uri else None
+    champion_version = (
+        registry.production_version(registry_uri, model_name) if registry_uri else None
+    )
+    production = champion_version and storage.join(registry_uri, model_name, champion_version)
     champion = production and {
         "uri": production,
         "accuracy": champion_accuracy(production, files, y_true, classes, batch_size),
@@ -158,6 +161,7 @@ def evaluate(
     evaluation["gate"] = {
         "passed": passed,
         "reason": reason,
+        "champion_version": champion_version,
         "champion_uri": production,
         "champion_accuracy": champion and champion["accuracy"],
         "min_accuracy": min_accuracy,

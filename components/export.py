@@ -1,11 +1,13 @@
 """Step 4: publish a model that passed the gate as a new, immutable registry version.
 
-A version is ``registry/<model_name>/<UTC time>-<model hash>/`` holding a TensorFlow
-SavedModel (``saved_model/``, ``serving_default`` signature), ``labels.txt`` and
+A version is ``registry/<model_name>/<UTC time>-<content hash>/`` holding the TensorFlow
+SavedModel under ``saved_model/1/`` (``saved_model/`` is what TensorFlow Serving's
+``--model_base_path`` or a KServe ``storageUri`` takes), ``labels.txt`` and
 ``metadata.json``. The SavedModel is the one training wrote and evaluate scored, copied
-byte for byte (no TensorFlow here). The version is assembled locally and published in one
-step that refuses to replace anything already stored; then ``LATEST`` names it as the
-production model.
+byte for byte. Before anything is published, a fresh process loads the copy and must
+reproduce the evaluation's predictions; then the version is published in one final step
+that replaces nothing, and ``LATEST`` moves to it only if production is still the model the
+gate compared against.
 """
 
 from __future__ import annotations
@@ -13,12 +15,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from components import artifact, dataset, storage
-from components.registry import promote
+from components.registry import METADATA, PromotionConflict, production_version, promote
+from components.step import InputError, package_versions
+from components.verify import VerificationError
 
 
 def tree_sha256(folder: str | Path) -> str:
@@ -31,43 +38,82 @@ def tree_sha256(folder: str | Path) -> str:
     return digest.hexdigest()
 
 
-def new_version(saved_model: str | Path) -> str:
-    """Sorts by time; the model's hash tells two exports in the same second apart."""
+def new_version(folder: str | Path) -> str:
+    """Sorts by time; the content hash tells two exports in the same second apart (and
+    makes two with the same name hold the same files)."""
     now = dt.datetime.now(dt.UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{tree_sha256(saved_model)[:8]}"
+    return f"{now:%Y%m%dT%H%M%SZ}-{tree_sha256(folder)[:8]}"
+
+
+def verify_in_fresh_process(model_dir: str, dataset_dir: str, predictions_path: str) -> dict:
+    """:func:`components.verify.verify` in a new Python process; its result, or the error."""
+    done = subprocess.run(
+        [sys.executable, "-m", "components.verify", model_dir, dataset_dir, predictions_path],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise VerificationError(f"verification of the model to publish failed: {lines[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def export(
-    model_dir: str, dataset_dir: str, evaluation_path: str, *, registry: str, model_name: str
+    model_dir: str,
+    dataset_dir: str,
+    evaluation_path: str,
+    predictions_path: str,
+    *,
+    registry: str,
+    model_name: str,
+    pipeline_run: dict | None = None,
 ) -> dict:
-    """Writes the new version and returns its metadata, including its ``uri``."""
+    """Publishes the new version, makes it production and returns its metadata (with
+    ``uri``). ``pipeline_run`` (the KFP run's id and name) goes into the metadata."""
     storage.check_bucket(registry)
     evaluation = json.loads(Path(evaluation_path).read_text())
+    gate = evaluation["gate"]
+    if not gate["passed"]:
+        raise InputError(f"{evaluation_path}: the gate did not pass ({gate['reason']})")
+    champion = gate["champion_version"]
+    if production_version(registry, model_name) != champion:
+        raise PromotionConflict(
+            f"{model_name}: production is no longer {champion or 'empty'}, which the gate "
+            "compared against; nothing published"
+        )
     training = evaluation["training"]
-    saved_model = Path(model_dir, artifact.SAVED_MODEL_DIR)
-    classes = artifact.read_labels(model_dir)
-    version = new_version(saved_model)
-    uri = storage.join(registry, model_name, version)
-    metadata = {
-        "model_name": model_name,
-        "version": version,
-        "uri": uri,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "backbone": training["backbone"],
-        "weights": training["weights"],
-        "image_size": training["image_size"],
-        "classes": classes,
-        "metrics": {
-            "test_accuracy": evaluation["test_accuracy"],
-            "macro_f1": evaluation["classification_report"]["macro avg"]["f1-score"],
-        },
-        "manifest_sha256": dataset.sha256_of(Path(dataset_dir, dataset.MANIFEST)),
-        "gate": evaluation["gate"],
-    }
     with tempfile.TemporaryDirectory(prefix="shapes-export-") as tmp:
-        shutil.copytree(saved_model, Path(tmp, artifact.SAVED_MODEL_DIR))
-        artifact.write_labels(tmp, classes)
-        Path(tmp, "metadata.json").write_text(json.dumps(metadata, indent=2))
-        storage.publish_tree(tmp, uri)
-    promote(registry, model_name, version)  # only a passing gate runs this step
+        shutil.copytree(Path(model_dir, artifact.SERVING_DIR), Path(tmp, artifact.SERVING_DIR))
+        artifact.write_labels(tmp, artifact.read_labels(model_dir))
+        verification = verify_in_fresh_process(tmp, dataset_dir, predictions_path)
+        version = new_version(tmp)
+        uri = storage.join(registry, model_name, version)
+        metadata = {
+            "model_name": model_name,
+            "version": version,
+            "uri": uri,
+            "serving_uri": storage.join(uri, artifact.SERVING_DIR),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "backbone": training["backbone"],
+            "weights": training["weights"],
+            "image_size": training["image_size"],
+            "classes": evaluation["classes"],
+            "metrics": {
+                "test_accuracy": evaluation["test_accuracy"],
+                "accuracy_ci95": evaluation["accuracy_ci95"],
+                "macro_f1": evaluation["classification_report"]["macro avg"]["f1-score"],
+            },
+            "manifest_sha256": dataset.sha256_of(Path(dataset_dir, dataset.MANIFEST)),
+            "gate": gate,
+            "verification": verification,
+            "pipeline_run": pipeline_run,
+            "packages": {
+                "training": training.get("packages"),
+                "export": package_versions("kfp", "google-cloud-storage", "shapes-pipeline"),
+            },
+        }
+        Path(tmp, METADATA).write_text(json.dumps(metadata, indent=2))
+        storage.publish_tree(tmp, uri, marker=METADATA)
+    promote(registry, model_name, version, replaces=champion)
     return metadata

@@ -178,7 +178,12 @@ def load(
     """A saved model's image files -> probabilities function (through ``serving_default``,
     as a client of the served model would call it) and its class names."""
     model_dir = Path(model_dir)
-    served = tf.saved_model.load(str(model_dir / artifact.SAVED_MODEL_DIR))
+    saved_model = model_dir / artifact.SAVED_MODEL_DIR
+    if not (saved_model / "saved_model.pb").is_file():
+        raise InputError(
+            f"{model_dir}: no SavedModel at {artifact.SAVED_MODEL_DIR}/ (an older layout)"
+        )
+    served = tf.saved_model.load(str(saved_model))
     serve = served.signatures["serving_default"]
     inputs = sorted(serve.structured_input_signature[1])
     if inputs != ["image_bytes"]:

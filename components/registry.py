@@ -24,8 +24,25 @@ def production(registry: str, model_name: str) -> str | None:
     return storage.join(registry, model_name, version) if version else None
 
 
-def promote(registry: str, model_name: str, version: str) -> None:
-    storage.write_text(storage.join(registry, model_name, LATEST), f"{version}\n")
+class PromotionConflict(InputError):
+    """The production model is no longer the one the gate compared against."""
+
+
+def promote(registry: str, model_name: str, version: str, *, replaces: str | None) -> None:
+    """Makes ``version`` production only if ``replaces`` (the version the gate compared
+    against; None: there was none) still is, so two gates passing at once cannot both win
+    and no promotion rests on a comparison with a model that is no longer production."""
+    try:
+        storage.replace_text(
+            storage.join(registry, model_name, LATEST),
+            f"{version}\n",
+            expected=f"{replaces}\n" if replaces else None,
+        )
+    except storage.StorageConflict as e:
+        raise PromotionConflict(
+            f"{model_name}: production changed since the gate compared against "
+            f"{replaces or 'no production model'} ({e}); {version} is not production"
+        ) from e
 
 
 def versions(registry: str, model_name: str) -> list[dict]:

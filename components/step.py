@@ -6,10 +6,12 @@ and the time it reports includes that import.
 
 from __future__ import annotations
 
+import platform
 import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata as importlib_metadata
 
 
 class InputError(ValueError):
@@ -30,3 +32,14 @@ def step(metadata: dict) -> Iterator[None]:
         raise SystemExit(f"error: {e}") from None
     metadata["seconds"] = round(time.perf_counter() - started, 2)
     metadata["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def package_versions(*names: str) -> dict[str, str | None]:
+    """The installed versions of ``names`` and Python's, for a model's provenance."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions

@@ -7,10 +7,12 @@ run against a real storage API without credentials.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +26,14 @@ from components.step import InputError
 
 class StorageError(InputError):
     """A path, bucket or object that cannot be used; the message names it."""
+
+
+class StorageConflict(StorageError):
+    """Another writer got there first; what it wrote stays, ours is not written."""
+
+
+# Hidden prefix beside a gs:// folder being published, for its files on their way in.
+STAGING = ".staging"
 
 
 def is_gcs(uri: str) -> bool:
@@ -115,24 +125,6 @@ def download_file(uri: str, local_path: str) -> None:
         raise StorageError(f"{uri}: no such object") from e
 
 
-def upload_tree_new(local_dir: str, uri: str) -> None:
-    """Uploads a folder to a prefix that must not exist yet, never replacing an object.
-
-    The prefix is checked first; on real GCS ``if_generation_match=0`` also makes the
-    service reject each write whose object appeared meanwhile (a concurrent writer).
-    """
-    bucket, prefix = _bucket(uri)
-    if _has_objects(bucket, prefix):
-        raise StorageError(f"{uri}: already exists, not overwritten")
-    root = Path(local_dir)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        name = "/".join([prefix, path.relative_to(root).as_posix()]).lstrip("/")
-        try:
-            bucket.blob(name).upload_from_filename(str(path), if_generation_match=0)
-        except gexc.PreconditionFailed as e:
-            raise StorageError(f"gs://{bucket.name}/{name}: already exists, not overwritten") from e
-
-
 def copy_to_local(uri: str, local_path: str) -> str:
     """A local path for ``uri``: a ``gs://`` object is downloaded to ``local_path``."""
     if not is_gcs(uri):
@@ -141,27 +133,59 @@ def copy_to_local(uri: str, local_path: str) -> str:
     return local_path
 
 
-def publish_tree(local_dir: str, uri: str) -> None:
-    """Makes a finished folder visible at ``uri``; fails if anything is already there.
+def publish_tree(local_dir: str, uri: str, marker: str) -> None:
+    """Makes a finished folder visible at ``uri`` in one final step; replaces nothing.
 
-    Locally the folder is staged beside its destination and renamed in one step, so a
-    reader never sees half of it.
+    Locally the folder is staged under a hidden temporary name beside ``uri`` and renamed
+    into place. GCS has no rename: the files go to a hidden staging prefix, are copied into
+    place, and the ``marker`` file (one of the folder's) is created last. Readers take the
+    folder as there only once ``marker`` is; every write carries ``ifGenerationMatch=0``, so
+    of two writers racing for the same name GCS lets exactly one create it.
     """
+    if not Path(local_dir, marker).is_file():
+        raise StorageError(f"{local_dir}: no {marker} to publish last")
     if is_gcs(uri):
-        upload_tree_new(local_dir, uri)
+        _publish_gcs(local_dir, uri, marker)
         return
     target = Path(uri)
     if target.exists():
-        raise StorageError(f"{uri}: already exists, not overwritten")
+        raise StorageConflict(f"{uri}: already exists, not overwritten")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(local_dir, staging)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        os.rename(staging, target)
+        shutil.copytree(local_dir, staging, dirs_exist_ok=True)
+        os.rename(staging, target)  # fails where another writer's folder is already there
     except OSError as e:
+        raise StorageConflict(f"{uri}: already exists, not overwritten ({e})") from e
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise StorageError(f"{uri}: already exists, not overwritten") from e
+
+
+def _publish_gcs(local_dir: str, uri: str, marker: str) -> None:
+    bucket, prefix = _bucket(uri)
+    if _has_objects(bucket, prefix):
+        raise StorageConflict(f"{uri}: already exists, not overwritten")
+    parent, _, name = prefix.rpartition("/")
+    staging = "/".join(filter(None, [parent, STAGING, f"{name}-{uuid.uuid4().hex[:12]}"]))
+    root = Path(local_dir)
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    payload = [f for f in files if f != marker]
+    try:
+        for rel in payload:
+            bucket.blob(f"{staging}/{rel}").upload_from_filename(
+                str(root / rel), if_generation_match=0
+            )
+        for rel in payload:
+            source = bucket.blob(f"{staging}/{rel}")
+            bucket.copy_blob(source, bucket, f"{prefix}/{rel}", if_generation_match=0)
+        bucket.blob(f"{prefix}/{marker}").upload_from_filename(
+            str(root / marker), if_generation_match=0
+        )
+    except gexc.PreconditionFailed as e:
+        raise StorageConflict(f"{uri}: already exists, not overwritten") from e
+    finally:
+        for blob in bucket.list_blobs(prefix=f"{staging}/"):
+            blob.delete()
 
 
 def read_text(uri: str) -> str | None:
@@ -176,17 +200,41 @@ def read_text(uri: str) -> str | None:
         return None
 
 
-def write_text(uri: str, text: str) -> None:
-    """Replaces a small text file in one step: a reader sees the old content or the new."""
+def replace_text(uri: str, text: str, expected: str | None) -> None:
+    """Writes a small text file only if it still holds ``expected`` (None: no file yet).
+
+    Reading and writing are one step against other writers: on GCS the write is
+    conditional on the generation that was read; locally both happen under a lock file.
+    Raises StorageConflict, naming what is there, and writes nothing otherwise.
+    """
     if is_gcs(uri):
         bucket, name = _bucket(uri)
-        bucket.blob(name).upload_from_string(text)  # a GCS object write is atomic
+        try:
+            blob = bucket.get_blob(name)
+            generation = blob.generation if blob else 0
+            current = blob.download_as_text(if_generation_match=generation) if blob else None
+            _check_current(uri, current, expected)
+            bucket.blob(name).upload_from_string(text, if_generation_match=generation)
+        except gexc.PreconditionFailed as e:
+            raise StorageConflict(
+                f"{uri}: changed by another writer meanwhile; not replaced"
+            ) from e
         return
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.partial")
-    staging.write_text(text)
-    os.replace(staging, path)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        _check_current(uri, path.read_text() if path.is_file() else None, expected)
+        staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}")
+        staging.write_text(text)
+        os.replace(staging, path)
+
+
+def _check_current(uri: str, current: str | None, expected: str | None) -> None:
+    if current != expected:
+        found = "no file" if current is None else repr(current)
+        wanted = "no file" if expected is None else repr(expected)
+        raise StorageConflict(f"{uri}: holds {found}, expected {wanted}; not replaced")
 
 
 def list_folders(uri: str) -> list[str]:

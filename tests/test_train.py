@@ -46,7 +46,7 @@ def test_saved_model_gives_the_keras_models_probabilities_on_raw_pixels(tmp_path
     model.save(tmp_path / "m", classify, ["a", "b", "c"], {}, {})
     x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
     expected = model.classifier(features, head).predict(x, verbose=0)
-    served = tf.saved_model.load(str(tmp_path / "m" / "saved_model"))
+    served = tf.saved_model.load(str(tmp_path / "m" / "saved_model" / "1"))
     got = served.signatures["predict_images"](images=tf.constant(x))
     np.testing.assert_allclose(got["probabilities"], expected, rtol=1e-5, atol=1e-6)
     assert [c.decode() for c in got["class"].numpy()] == ["abc"[i] for i in expected.argmax(1)]
@@ -69,7 +69,7 @@ def test_served_model_takes_encoded_images_of_any_size_and_mode(trained, split_d
     )
     encoded = io.BytesIO()
     image.save(encoded, format="PNG")
-    served = tf.saved_model.load(str(trained / "saved_model"))
+    served = tf.saved_model.load(str(trained / "saved_model" / "1"))
     out = served.signatures["serving_default"](image_bytes=tf.constant([encoded.getvalue()]))
     assert out["probabilities"].shape == (1, 3)
     assert out["class"].numpy()[0].decode() in ("circles", "squares", "triangles")

@@ -1,0 +1,310 @@
+"""Export: verified before publishing, published in one step, never overwriting, and
+promoted only over the model the gate compared against; on local folders and on GCS.
+
+The races and crashes run against fake-gcs-server (``strict_bucket``), which enforces
+GCS's generation preconditions; gcp-storage-emulator accepts every conditional write.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import save_oracle
+
+from components import export as export_module
+from components import registry, storage
+from components.evaluate import evaluate
+from components.export import export
+from components.registry import PromotionConflict
+from components.step import InputError
+from components.verify import VerificationError, read_predictions, verify
+
+NAME = "shapes"
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, split_dir, tmp_path_factory) -> dict:
+    """The tiny model's evaluation: no production model, so the gate passes."""
+    out = tmp_path_factory.mktemp("evaluated")
+    evaluate(
+        str(split_dir),
+        str(trained),
+        predictions_path=str(out / "predictions.csv"),
+        report_path=str(out / "report.html"),
+        evaluation_path=str(out / "evaluation.json"),
+    )
+    return {
+        "evaluation_path": str(out / "evaluation.json"),
+        "predictions_path": str(out / "predictions.csv"),
+    }
+
+
+def run_export(trained, split_dir, evaluated, registry_uri: str, model_dir=None) -> dict:
+    return export(
+        str(model_dir or trained),
+        str(split_dir),
+        evaluated["evaluation_path"],
+        evaluated["predictions_path"],
+        registry=registry_uri,
+        model_name=NAME,
+        pipeline_run={"id": "run-1", "name": "shapes-run-1"},
+    )
+
+
+@pytest.fixture(params=["local", "gcs"])
+def registry_uri(request, tmp_path) -> str:
+    if request.param == "local":
+        return str(tmp_path / "registry")
+    bucket = request.getfixturevalue("strict_bucket")
+    return f"gs://{bucket.name}/registry"
+
+
+def published(registry_uri: str) -> list[str]:
+    return [v["version"] for v in registry.versions(registry_uri, NAME)]
+
+
+def test_export_publishes_a_verified_servable_version(trained, split_dir, evaluated, tmp_path):
+    root = tmp_path / "registry"
+    facts = run_export(trained, split_dir, evaluated, str(root))
+    version = root / NAME / facts["version"]
+    assert (version / "saved_model" / "1" / "saved_model.pb").is_file()
+    assert (version / "labels.txt").read_text().split() == ["circles", "squares", "triangles"]
+    assert json.loads((version / "metadata.json").read_text()) == facts
+    assert facts["serving_uri"] == str(version / "saved_model")
+    assert facts["verification"]["images"] == 9
+    assert facts["verification"]["max_difference"] <= 1e-4
+    assert facts["pipeline_run"] == {"id": "run-1", "name": "shapes-run-1"}
+    assert facts["packages"]["training"]["tensorflow"]
+    assert facts["packages"]["export"]["kfp"]
+    assert registry.production_version(str(root), NAME) == facts["version"]
+    names = sorted(p.name for p in (root / NAME).iterdir())
+    assert names == sorted([facts["version"], "LATEST", ".LATEST.lock"])
+
+
+def test_verify_holds_the_model_to_the_evaluation_within_1e_4(
+    trained, split_dir, evaluated, tmp_path
+):
+    classes, rows = read_predictions(evaluated["predictions_path"])
+    assert verify(str(trained), str(split_dir), evaluated["predictions_path"])["images"] == 9
+
+    def shifted(by: float) -> str:
+        path = tmp_path / f"shifted-{by}.csv"
+        text = Path(evaluated["predictions_path"]).read_text().splitlines()
+        first = text[1].split(",")
+        first[3] = f"{float(first[3]) + by:.6f}"
+        path.write_text("\n".join([text[0], ",".join(first), *text[2:]]) + "\n")
+        return str(path)
+
+    assert verify(str(trained), str(split_dir), shifted(5e-5))["max_difference"] < 1e-4
+    first_image = Path(evaluated["predictions_path"]).read_text().splitlines()[1].split(",")[0]
+    with pytest.raises(VerificationError, match=f"{first_image}: probabilities differ .* by 2"):
+        verify(str(trained), str(split_dir), shifted(2e-4))
+    assert classes == ["circles", "squares", "triangles"] and len(rows) == 9
+
+
+def test_a_model_that_does_not_reproduce_the_evaluation_is_not_published(
+    trained, split_dir, evaluated, tmp_path
+):
+    other = tmp_path / "other-model"
+    rng = np.random.default_rng(0)
+    save_oracle(other, rng.normal(size=(3, 3)), np.zeros(3), ["circles", "squares", "triangles"])
+    root = tmp_path / "registry"
+    with pytest.raises(VerificationError, match="verification of the model to publish failed"):
+        run_export(trained, split_dir, evaluated, str(root), model_dir=other)
+    assert published(str(root)) == []
+    assert registry.production_version(str(root), NAME) is None
+
+
+def test_export_refuses_a_failed_gate_and_a_moved_production(
+    trained, split_dir, evaluated, tmp_path
+):
+    failed = json.loads(Path(evaluated["evaluation_path"]).read_text())
+    failed["gate"] = {**failed["gate"], "passed": False, "reason": "test accuracy too low"}
+    (tmp_path / "failed.json").write_text(json.dumps(failed))
+    root = str(tmp_path / "registry")
+    with pytest.raises(InputError, match="the gate did not pass .test accuracy too low"):
+        export(
+            str(trained),
+            str(split_dir),
+            str(tmp_path / "failed.json"),
+            evaluated["predictions_path"],
+            registry=root,
+            model_name=NAME,
+        )
+    first = run_export(trained, split_dir, evaluated, root)
+    # The gate compared against "no production model", but there is one now:
+    with pytest.raises(PromotionConflict, match="production is no longer empty"):
+        run_export(trained, split_dir, evaluated, root)
+    assert published(root) == [first["version"]]
+
+
+def test_two_exports_racing_for_the_same_version_name(
+    trained, split_dir, evaluated, registry_uri, monkeypatch
+):
+    """Same model, same second: one creates the version, the other fails and overwrites
+    nothing (on GCS: its marker upload is refused by the generation precondition)."""
+    monkeypatch.setattr(export_module, "new_version", lambda folder: "20260101T000000Z-same")
+    both_publish = threading.Barrier(2)
+    publish = storage.publish_tree
+
+    def publish_together(*args, **kwargs):
+        both_publish.wait(timeout=60)
+        return publish(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "publish_tree", publish_together)
+    outcomes = race(lambda: run_export(trained, split_dir, evaluated, registry_uri))
+    (winner,) = [o for o in outcomes if isinstance(o, dict)]
+    (loser,) = [o for o in outcomes if not isinstance(o, dict)]
+    assert isinstance(loser, storage.StorageConflict) and "already exists" in str(loser)
+    assert published(registry_uri) == ["20260101T000000Z-same"]
+    assert registry.versions(registry_uri, NAME)[0] == {**winner, "production": True}
+    assert_servable(registry_uri, winner, split_dir, evaluated)
+    assert_no_leftovers(registry_uri)
+
+
+def test_two_exports_racing_for_production(
+    trained, split_dir, evaluated, registry_uri, monkeypatch
+):
+    """Both gates compared against "no production model": both versions are stored, only
+    one becomes production; the other export fails and says so."""
+    names = iter(["20260101T000000Z-aaaa", "20260101T000000Z-bbbb"])
+    lock = threading.Lock()
+
+    def next_name(folder):
+        with lock:
+            return next(names)
+
+    monkeypatch.setattr(export_module, "new_version", next_name)
+    both_promote = threading.Barrier(2)
+    promote = export_module.promote
+
+    def promote_together(*args, **kwargs):
+        both_promote.wait(timeout=60)
+        return promote(*args, **kwargs)
+
+    monkeypatch.setattr(export_module, "promote", promote_together)
+    outcomes = race(lambda: run_export(trained, split_dir, evaluated, registry_uri))
+    (winner,) = [o for o in outcomes if isinstance(o, dict)]
+    (loser,) = [o for o in outcomes if not isinstance(o, dict)]
+    assert isinstance(loser, PromotionConflict) and "is not production" in str(loser)
+    assert published(registry_uri) == ["20260101T000000Z-aaaa", "20260101T000000Z-bbbb"]
+    assert registry.production_version(registry_uri, NAME) == winner["version"]
+    assert_no_leftovers(registry_uri)
+
+
+def test_a_writer_landing_between_check_and_write_loses_to_the_precondition(
+    strict_bucket, monkeypatch
+):
+    """The check passes, then another writer creates the object; GCS refuses our write."""
+    uri = f"gs://{strict_bucket.name}/registry/{NAME}/LATEST"
+    check = storage._check_current
+
+    def someone_else_writes_first(*args):
+        check(*args)
+        strict_bucket.blob(f"registry/{NAME}/LATEST").upload_from_string("theirs\n")
+
+    monkeypatch.setattr(storage, "_check_current", someone_else_writes_first)
+    with pytest.raises(storage.StorageConflict, match="changed by another writer meanwhile"):
+        storage.replace_text(uri, "ours\n", expected=None)
+    assert storage.read_text(uri) == "theirs\n"
+
+
+def race(job) -> list:
+    """Runs ``job`` twice at once; each result or raised exception."""
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(job) for _ in range(2)]
+    return [f.exception() or f.result() for f in futures]
+
+
+def assert_servable(registry_uri: str, metadata: dict, split_dir, evaluated) -> None:
+    with storage.local_tree(metadata["uri"]) as local:
+        assert verify(local, str(split_dir), evaluated["predictions_path"])["images"] == 9
+
+
+def assert_no_leftovers(registry_uri: str) -> None:
+    """No staging files on GCS and no hidden staging folders locally."""
+    if storage.is_gcs(registry_uri):
+        bucket, prefix = storage.split_gcs(registry_uri)
+        from google.cloud import storage as gcs
+
+        names = [b.name for b in gcs.Client().list_blobs(bucket, prefix=prefix)]
+        assert not [n for n in names if f"/{storage.STAGING}/" in n]
+    else:
+        hidden = [p.name for p in Path(registry_uri, NAME).iterdir() if p.name.startswith(".")]
+        assert hidden in ([], [".LATEST.lock"])
+
+
+CRASH = """
+import json, os, sys
+from google.cloud.storage import Blob
+import shutil
+from components import export, storage
+
+args = json.loads(sys.argv[1])
+where = args.pop("crash")
+if where == "gcs-staging":  # the third file on its way to the staging prefix
+    upload, calls = Blob.upload_from_filename, []
+    def crash(self, *a, **k):
+        calls.append(self.name)
+        if len(calls) == 3:
+            os._exit(9)
+        return upload(self, *a, **k)
+    Blob.upload_from_filename = crash
+elif where == "gcs-marker":  # every file copied into place, the marker not yet written
+    upload = Blob.upload_from_filename
+    def crash(self, *a, **k):
+        if self.name.endswith("/metadata.json"):
+            os._exit(9)
+        return upload(self, *a, **k)
+    Blob.upload_from_filename = crash
+elif where == "local-rename":  # the staged folder complete, not yet renamed into place
+    storage.os.rename = lambda *a: os._exit(9)
+export.export(*args.pop("paths"), **args)
+"""
+
+
+@pytest.mark.parametrize("crash", ["gcs-staging", "gcs-marker", "local-rename"])
+def test_a_crash_midway_leaves_the_registry_as_it_was(
+    crash, trained, split_dir, evaluated, tmp_path, request
+):
+    if crash.startswith("gcs"):
+        bucket = request.getfixturevalue("strict_bucket")
+        root = f"gs://{bucket.name}/registry"
+    else:
+        root = str(tmp_path / "registry")
+    args = {
+        "crash": crash,
+        "paths": [
+            str(trained),
+            str(split_dir),
+            evaluated["evaluation_path"],
+            evaluated["predictions_path"],
+        ],
+        "registry": root,
+        "model_name": NAME,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH, json.dumps(args)],
+        cwd=Path(__file__).resolve().parents[1],
+        env=os.environ,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 9, done.stderr
+    assert published(root) == []
+    # Only a crash before the marker leaves a folder under the version's name, and without
+    # metadata.json it is no version: not listed, not resolvable, never production.
+    left = storage.list_folders(storage.join(root, NAME))
+    assert len(left) == (1 if crash == "gcs-marker" else 0)
+    with pytest.raises(InputError, match="no shapes/LATEST"):
+        registry.resolve(root, NAME)
+    # The next export is not in the way of what the crash left behind.
+    facts = run_export(trained, split_dir, evaluated, root)
+    assert published(root) == [facts["version"]]
+    assert registry.production_version(root, NAME) == facts["version"]
