@@ -115,7 +115,7 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert metadata["verification"]["max_difference"] <= 1e-4
     assert metadata["pipeline_run"]["name"].startswith("shapes-transfer-learning-")
     assert metadata["pipeline_run"]["id"]
-    assert metadata["packages"]["training"]["tensorflow"] == version("tensorflow")
+    assert metadata["packages"]["training"]["keras"] == version("keras")
     assert metadata["packages"]["export"]["kfp"] == kfp.__version__
     assert metadata["manifest_sha256"] == sha256_of(run_dir / "split" / "dataset" / "manifest.csv")
     registered = json.loads((run_dir / "export" / "executor_output.json").read_text())
