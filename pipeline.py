@@ -289,12 +289,16 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(f"wrote {len(written)} images to {args.out}")
 
 
-def cmd_compile(args: argparse.Namespace) -> None:
-    bad = [kv for kv in args.gpu_node_selector if "=" not in kv.strip("=")]
+def _compile(gpu_node_selector: list[str], output: str) -> None:
+    bad = [kv for kv in gpu_node_selector if "=" not in kv.strip("=")]
     if bad:
         _fail(f"--gpu-node-selector {bad[0]}: expected KEY=VALUE")
-    selector = dict(kv.split("=", 1) for kv in args.gpu_node_selector)
-    compiler.Compiler().compile(make_pipeline(selector), args.output)
+    selector = dict(kv.split("=", 1) for kv in gpu_node_selector)
+    compiler.Compiler().compile(make_pipeline(selector), output)
+
+
+def cmd_compile(args: argparse.Namespace) -> None:
+    _compile(args.gpu_node_selector, args.output)
     print(f"wrote {args.output}")
 
 
@@ -489,6 +493,74 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(json.dumps(line))
 
 
+def _cluster_request(args: argparse.Namespace) -> tuple[dict, str | None]:
+    """The run's parameters and (``schedule``) KFP's cron, checked before any request."""
+    from components import storage
+    from components.cluster import kfp_cron
+    from components.step import InputError
+
+    params = {name: getattr(args, name) for name in pipeline_defaults()}
+    try:
+        check_parameters(params)
+        for name in ("data", "registry"):
+            if not storage.is_gcs(params[name]):
+                raise InputError(
+                    f"--{name} {params[name]}: a cluster's steps need a gs:// URI "
+                    "(a local path is not in their containers)"
+                )
+        cron = kfp_cron(args.cron) if getattr(args, "cron", None) else None
+    except InputError as e:
+        _fail(str(e))
+    return params, cron
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from components import cluster
+
+    params, _ = _cluster_request(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = f"{tmp}/pipeline.yaml"
+        _compile(args.gpu_node_selector, package)
+        kfp_client = cluster.client(args.host, args.namespace, args.token)
+        run_id = cluster.submit(
+            kfp_client,
+            package,
+            params,
+            experiment=args.experiment,
+            namespace=args.namespace,
+            run_name=args.run_name,
+        )
+    print(f"run {run_id}: {cluster.run_url(args.host, run_id)}")
+    if args.wait:
+        state = cluster.wait(kfp_client, run_id, args.timeout, args.poll_seconds)
+        print(f"run {run_id}: {state}")
+        if state.upper() != "SUCCEEDED":
+            sys.exit(1)
+
+
+def cmd_schedule(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from components import cluster
+
+    params, cron = _cluster_request(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = f"{tmp}/pipeline.yaml"
+        _compile(args.gpu_node_selector, package)
+        recurring_id = cluster.schedule(
+            cluster.client(args.host, args.namespace, args.token),
+            package,
+            params,
+            cron=cron,
+            experiment=args.experiment,
+            namespace=args.namespace,
+            name=args.name,
+        )
+    print(f"recurring run {recurring_id}: cron {cron!r}, at most one run at a time, no catch-up")
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     from components import registry
     from components.step import InputError
@@ -534,6 +606,34 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--pipeline-root", default="runs", help="where step outputs go")
     run.add_argument("--summary", default="summary.json")
     run.set_defaults(func=cmd_run)
+
+    for name, help_text in (
+        ("submit", "start one run on a Kubeflow Pipelines cluster"),
+        ("schedule", "create a recurring run on a Kubeflow Pipelines cluster"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        _add_pipeline_options(sub, {})
+        sub.add_argument("--host", required=True, help="the KFP API, e.g. http://localhost:8080")
+        sub.add_argument("--namespace", default=None, help="multi-user Kubeflow: the profile")
+        sub.add_argument("--experiment", default=PIPELINE_NAME)
+        sub.add_argument(
+            "--token",
+            default=os.environ.get("KFP_TOKEN"),
+            help="bearer token (default: $KFP_TOKEN, else the mounted service account token)",
+        )
+        sub.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE")
+    submit = commands.choices["submit"]
+    submit.add_argument("--run-name", default=None)
+    submit.add_argument("--wait", action="store_true", help="follow the run to its end")
+    submit.add_argument("--timeout", type=float, default=24 * 3600, help="--wait's limit, s")
+    submit.add_argument("--poll-seconds", type=float, default=10.0)
+    submit.set_defaults(func=cmd_submit)
+    scheduled = commands.choices["schedule"]
+    scheduled.add_argument(
+        "--cron", required=True, help="'minute hour day month weekday', or KFP's 6 fields"
+    )
+    scheduled.add_argument("--name", default=f"{PIPELINE_NAME}-retraining")
+    scheduled.set_defaults(func=cmd_schedule)
 
     pred = commands.add_parser("predict", help="classify image files with an exported model")
     pred.add_argument(

@@ -1,0 +1,144 @@
+"""Runs and recurring runs on a Kubeflow Pipelines cluster, through kfp's own client.
+
+Authentication, by the usual means: an explicit token; else the audience-bound service
+account token that Kubeflow mounts into pods (``KF_PIPELINES_SA_TOKEN_PATH``, default
+``/var/run/secrets/kubeflow/pipelines/token``) where there is one; else none (a
+port-forwarded standalone install).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import kfp
+from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH
+from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+from components.step import InputError
+
+# The ranges of the fields of KFP's cron format (robfig/cron, seconds first).
+CRON_FIELDS = (
+    ("second", 0, 59),
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 6),
+)
+CRON_NAMES = {
+    "month": ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+    "day of week": ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+}
+
+
+def kfp_cron(expression: str) -> str:
+    """KFP's six-field cron (seconds first) for a five- or six-field ``expression``;
+    a malformed one is an InputError naming the field, before any request is made."""
+    fields = expression.split()
+    if len(fields) == 5:
+        fields = ["0", *fields]
+    if len(fields) != 6:
+        raise InputError(
+            f"--cron {expression!r}: expected 5 fields (minute hour day month weekday) "
+            "or KFP's 6 (second first)"
+        )
+    for value, (name, low, high) in zip(fields, CRON_FIELDS, strict=True):
+        if not _cron_field_ok(value, name, low, high):
+            raise InputError(f"--cron {expression!r}: {name} {value!r} is not valid")
+    return " ".join(fields)
+
+
+def _cron_field_ok(field: str, name: str, low: int, high: int) -> bool:
+    """``*``, numbers or names, ranges ``a-b``, steps ``/n`` and lists; ``?`` in the day fields."""
+    names = CRON_NAMES.get(name, [])
+
+    def number(text: str) -> int | None:
+        if text.lower() in names:
+            return names.index(text.lower()) + low
+        return int(text) if text.isdigit() else None
+
+    if field == "?":
+        return name.startswith("day")
+    for part in field.split(","):
+        match = re.fullmatch(r"(\*|\w+(?:-\w+)?)(?:/(\d+))?", part)
+        if not match or match.group(2) == "0":
+            return False
+        if match.group(1) == "*":
+            continue
+        ends = [number(v) for v in match.group(1).split("-")]
+        if None in ends or not all(low <= v <= high for v in ends) or ends != sorted(ends):
+            return False
+    return True
+
+
+def client(host: str, namespace: str | None, token: str | None) -> kfp.Client:
+    credentials = None
+    token_path = os.environ.get(KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH)
+    if not token and Path(token_path).is_file():
+        credentials = ServiceAccountTokenVolumeCredentials(token_path)
+    with warnings.catch_warnings():  # "only works with KFP v2.0.0-beta.2 and later"
+        warnings.simplefilter("ignore", FutureWarning)
+        return kfp.Client(
+            host=host,
+            namespace=namespace or "kubeflow",
+            existing_token=token or None,
+            credentials=credentials,
+        )
+
+
+def run_url(host: str, run_id: str) -> str:
+    return f"{host.rstrip('/')}/#/runs/details/{run_id}"
+
+
+def submit(
+    kfp_client: kfp.Client,
+    package: str,
+    params: dict,
+    *,
+    experiment: str,
+    namespace: str | None,
+    run_name: str | None = None,
+) -> str:
+    """Creates one run of the compiled ``package``; its id."""
+    result = kfp_client.create_run_from_pipeline_package(
+        package,
+        arguments=params,
+        run_name=run_name,
+        experiment_name=experiment,
+        namespace=namespace,
+    )
+    return result.run_id
+
+
+def wait(kfp_client: kfp.Client, run_id: str, timeout_s: float, poll_s: float) -> str:
+    """Follows the run to its end; its final state (``SUCCEEDED``, ``FAILED``, ...)."""
+    run = kfp_client.wait_for_run_completion(run_id, timeout=timeout_s, sleep_duration=poll_s)
+    return str(run.state)
+
+
+def schedule(
+    kfp_client: kfp.Client,
+    package: str,
+    params: dict,
+    *,
+    cron: str,
+    experiment: str,
+    namespace: str | None,
+    name: str,
+) -> str:
+    """A recurring run: no catch-up after a pause, at most one run at a time; its id."""
+    found = kfp_client.create_experiment(experiment, namespace=namespace)
+    recurring = kfp_client.create_recurring_run(
+        experiment_id=found.experiment_id,
+        job_name=name,
+        cron_expression=cron,
+        max_concurrency=1,
+        no_catchup=True,
+        params=params,
+        pipeline_package_path=package,
+        enabled=True,
+    )
+    return recurring.recurring_run_id

@@ -1,0 +1,225 @@
+"""`submit` and `schedule` against a recording HTTP server on 127.0.0.1 that answers as the
+Kubeflow Pipelines v2beta1 REST API does: the requests checked are the ones kfp's own
+client sends."""
+
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from components.cluster import kfp_cron
+from components.step import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+API = "/apis/v2beta1"
+PARAMS = ["--data", "gs://shapes-data/raw", "--registry", "gs://shapes-models/registry"]
+
+
+class KfpApi(ThreadingHTTPServer):
+    """Records every request; answers with what the KFP API server would."""
+
+    def __init__(self, run_states: list[str]):
+        self.requests: list[dict] = []
+        self.run_states = run_states
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def answer(self, method: str, path: str) -> tuple[int, dict]:
+        if (method, path) == ("GET", f"{API}/healthz"):
+            return 200, {"multi_user": False}
+        if (method, path) == ("GET", f"{API}/experiments"):
+            return 200, {}  # no experiment of that name yet
+        if (method, path) == ("POST", f"{API}/experiments"):
+            body = self.requests[-1]["body"]
+            return 200, {"experiment_id": "exp-1", "display_name": body["display_name"]}
+        if (method, path) == ("POST", f"{API}/runs"):
+            return 200, {"run_id": "run-1", "state": "PENDING"}
+        if (method, path) == ("GET", f"{API}/runs/run-1"):
+            return 200, {"run_id": "run-1", "state": self.run_states.pop(0)}
+        if (method, path) == ("POST", f"{API}/recurringruns"):
+            return 200, {"recurring_run_id": "rr-1", "status": "ENABLED"}
+        return 404, {"error": f"no route {method} {path}"}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: KfpApi
+
+    def _handle(self) -> None:
+        url = urlparse(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        self.server.requests.append(
+            {
+                "method": self.command,
+                "path": url.path,
+                "query": parse_qs(url.query),
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": json.loads(raw) if raw else None,
+            }
+        )
+        status, answer = self.server.answer(self.command, url.path)
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _handle
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def api(request):
+    server = KfpApi(getattr(request, "param", ["RUNNING", "SUCCEEDED"]))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def cli(*args: str, env: dict | None = None, tmp_path: Path) -> subprocess.CompletedProcess:
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NO_PROXY": "127.0.0.1"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "pipeline.py"), *args],
+        env={**base, **(env or {})},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def only(api: KfpApi, method: str, path: str) -> dict:
+    (found,) = [r for r in api.requests if (r["method"], r["path"]) == (method, path)]
+    return found
+
+
+def test_submit_creates_a_run_of_the_compiled_pipeline(api, tmp_path):
+    done = cli(
+        "submit", "--host", api.url, "--token", "secret-token", "--experiment", "nightly",
+        "--epochs", "50", *PARAMS, tmp_path=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"run run-1: {api.url}/#/runs/details/run-1" in done.stdout
+    assert {r["headers"].get("authorization") for r in api.requests} == {"Bearer secret-token"}
+    lookup = only(api, "GET", f"{API}/experiments")["query"]["filter"][0]
+    assert json.loads(lookup)["predicates"][0]["stringValue"] == "nightly"
+    assert only(api, "POST", f"{API}/experiments")["body"]["display_name"] == "nightly"
+    run = only(api, "POST", f"{API}/runs")["body"]
+    assert run["experiment_id"] == "exp-1"
+    assert (
+        run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "shapes-transfer-learning"
+    )
+    parameters = run["runtime_config"]["parameters"]
+    assert parameters["data"] == "gs://shapes-data/raw"
+    assert parameters["registry"] == "gs://shapes-models/registry"
+    assert parameters["epochs"] == 50
+    assert parameters["backbone"] == "InceptionResNetV2"  # every parameter, defaults too
+    assert "secret-token" not in done.stdout + done.stderr
+    assert done.stderr == ""  # no warnings, no noise
+
+
+@pytest.mark.parametrize(
+    ("api", "code", "state"),
+    [(["RUNNING", "SUCCEEDED"], 0, "SUCCEEDED"), (["RUNNING", "FAILED"], 1, "FAILED")],
+    indirect=["api"],
+)
+def test_submit_wait_follows_the_run_to_its_end(api, code, state, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("mounted-sa-token")
+    done = cli(
+        "submit", "--host", api.url, "--wait", "--poll-seconds", "0.05", *PARAMS,
+        env={"KF_PIPELINES_SA_TOKEN_PATH": str(token)}, tmp_path=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == code, done.stderr
+    assert done.stdout.strip().endswith(f"run run-1: {state}")
+    polls = [r for r in api.requests if r["path"] == f"{API}/runs/run-1"]
+    assert len(polls) == 2
+    # The service account token mounted in the pod, as kfp reads it:
+    assert {r["headers"].get("authorization") for r in api.requests} == {"Bearer mounted-sa-token"}
+
+
+def test_schedule_creates_a_recurring_run_without_catch_up_one_at_a_time(api, tmp_path):
+    done = cli(
+        "schedule", "--host", api.url, "--cron", "30 2 * * mon-fri", "--namespace", "team-a",
+        *PARAMS, tmp_path=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "recurring run rr-1" in done.stdout
+    experiment = only(api, "POST", f"{API}/experiments")["body"]
+    assert experiment == {"display_name": "shapes-transfer-learning", "namespace": "team-a"}
+    recurring = only(api, "POST", f"{API}/recurringruns")["body"]
+    assert recurring["trigger"] == {"cron_schedule": {"cron": "0 30 2 * * mon-fri"}}
+    assert recurring["no_catchup"] is True
+    assert int(recurring["max_concurrency"]) == 1
+    assert recurring["mode"] == "ENABLE"
+    assert recurring["experiment_id"] == "exp-1"
+    assert recurring["display_name"] == "shapes-transfer-learning-retraining"
+    assert (
+        recurring["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"]
+        == "shapes-transfer-learning"
+    )
+    assert recurring["runtime_config"]["parameters"]["data"] == "gs://shapes-data/raw"
+    assert "authorization" not in {h for r in api.requests for h in r["headers"]}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["schedule", "--cron", "0 25 * * *", *PARAMS], "--cron '0 25 * * *': hour '25'"),
+        (["schedule", "--cron", "every night", *PARAMS], "expected 5 fields"),
+        (["submit", "--data", "raw", "--registry", "gs://b/r"], "--data raw: a cluster's steps"),
+        (["submit", "--epochs", "0", *PARAMS], "--epochs 0: must be at least 1"),
+    ],
+)
+def test_bad_requests_are_refused_before_any_request(api, args, message, tmp_path):
+    command, *rest = args
+    done = cli(command, "--host", api.url, *rest, tmp_path=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert api.requests == []
+
+
+def test_gpu_node_selector_reaches_the_submitted_spec(api, tmp_path):
+    done = cli(
+        "submit", "--host", api.url, "--gpu-node-selector",
+        "cloud.google.com/gke-accelerator=nvidia-l4", *PARAMS, tmp_path=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    spec = only(api, "POST", f"{API}/runs")["body"]["pipeline_spec"]
+    train = spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert train["exec-train"]["nodeSelector"] == {
+        "labels": {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    }
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("0 3 * * *", "0 0 3 * * *"),
+        ("0 0 9 ? * 2-6", "0 0 9 ? * 2-6"),
+        ("*/15 * * JAN,jul sun", "0 */15 * * JAN,jul sun"),
+    ],
+)
+def test_cron_expressions_become_kfps_six_fields(expression, expected):
+    assert kfp_cron(expression) == expected
+
+
+@pytest.mark.parametrize("expression", ["0 3 * * 8", "5-1 * * * *", "0 */0 * * *", "? * * * *"])
+def test_malformed_cron_fields_are_named(expression):
+    with pytest.raises(InputError, match="is not valid"):
+        kfp_cron(expression)
