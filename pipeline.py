@@ -169,8 +169,9 @@ def export(
         registered_model.metadata.update(facts)
 
 
-def make_pipeline(gpu_node_selector: dict[str, str] | None = None):
-    """The pipeline; ``gpu_node_selector`` pins the training pod to labelled GPU nodes."""
+def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1):
+    """The pipeline; training asks for ``gpus`` GPUs (0: a CPU-only cluster such as kind)
+    and ``gpu_node_selector`` pins it to labelled GPU nodes."""
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Transfer learning on Basic Shapes images")
     def shapes_pipeline(
@@ -212,11 +213,12 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None):
             fine_tune_layers=fine_tune_layers,
             fine_tune_lr=fine_tune_lr,
         )
-        train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
         train_task.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
-        kubernetes.add_toleration(
-            train_task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"
-        )
+        if gpus:
+            train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+            kubernetes.add_toleration(
+                train_task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"
+            )
         for key, value in (gpu_node_selector or {}).items():
             kubernetes.add_node_selector(train_task, label_key=key, label_value=value)
 
@@ -289,16 +291,34 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(f"wrote {len(written)} images to {args.out}")
 
 
-def _compile(gpu_node_selector: list[str], output: str) -> None:
-    bad = [kv for kv in gpu_node_selector if "=" not in kv.strip("=")]
+def _compile(args: argparse.Namespace, output: str) -> None:
+    """``--gpus`` and ``--gpu-node-selector`` (an empty one is none, as a ConfigMap may
+    leave it) into the compiled spec at ``output``."""
+    given = [kv for kv in args.gpu_node_selector if kv]
+    bad = [kv for kv in given if "=" not in kv.strip("=")]
     if bad:
         _fail(f"--gpu-node-selector {bad[0]}: expected KEY=VALUE")
-    selector = dict(kv.split("=", 1) for kv in gpu_node_selector)
-    compiler.Compiler().compile(make_pipeline(selector), output)
+    if args.gpus < 0:
+        _fail(f"--gpus {args.gpus}: must be at least 0")
+    selector = dict(kv.split("=", 1) for kv in given)
+    compiler.Compiler().compile(make_pipeline(selector, args.gpus), output)
+
+
+def _add_compile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gpus", type=int, default=1, help="GPUs for training (0 on a CPU-only cluster)"
+    )
+    parser.add_argument(
+        "--gpu-node-selector",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="node label the training pod must match (repeatable)",
+    )
 
 
 def cmd_compile(args: argparse.Namespace) -> None:
-    _compile(args.gpu_node_selector, args.output)
+    _compile(args, args.output)
     print(f"wrote {args.output}")
 
 
@@ -522,7 +542,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
     params, _ = _cluster_request(args)
     with tempfile.TemporaryDirectory() as tmp:
         package = f"{tmp}/pipeline.yaml"
-        _compile(args.gpu_node_selector, package)
+        _compile(args, package)
         kfp_client = cluster.client(args.host, args.namespace, args.token)
         run_id = cluster.submit(
             kfp_client,
@@ -531,6 +551,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
             experiment=args.experiment,
             namespace=args.namespace,
             run_name=args.run_name,
+            service_account=args.service_account,
         )
     print(f"run {run_id}: {cluster.run_url(args.host, run_id)}")
     if args.wait:
@@ -548,7 +569,7 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     params, cron = _cluster_request(args)
     with tempfile.TemporaryDirectory() as tmp:
         package = f"{tmp}/pipeline.yaml"
-        _compile(args.gpu_node_selector, package)
+        _compile(args, package)
         recurring_id = cluster.schedule(
             cluster.client(args.host, args.namespace, args.token),
             package,
@@ -557,6 +578,7 @@ def cmd_schedule(args: argparse.Namespace) -> None:
             experiment=args.experiment,
             namespace=args.namespace,
             name=args.name,
+            service_account=args.service_account,
         )
     print(f"recurring run {recurring_id}: cron {cron!r}, at most one run at a time, no catch-up")
 
@@ -592,13 +614,7 @@ def parser() -> argparse.ArgumentParser:
 
     comp = commands.add_parser("compile", help="write the pipeline spec for a Kubeflow cluster")
     comp.add_argument("-o", "--output", default="pipeline.yaml")
-    comp.add_argument(
-        "--gpu-node-selector",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="node label the training pod must match (repeatable)",
-    )
+    _add_compile_options(comp)
     comp.set_defaults(func=cmd_compile)
 
     run = commands.add_parser("run", help="run the whole pipeline locally through kfp.local")
@@ -621,7 +637,12 @@ def parser() -> argparse.ArgumentParser:
             default=os.environ.get("KFP_TOKEN"),
             help="bearer token (default: $KFP_TOKEN, else the mounted service account token)",
         )
-        sub.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE")
+        sub.add_argument(
+            "--service-account",
+            default=None,
+            help="Kubernetes service account the steps run as (default: KFP's own)",
+        )
+        _add_compile_options(sub)
     submit = commands.choices["submit"]
     submit.add_argument("--run-name", default=None)
     submit.add_argument("--wait", action="store_true", help="follow the run to its end")

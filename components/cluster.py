@@ -101,6 +101,7 @@ def submit(
     experiment: str,
     namespace: str | None,
     run_name: str | None = None,
+    service_account: str | None = None,
 ) -> str:
     """Creates one run of the compiled ``package``; its id."""
     result = kfp_client.create_run_from_pipeline_package(
@@ -109,6 +110,7 @@ def submit(
         run_name=run_name,
         experiment_name=experiment,
         namespace=namespace,
+        service_account=service_account,
     )
     return result.run_id
 
@@ -128,6 +130,7 @@ def schedule(
     experiment: str,
     namespace: str | None,
     name: str,
+    service_account: str | None = None,
 ) -> str:
     """A recurring run: no catch-up after a pause, at most one run at a time; its id."""
     found = kfp_client.create_experiment(experiment, namespace=namespace)
@@ -140,5 +143,6 @@ def schedule(
         params=params,
         pipeline_package_path=package,
         enabled=True,
+        service_account=service_account,
     )
     return recurring.recurring_run_id

@@ -5,90 +5,16 @@ client sends."""
 import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
+from conftest import API, KfpApi
 
 from components.cluster import kfp_cron
 from components.step import InputError
 
 REPO = Path(__file__).resolve().parents[1]
-API = "/apis/v2beta1"
 PARAMS = ["--data", "gs://shapes-data/raw", "--registry", "gs://shapes-models/registry"]
-
-
-class KfpApi(ThreadingHTTPServer):
-    """Records every request; answers with what the KFP API server would."""
-
-    def __init__(self, run_states: list[str]):
-        self.requests: list[dict] = []
-        self.run_states = run_states
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    def answer(self, method: str, path: str) -> tuple[int, dict]:
-        if (method, path) == ("GET", f"{API}/healthz"):
-            return 200, {"multi_user": False}
-        if (method, path) == ("GET", f"{API}/experiments"):
-            return 200, {}  # no experiment of that name yet
-        if (method, path) == ("POST", f"{API}/experiments"):
-            body = self.requests[-1]["body"]
-            return 200, {"experiment_id": "exp-1", "display_name": body["display_name"]}
-        if (method, path) == ("POST", f"{API}/runs"):
-            return 200, {"run_id": "run-1", "state": "PENDING"}
-        if (method, path) == ("GET", f"{API}/runs/run-1"):
-            return 200, {"run_id": "run-1", "state": self.run_states.pop(0)}
-        if (method, path) == ("POST", f"{API}/recurringruns"):
-            return 200, {"recurring_run_id": "rr-1", "status": "ENABLED"}
-        return 404, {"error": f"no route {method} {path}"}
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: KfpApi
-
-    def _handle(self) -> None:
-        url = urlparse(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        self.server.requests.append(
-            {
-                "method": self.command,
-                "path": url.path,
-                "query": parse_qs(url.query),
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-                "body": json.loads(raw) if raw else None,
-            }
-        )
-        status, answer = self.server.answer(self.command, url.path)
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = _handle
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def api(request):
-    server = KfpApi(getattr(request, "param", ["RUNNING", "SUCCEEDED"]))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def cli(*args: str, env: dict | None = None, tmp_path: Path) -> subprocess.CompletedProcess:
