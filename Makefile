@@ -9,13 +9,15 @@ STAMP := $(VENV)/.installed
 DEMO_MIN_ACCURACY ?= 0.75
 RUN_ARGS ?=
 
-.PHONY: help run test lint compile bench clean
+.PHONY: help run test lint compile bench clean kind-up kind-down minikube-up minikube-down
 
 help:
 	@echo "make run      - set up .venv, run the whole pipeline locally (kfp.local) on demo data"
 	@echo "make test     - set up .venv, lint and run the test suite"
 	@echo "make compile  - write pipeline.yaml for a Kubeflow cluster"
 	@echo "make bench    - notebook's way vs this project's, figures to bench/results.json"
+	@echo "make kind-up  - kind cluster with Kubeflow Pipelines, the images loaded, UI/API forwarded"
+	@echo "make kind-down, minikube-up, minikube-down - the same, and taking it down"
 	@echo "make clean    - remove local runs, registry, demo data and .venv"
 
 $(STAMP): pyproject.toml
@@ -40,6 +42,9 @@ compile: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+kind-up kind-down minikube-up minikube-down:
+	scripts/local-cluster.sh $(firstword $(subst -, ,$@)) $(lastword $(subst -, ,$@))
 
 clean:
 	rm -rf runs registry summary.json pipeline.yaml $(VENV)

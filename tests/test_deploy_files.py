@@ -136,3 +136,18 @@ def test_dockerfiles_pass_hadolint(dockerfile):
     assert "ENTRYPOINT" not in [line[0] for line in lines]
     users = [line[1] for line in lines if line[0] == "USER"]
     assert users and users[-1] not in ("root", "0")
+
+
+@pytest.mark.parametrize("script", sorted(REPO.glob("scripts/*.sh")), ids=lambda p: p.name)
+def test_scripts_pass_shellcheck(script):
+    done = subprocess.run([_tool("shellcheck"), str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_local_cluster_script_refuses_an_unknown_cluster_kind():
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "local-cluster.sh"), "k3s", "up"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "usage:" in done.stderr
