@@ -144,35 +144,58 @@ def test_export_refuses_a_failed_gate_and_a_moved_production(
     assert published(root) == [first["version"]]
 
 
-def test_two_exports_racing_for_the_same_version_name(
-    trained, split_dir, evaluated, registry_uri, monkeypatch
-):
-    """Same model, same second: one creates the version, the other fails and overwrites
-    nothing (on GCS: its marker upload is refused by the generation precondition)."""
-    monkeypatch.setattr(export_module, "new_version", lambda folder: "20260101T000000Z-same")
-    both_publish = threading.Barrier(2)
-    publish = storage.publish_tree
+def test_two_writers_racing_for_the_same_version_name(registry_uri, tmp_path):
+    """Same model, same second (so the same name and the same files, but each its own
+    metadata): one creates the version, the other fails and replaces nothing (on GCS its
+    marker upload is refused by the generation precondition)."""
+    folders = []
+    for writer in ("a", "b"):
+        folder = tmp_path / writer
+        (folder / "saved_model" / "1").mkdir(parents=True)
+        (folder / "saved_model" / "1" / "saved_model.pb").write_bytes(b"same model")
+        (folder / "metadata.json").write_text(json.dumps({"version": "v", "writer": writer}))
+        folders.append(folder)
+    uri = storage.join(registry_uri, NAME, "20260101T000000Z-same")
+    start = threading.Barrier(2)
 
-    def publish_together(*args, **kwargs):
-        both_publish.wait(timeout=60)
-        return publish(*args, **kwargs)
+    def publish(folder):
+        start.wait(timeout=60)
+        storage.publish_tree(str(folder), uri, marker="metadata.json")
+        return json.loads((folder / "metadata.json").read_text())
 
-    monkeypatch.setattr(storage, "publish_tree", publish_together)
-    outcomes = race(lambda: run_export(trained, split_dir, evaluated, registry_uri))
+    outcomes = race(publish, folders)
     (winner,) = [o for o in outcomes if isinstance(o, dict)]
     (loser,) = [o for o in outcomes if not isinstance(o, dict)]
     assert isinstance(loser, storage.StorageConflict) and "already exists" in str(loser)
-    assert published(registry_uri) == ["20260101T000000Z-same"]
-    assert registry.versions(registry_uri, NAME)[0] == {**winner, "production": True}
-    assert_servable(registry_uri, winner, split_dir, evaluated)
+    assert registry.versions(registry_uri, NAME) == [{**winner, "production": False}]
+    with storage.local_tree(uri) as local:
+        assert (Path(local) / "saved_model" / "1" / "saved_model.pb").read_bytes() == b"same model"
     assert_no_leftovers(registry_uri)
 
 
-def test_two_exports_racing_for_production(
-    trained, split_dir, evaluated, registry_uri, monkeypatch
+def test_two_gates_racing_for_production(registry_uri):
+    """Both compared against "no production model": exactly one becomes production."""
+    start = threading.Barrier(2)
+
+    def promote(version):
+        start.wait(timeout=60)
+        registry.promote(registry_uri, NAME, version, replaces=None)
+        return version
+
+    outcomes = race(promote, ["20260101T000000Z-aaaa", "20260101T000000Z-bbbb"])
+    (winner,) = [o for o in outcomes if isinstance(o, str)]
+    (loser,) = [o for o in outcomes if not isinstance(o, str)]
+    assert isinstance(loser, PromotionConflict) and "is not production" in str(loser)
+    assert registry.production_version(registry_uri, NAME) == winner
+
+
+def test_two_exports_racing_for_the_registry(
+    trained, split_dir, evaluated, strict_bucket, monkeypatch
 ):
-    """Both gates compared against "no production model": both versions are stored, only
-    one becomes production; the other export fails and says so."""
+    """Two whole exports of pipelines whose gates both compared against "no production
+    model", on GCS: both versions are stored, complete and verified; one is production;
+    the other export fails and says so."""
+    registry_uri = f"gs://{strict_bucket.name}/registry"
     names = iter(["20260101T000000Z-aaaa", "20260101T000000Z-bbbb"])
     lock = threading.Lock()
 
@@ -185,16 +208,19 @@ def test_two_exports_racing_for_production(
     promote = export_module.promote
 
     def promote_together(*args, **kwargs):
-        both_promote.wait(timeout=60)
+        both_promote.wait(timeout=120)
         return promote(*args, **kwargs)
 
     monkeypatch.setattr(export_module, "promote", promote_together)
-    outcomes = race(lambda: run_export(trained, split_dir, evaluated, registry_uri))
+    job = lambda _: run_export(trained, split_dir, evaluated, registry_uri)  # noqa: E731
+    outcomes = race(job, [0, 1])
     (winner,) = [o for o in outcomes if isinstance(o, dict)]
     (loser,) = [o for o in outcomes if not isinstance(o, dict)]
     assert isinstance(loser, PromotionConflict) and "is not production" in str(loser)
     assert published(registry_uri) == ["20260101T000000Z-aaaa", "20260101T000000Z-bbbb"]
     assert registry.production_version(registry_uri, NAME) == winner["version"]
+    for version in registry.versions(registry_uri, NAME):
+        assert_servable(version, split_dir, evaluated)
     assert_no_leftovers(registry_uri)
 
 
@@ -215,14 +241,14 @@ def test_a_writer_landing_between_check_and_write_loses_to_the_precondition(
     assert storage.read_text(uri) == "theirs\n"
 
 
-def race(job) -> list:
-    """Runs ``job`` twice at once; each result or raised exception."""
+def race(job, inputs: list) -> list:
+    """Runs ``job`` on both inputs at once; each result or raised exception."""
     with ThreadPoolExecutor(2) as pool:
-        futures = [pool.submit(job) for _ in range(2)]
+        futures = [pool.submit(job, x) for x in inputs]
     return [f.exception() or f.result() for f in futures]
 
 
-def assert_servable(registry_uri: str, metadata: dict, split_dir, evaluated) -> None:
+def assert_servable(metadata: dict, split_dir, evaluated) -> None:
     with storage.local_tree(metadata["uri"]) as local:
         assert verify(local, str(split_dir), evaluated["predictions_path"])["images"] == 9
 
@@ -304,7 +330,9 @@ def test_a_crash_midway_leaves_the_registry_as_it_was(
     assert len(left) == (1 if crash == "gcs-marker" else 0)
     with pytest.raises(InputError, match="no shapes/LATEST"):
         registry.resolve(root, NAME)
-    # The next export is not in the way of what the crash left behind.
+    if crash != "gcs-marker":
+        return
+    # What that crash left under a version's name is not in the next export's way.
     facts = run_export(trained, split_dir, evaluated, root)
     assert published(root) == [facts["version"]]
     assert registry.production_version(root, NAME) == facts["version"]
