@@ -46,6 +46,8 @@ def check_image(path: str | Path, shown_as: str | None = None) -> None:
     try:
         with Image.open(path) as image:
             image.load()
+    except Image.DecompressionBombError as e:  # more than twice PIL's MAX_IMAGE_PIXELS
+        raise DataError(f"{shown_as or path}: image too large ({e})") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{shown_as or path}: not a readable image ({e})") from e
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from components import storage
+from components import archive, storage
 from components.dataset import (
     IMAGE_SUFFIXES,
     SPLITS,
@@ -61,7 +61,18 @@ def carve_validation(
 
 @contextmanager
 def local_source(source: str) -> Iterator[Path]:
-    """The data folder as a local path: a ``gs://`` prefix is downloaded to a temporary folder."""
+    """The data folder as a local path: a ``gs://`` prefix is downloaded to a temporary
+    folder, a ``.zip`` (local or ``gs://``) checked and unpacked into one."""
+    if source.lower().endswith(".zip"):
+        with tempfile.TemporaryDirectory(prefix="shapes-data-") as tmp:
+            if not storage.is_gcs(source) and not os.path.isfile(source):
+                raise DataError(f"{source}: no such file")
+            try:
+                local = storage.copy_to_local(source, f"{tmp}/data.zip")
+            except storage.StorageError as e:
+                raise DataError(str(e)) from e
+            yield archive.extract(local, Path(tmp, "data"), shown_as=source)
+        return
     if not storage.is_gcs(source):
         if not os.path.isdir(source):
             raise DataError(f"{source}: not an existing folder")
@@ -87,17 +98,28 @@ def find_images(root: Path, source: str) -> dict[str, list[str]]:
         )
     found = {}
     for name in classes:
-        files = sorted(
-            f.name
-            for f in (root / name).iterdir()
-            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
-        )
+        files = sorted(f.name for f in (root / name).iterdir() if is_image_file(f))
         if not files:
             raise DataError(f"{storage.join(source, name)}: class folder has no images")
         for file in files:
             check_image(root / name / file, shown_as=storage.join(source, name, file))
         found[name] = files
     return found
+
+
+def is_image_file(path: Path) -> bool:
+    return (
+        path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def ignored_entries(root: Path, classes: list[str]) -> list[str]:
+    """What the data folder holds besides class folders of images (hidden files, other
+    file types, files beside the class folders, sub-folders inside a class): not data."""
+    ignored = [p for p in root.iterdir() if p.name not in classes]
+    for name in classes:
+        ignored += [p for p in (root / name).iterdir() if not is_image_file(p)]
+    return sorted(p.relative_to(root).as_posix() + ("/" if p.is_dir() else "") for p in ignored)
 
 
 FACTS = "split.json"
@@ -151,7 +173,17 @@ def prepare(
         images, source, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction
     )
     hashes = {(c, f): sha256_of(root / c / f) for c, files in images.items() for f in files}
-    return plan, hashes, content_checks(hashes, plan, source)
+    warnings = content_checks(hashes, plan, source)
+    ignored = ignored_entries(root, list(images))
+    if ignored:
+        shown = ", ".join(ignored[:10]) + (
+            f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
+        )
+        warnings.append(
+            f"ignored {len(ignored)} entries of {source} that are not images in a class "
+            f"folder (sub-folders of a class are not read): {shown}"
+        )
+    return plan, hashes, warnings
 
 
 def scan(source: str, **split: float) -> dict[str, list[str]]:

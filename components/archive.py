@@ -1,0 +1,79 @@
+"""A ``.zip`` of the Kaggle layout as input data, unpacked only after every entry is checked.
+
+Archives come from other people's buckets, so an entry may try to write outside the folder
+it is unpacked to (``../x``, ``/etc/x``, a symbolic link) or be a zip bomb (a small file
+that inflates to gigabytes). Both are refused, naming the entry, before anything is
+written. Headers can lie: zipfile never inflates an entry past its declared size and
+checks its CRC, so a lie ends as a damaged-entry error.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from components.dataset import DataError
+
+MAX_ENTRIES = 100_000
+MAX_TOTAL_BYTES = 4 * 2**30  # inflated, all entries together
+MAX_RATIO = 100  # inflated / compressed size of one entry (PNGs compress about 1:1)
+SKIPPED = "__MACOSX"  # resource forks that macOS's archiver adds; not data
+
+
+def check_entries(archive: zipfile.ZipFile, shown_as: str) -> list[zipfile.ZipInfo]:
+    """The entries to unpack; a DataError for the first one that is unsafe."""
+    infos = archive.infolist()
+    if len(infos) > MAX_ENTRIES:
+        raise DataError(f"{shown_as}: {len(infos)} entries, more than {MAX_ENTRIES}")
+    total = 0
+    for info in infos:
+        parts = PurePosixPath(info.filename).parts
+        if (
+            info.filename.startswith("/")
+            or "\\" in info.filename
+            or ".." in parts
+            or (parts and ":" in parts[0])
+        ):
+            raise DataError(
+                f"{shown_as}: entry {info.filename!r} would be written outside the folder "
+                "the archive is unpacked to"
+            )
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise DataError(f"{shown_as}: entry {info.filename!r} is a symbolic link")
+        if info.file_size > MAX_RATIO * max(info.compress_size, 1) and info.file_size > 2**20:
+            raise DataError(
+                f"{shown_as}: entry {info.filename!r} inflates {info.compress_size} bytes to "
+                f"{info.file_size} (more than {MAX_RATIO}x): a zip bomb?"
+            )
+        total += info.file_size
+        if total > MAX_TOTAL_BYTES:
+            raise DataError(f"{shown_as}: inflates to more than {MAX_TOTAL_BYTES} bytes")
+    return [i for i in infos if PurePosixPath(i.filename).parts[:1] != (SKIPPED,)]
+
+
+def extract(path: str | Path, out_dir: str | Path, shown_as: str) -> Path:
+    """Unpacks the checked archive into ``out_dir``; returns the data folder in it (the one
+    top-level folder when the archive wraps everything in one, as Kaggle's does)."""
+    out = Path(out_dir)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DataError(f"{shown_as}: not a readable zip archive ({e})") from e
+    with archive:
+        for info in check_entries(archive, shown_as):
+            target = out / info.filename
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with archive.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, length=2**20)
+            except (zipfile.BadZipFile, OSError, EOFError) as e:
+                raise DataError(f"{shown_as}: entry {info.filename!r} is damaged ({e})") from e
+    top = [p for p in out.iterdir() if not p.name.startswith(".")]
+    if len(top) == 1 and top[0].is_dir():
+        return top[0]
+    return out

@@ -1,0 +1,205 @@
+"""The bad-input set, made here: each file is either handled (read, or ignored with a
+warning in the report) or stops the run before training with one line naming it."""
+
+import json
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_e2e import FAST, cli
+
+from components.dataset import DataError, read_manifest
+from components.split import split_dataset
+
+SPLIT = {"seed": 230, "train_fraction": 0.8, "val_fraction": 0.1}
+ODD_CLASS = "carrés pleins"  # a space and a non-ASCII letter
+
+
+def shape_image(mode: str, size: int = 28) -> Image.Image:
+    """A filled square: something the model can learn, in any mode."""
+    pixels = np.zeros((size, size), dtype=np.uint8)
+    pixels[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 255
+    grey = Image.fromarray(pixels, "L")
+    if mode == "I;16":
+        return Image.fromarray(pixels.astype(np.uint16) * 257)
+    return grey.convert(mode)
+
+
+def odd_data(demo_data: Path, root: Path) -> Path:
+    """The demo data with every kind of file that must be handled."""
+    data = root / "odd"
+    shutil.copytree(demo_data, data)
+    (data / "squares").rename(data / ODD_CLASS)
+    shape_image("RGB").save(data / "circles" / "a photo.jpg", "JPEG")  # a JPEG among PNGs
+    shape_image("I;16").save(data / ODD_CLASS / "sixteen-bit.png")
+    shape_image("P").save(data / ODD_CLASS / "palette.png")
+    shape_image("L").save(data / "triangles" / "grey.png")
+    shape_image("RGBA").save(data / "triangles" / "rgba.png")
+    shape_image("RGB", 4000).save(data / ODD_CLASS / "large-4000.png")
+    (data / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (data / "circles" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (data / "circles" / "notes.txt").write_text("drawn by hand")
+    (data / "triangles" / "more").mkdir()
+    shape_image("RGB").save(data / "triangles" / "more" / "nested.png")
+    return data
+
+
+def test_odd_files_are_read_or_ignored_with_a_warning(demo_data, tmp_path):
+    data = odd_data(demo_data, tmp_path)
+    facts = split_dataset(str(data), str(tmp_path / "out"), **SPLIT)
+    assert facts["classes"] == ["carrés pleins", "circles", "triangles"]
+    used = {Path(e.path).name for e in read_manifest(tmp_path / "out")}
+    for name in ("a photo.jpg", "sixteen-bit.png", "palette.png", "grey.png", "rgba.png"):
+        assert name in used
+    assert "large-4000.png" in used
+    assert not used & {".DS_Store", "notes.txt", "nested.png"}
+    (warning,) = [w for w in facts["warnings"] if w.startswith("ignored")]
+    assert "ignored 4 entries" in warning
+    for entry in (".DS_Store", "circles/.DS_Store", "circles/notes.txt", "triangles/more/"):
+        assert entry in warning
+
+
+def test_a_run_on_odd_files_trains_exports_and_predicts(demo_data, tmp_path):
+    data = odd_data(demo_data, tmp_path)
+    done = cli(
+        "run", "--data", str(data), "--registry", "reg", "--min-accuracy", "0", *FAST,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["exported"] and summary["classes"] == ["carrés pleins", "circles", "triangles"]
+    assert any(w.startswith("ignored 4 entries") for w in summary["warnings"])
+    assert ODD_CLASS in Path(summary["report_html"]).read_text()
+    odd = [data / ODD_CLASS / n for n in ("sixteen-bit.png", "palette.png", "large-4000.png")]
+    predicted = cli("predict", "--model", "reg", *map(str, odd), cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr
+    lines = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert [line["path"] for line in lines] == list(map(str, odd))
+    assert all(set(line["probabilities"]) == set(summary["classes"]) for line in lines)
+
+
+def _truncated(d: Path) -> None:
+    png = (d / "circles" / "circle_000.png").read_bytes()
+    (d / "circles" / "truncated.png").write_bytes(png[: len(png) // 2])
+
+
+def _too_many_pixels(d: Path) -> None:
+    # 14000 x 13000 pixels, twice PIL's MAX_IMAGE_PIXELS: a decompression bomb (a small file)
+    Image.new("1", (14000, 13000)).save(d / "circles" / "bomb.png")
+
+
+BAD = {
+    "truncated-png": (_truncated, "circles/truncated.png: not a readable image"),
+    "zero-byte": (lambda d: (d / "circles" / "empty.png").write_bytes(b""), "empty.png: not a"),
+    "text-named-png": (lambda d: (d / "circles" / "t.png").write_text("hi"), "t.png: not a"),
+    "too-many-pixels": (_too_many_pixels, "circles/bomb.png: image too large"),
+    "class-with-one-image": (
+        lambda d: [(d / "stars").mkdir(), shape_image("RGB").save(d / "stars" / "s.png")],
+        "stars: 1 image(s) leave the train/val split empty",
+    ),
+    "one-class": (
+        lambda d: [shutil.rmtree(d / "squares"), shutil.rmtree(d / "triangles")],
+        "found 1 class folder(s) ['circles'], need at least 2",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_files_stop_the_run_before_training_naming_them(demo_data, tmp_path, case):
+    mutate, message = BAD[case]
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    mutate(data)
+    with pytest.raises(DataError) as error:
+        split_dataset(str(data), str(tmp_path / "out"), **SPLIT)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["truncated-png", "too-many-pixels", "class-with-one-image"])
+def test_the_cli_refuses_bad_files_in_one_line(demo_data, tmp_path, case):
+    mutate, message = BAD[case]
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    mutate(data)
+    done = cli("run", "--data", str(data), "--registry", "reg", *FAST, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "reg").exists() and not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------- zip input
+
+
+def zip_folder(folder: Path, archive: Path, top: str = "shapes") -> Path:
+    """The Kaggle layout: everything under one top-level folder."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(folder.rglob("*")):
+            z.write(path, f"{top}/{path.relative_to(folder).as_posix()}")
+    return archive
+
+
+def test_a_zip_of_the_kaggle_layout_splits_like_the_folder(demo_data, split_dir, tmp_path):
+    archive = zip_folder(demo_data, tmp_path / "shapes.zip")
+    facts = split_dataset(str(archive), str(tmp_path / "out"), **SPLIT)
+    assert facts["source"] == str(archive)
+    assert read_manifest(tmp_path / "out") == read_manifest(split_dir)
+
+
+def test_a_zip_on_gcs(demo_data, split_dir, tmp_path, bucket):
+    archive = zip_folder(demo_data, tmp_path / "shapes.zip")
+    bucket.blob("raw/shapes.zip").upload_from_filename(str(archive))
+    split_dataset(f"gs://{bucket.name}/raw/shapes.zip", str(tmp_path / "out"), **SPLIT)
+    assert read_manifest(tmp_path / "out") == read_manifest(split_dir)
+
+
+def _with_entry(demo_data: Path, archive: Path, name: str, data: bytes, mode: int = 0) -> Path:
+    zip_folder(demo_data, archive)
+    with zipfile.ZipFile(archive, "a", zipfile.ZIP_DEFLATED) as z:
+        info = zipfile.ZipInfo(name)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = mode << 16
+        z.writestr(info, data)
+    return archive
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "mode", "message"),
+    [
+        ("../evil.png", b"x", 0, "entry '../evil.png' would be written outside"),
+        ("shapes/../../evil.png", b"x", 0, "would be written outside"),
+        ("/etc/evil.png", b"x", 0, "entry '/etc/evil.png' would be written outside"),
+        ("shapes/circles/link.png", b"/etc/passwd", stat.S_IFLNK | 0o777, "symbolic link"),
+        ("shapes/circles/bomb.png", b"\0" * 50 * 2**20, 0, "a zip bomb?"),
+    ],
+    ids=["parent", "nested-parent", "absolute", "symlink", "bomb"],
+)
+def test_unsafe_archives_are_refused_before_anything_is_written(
+    demo_data, tmp_path, name, data, mode, message
+):
+    archive = _with_entry(demo_data, tmp_path / "in" / "shapes.zip", name, data, mode)
+    with pytest.raises(DataError) as error:
+        split_dataset(str(archive), str(tmp_path / "out"), **SPLIT)
+    assert str(archive) in str(error.value) and message in str(error.value)
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["in", "shapes.zip"]
+
+
+def test_a_file_that_is_not_a_zip(tmp_path):
+    (tmp_path / "data.zip").write_text("not a zip")
+    with pytest.raises(DataError, match="data.zip: not a readable zip archive"):
+        split_dataset(str(tmp_path / "data.zip"), str(tmp_path / "out"), **SPLIT)
+    with pytest.raises(DataError, match="missing.zip: no such file"):
+        split_dataset(str(tmp_path / "missing.zip"), str(tmp_path / "out"), **SPLIT)
+
+
+def test_the_cli_refuses_a_zip_bomb_in_one_line(demo_data, tmp_path):
+    archive = _with_entry(demo_data, tmp_path / "shapes.zip", "shapes/b.png", b"\0" * 50 * 2**20)
+    done = cli("run", "--data", str(archive), "--registry", "reg", *FAST, cwd=tmp_path)
+    assert done.returncode == 2 and "a zip bomb?" in done.stderr
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "runs").exists()
