@@ -355,7 +355,7 @@ def check_parameters(params: dict) -> None:
 
 def preflight(params: dict) -> None:
     """Checks the inputs before anything runs, so bad input never costs a training run."""
-    from components import split, storage
+    from components import registry, split, storage
     from components.step import InputError
 
     try:
@@ -365,6 +365,7 @@ def preflight(params: dict) -> None:
             **{k: params[k] for k in ("seed", "train_fraction", "val_fraction")},
         )
         storage.check_bucket(params["registry"])
+        registry.path(params["registry"], params["model_name"])
         if params["weights"] not in ("imagenet", "none", "auto"):
             storage.check_exists(params["weights"])
     except InputError as e:
@@ -515,7 +516,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def _cluster_request(args: argparse.Namespace) -> tuple[dict, str | None]:
     """The run's parameters and (``schedule``) KFP's cron, checked before any request."""
-    from components import storage
+    from components import registry, storage
     from components.cluster import kfp_cron
     from components.step import InputError
 
@@ -528,6 +529,8 @@ def _cluster_request(args: argparse.Namespace) -> tuple[dict, str | None]:
                     f"--{name} {params[name]}: a cluster's steps need a gs:// URI "
                     "(a local path is not in their containers)"
                 )
+            storage.split_gcs(params[name])
+        registry.path(params["registry"], params["model_name"])
         cron = kfp_cron(args.cron) if getattr(args, "cron", None) else None
     except InputError as e:
         _fail(str(e))

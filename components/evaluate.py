@@ -152,7 +152,7 @@ def evaluate(
     champion_version = (
         registry.production_version(registry_uri, model_name) if registry_uri else None
     )
-    production = champion_version and storage.join(registry_uri, model_name, champion_version)
+    production = champion_version and registry.path(registry_uri, model_name, champion_version)
     champion = production and {
         "uri": production,
         "accuracy": champion_accuracy(production, files, y_true, classes, batch_size),

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from components import artifact, dataset, storage
 from components.registry import METADATA, PromotionConflict, production_version, promote
+from components.registry import path as registry_path
 from components.step import InputError, package_versions
 from components.verify import VerificationError
 
@@ -88,7 +89,7 @@ def export(
         artifact.write_labels(tmp, artifact.read_labels(model_dir))
         verification = verify_in_fresh_process(tmp, dataset_dir, predictions_path)
         version = new_version(tmp)
-        uri = storage.join(registry, model_name, version)
+        uri = registry_path(registry, model_name, version)
         metadata = {
             "model_name": model_name,
             "version": version,

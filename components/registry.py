@@ -4,24 +4,38 @@
 from __future__ import annotations
 
 import json
+import re
 
 from components import storage
 from components.step import InputError
 
 LATEST = "LATEST"
 METADATA = "metadata.json"
+# Model and version names become path segments: nothing that could leave the registry.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def path(registry: str, model_name: str, *names: str) -> str:
+    """``registry/model_name/names...``, refusing a name that is not a plain segment."""
+    for name in (model_name, *names):
+        if not NAME.fullmatch(name):
+            raise InputError(
+                f"name {name!r}: use letters, digits, '.', '_' and '-' (at most 100, "
+                "starting with a letter or digit)"
+            )
+    return storage.join(registry, model_name, *names)
 
 
 def production_version(registry: str, model_name: str) -> str | None:
     """The production version's name, or None before the first export."""
-    version = storage.read_text(storage.join(registry, model_name, LATEST))
+    version = storage.read_text(path(registry, model_name, LATEST))
     return version.strip() if version else None
 
 
 def production(registry: str, model_name: str) -> str | None:
     """The production version's URI, or None before the first export."""
     version = production_version(registry, model_name)
-    return storage.join(registry, model_name, version) if version else None
+    return path(registry, model_name, version) if version else None
 
 
 class PromotionConflict(InputError):
@@ -34,7 +48,7 @@ def promote(registry: str, model_name: str, version: str, *, replaces: str | Non
     and no promotion rests on a comparison with a model that is no longer production."""
     try:
         storage.replace_text(
-            storage.join(registry, model_name, LATEST),
+            path(registry, model_name, LATEST),
             f"{version}\n",
             expected=f"{replaces}\n" if replaces else None,
         )
@@ -49,8 +63,8 @@ def versions(registry: str, model_name: str) -> list[dict]:
     """Every published version's metadata, oldest first, each with ``production`` set."""
     current = production_version(registry, model_name)
     found = []
-    for name in storage.list_folders(storage.join(registry, model_name)):
-        text = storage.read_text(storage.join(registry, model_name, name, METADATA))
+    for name in storage.list_folders(path(registry, model_name)):
+        text = storage.read_text(path(registry, model_name, name, METADATA))
         if text is not None:  # a version is published once its metadata is there
             found.append({**json.loads(text), "production": name == current})
     return found

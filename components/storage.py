@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -32,6 +33,7 @@ class StorageConflict(StorageError):
     """Another writer got there first; what it wrote stays, ours is not written."""
 
 
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 # Hidden prefix beside a gs:// folder being published, for its files on their way in.
 STAGING = ".staging"
 
@@ -41,11 +43,26 @@ def is_gcs(uri: str) -> bool:
 
 
 def split_gcs(uri: str) -> tuple[str, str]:
-    """``gs://bucket/a/b`` -> (``bucket``, ``a/b``); the prefix has no leading/trailing slash."""
+    """``gs://bucket/a/b`` -> (``bucket``, ``a/b``); the prefix has no leading/trailing slash.
+
+    A URI whose path could mean something else than it says (``.`` or ``..`` segments,
+    empty segments, control characters) is refused rather than passed on.
+    """
     bucket, _, prefix = uri[len("gs://") :].partition("/")
     if not bucket:
         raise StorageError(f"{uri}: no bucket name in the gs:// URI")
-    return bucket, prefix.strip("/")
+    if not BUCKET_NAME.fullmatch(bucket):
+        raise StorageError(f"{uri}: {bucket!r} is not a valid bucket name")
+    prefix = prefix.strip("/")
+    segments = prefix.split("/") if prefix else []
+    if any(s in ("", ".", "..") for s in segments) or any(
+        ord(c) < 32 or c == "\x7f" for c in prefix
+    ):
+        raise StorageError(
+            f"{uri!r}: '.', '..' and empty path segments and control characters are not "
+            "allowed in a gs:// URI"
+        )
+    return bucket, prefix
 
 
 def join(uri: str, *parts: str) -> str:
