@@ -9,13 +9,17 @@ STAMP := $(VENV)/.installed
 DEMO_MIN_ACCURACY ?= 0.75
 RUN_ARGS ?=
 
-.PHONY: help run test lint compile bench clean kind-up kind-down minikube-up minikube-down
+.PHONY: help run test lint compile bench clean kind-up kind-down minikube-up minikube-down \
+	images images-offline e2e-containers
 
 help:
 	@echo "make run      - set up .venv, run the whole pipeline locally (kfp.local) on demo data"
 	@echo "make test     - set up .venv, lint and run the test suite"
 	@echo "make compile  - write pipeline.yaml for a Kubeflow cluster"
 	@echo "make bench    - notebook's way vs this project's, figures to bench/results.json"
+	@echo "make images          - build the CPU and GPU images (podman or docker; pulls the python base)"
+	@echo "make images-offline  - build the CPU image with no registry (debootstrap + podman; root)"
+	@echo "make e2e-containers  - run the whole pipeline in the CPU image via kfp.local.DockerRunner (root)"
 	@echo "make kind-up  - kind cluster with Kubeflow Pipelines, the images loaded, UI/API forwarded"
 	@echo "make kind-down, minikube-up, minikube-down - the same, and taking it down"
 	@echo "make clean    - remove local runs, registry, demo data and .venv"
@@ -42,6 +46,16 @@ compile: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# Image names come from pipeline.py: SHAPES_IMAGE_REPOSITORY, SHAPES_IMAGE_TAG.
+images: $(STAMP)
+	PYTHON=$(BIN)/python scripts/images.sh
+
+images-offline: $(STAMP)
+	PYTHON=$(BIN)/python scripts/images-offline.sh
+
+e2e-containers: images-offline
+	$(BIN)/python scripts/e2e_containers.py
 
 kind-up kind-down minikube-up minikube-down:
 	scripts/local-cluster.sh $(firstword $(subst -, ,$@)) $(lastword $(subst -, ,$@))

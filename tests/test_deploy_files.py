@@ -140,7 +140,11 @@ def test_dockerfiles_pass_hadolint(dockerfile):
 
 @pytest.mark.parametrize("script", sorted(REPO.glob("scripts/*.sh")), ids=lambda p: p.name)
 def test_scripts_pass_shellcheck(script):
-    done = subprocess.run([_tool("shellcheck"), str(script)], capture_output=True, text=True)
+    done = subprocess.run(
+        [_tool("shellcheck"), "--external-sources", "--source-path=SCRIPTDIR", str(script)],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
