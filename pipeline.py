@@ -125,6 +125,8 @@ def evaluate(
         )
         gate = result["gate"]
         evaluation.metadata["gate"] = gate
+        # Where the inputs came from: with caching they may be another run's outputs.
+        evaluation.metadata["inputs"] = {"dataset": dataset.uri, "model": model.uri}
         metrics.log_metric("gate_passed", float(gate["passed"]))
         if gate["champion_accuracy"] is not None:
             metrics.log_metric("champion_accuracy", gate["champion_accuracy"])
@@ -231,6 +233,9 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
             max_regression=max_regression,
         )
         eval_task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("8G")
+        # The gate compares with the registry's production model, which is not an input:
+        # a cached decision could be stale.
+        eval_task.set_caching_options(False)
 
         with dsl.If(eval_task.outputs["Output"] == True, name="gate"):  # noqa: E712
             export_task = export(
@@ -389,11 +394,17 @@ def task_output(run_dir: Path, task: str) -> dict:
 
 
 def summarize(run_dir: Path, total_seconds: float) -> dict:
-    split_out = task_output(run_dir, "split")["dataset"]
-    train_out = task_output(run_dir, "train")["model"]
     eval_out = task_output(run_dir, "evaluate")
     export_out = task_output(run_dir, "export").get("registered_model")
     evaluation = json.loads(Path(eval_out["evaluation"]["uri"]).read_text())
+    # A step taken from kfp.local's cache did not run here: its outputs are in the folder
+    # of the run that made them (``<run>/<step>/<artifact>``).
+    made_by = {
+        step: Path(eval_out["evaluation"]["inputs"][name]).parents[1]
+        for step, name in (("split", "dataset"), ("train", "model"))
+    }
+    split_out = task_output(made_by["split"], "split")["dataset"]
+    train_out = task_output(made_by["train"], "train")["model"]
     return {
         "test_accuracy": evaluation["test_accuracy"],
         "accuracy_ci95": evaluation["accuracy_ci95"],
@@ -414,9 +425,9 @@ def summarize(run_dir: Path, total_seconds: float) -> dict:
         "caching": train_out["caching"],
         "precision": train_out["precision"],
         "devices": train_out["devices"],
-        "timings_s": {
-            "split": split_out["seconds"],
-            "train": train_out["seconds"],
+        "timings_s": {  # a reused step took no time in this run
+            "split": 0.0 if made_by["split"] != run_dir else split_out["seconds"],
+            "train": 0.0 if made_by["train"] != run_dir else train_out["seconds"],
             "evaluate": eval_out["evaluation"]["seconds"],
             "export": export_out["seconds"] if export_out else 0.0,
             "total": round(total_seconds, 2),
@@ -428,6 +439,7 @@ def summarize(run_dir: Path, total_seconds: float) -> dict:
             "export": export_out["peak_memory_mb"] if export_out else None,
         },
         "run_dir": str(run_dir),
+        "reused": [step for step, folder in made_by.items() if folder != run_dir],
     }
 
 
@@ -459,7 +471,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     before = set(root.iterdir())
     # kfp.local warns that it ignores base images and GPU requests: expected when run locally.
     warnings.filterwarnings("ignore", message=".*(base image|no effect in the current local)")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        enable_caching=args.cache,
+    )
     try:
         make_pipeline()(**params)
     except RuntimeError as e:
@@ -486,6 +502,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         print(f"exported model: {summary['model_uri']}")
     else:
         print(f"not exported: {summary['gate']['reason']}")
+    if summary["reused"]:
+        print(f"reused from an earlier run (cache): {', '.join(summary['reused'])}")
     print(f"summary: {args.summary}  ({summary['timings_s']['total']:.1f} s)")
 
 
@@ -624,6 +642,12 @@ def parser() -> argparse.ArgumentParser:
     _add_pipeline_options(run, {"weights": "auto", "registry": "registry", "data": None})
     run.add_argument("--pipeline-root", default="runs", help="where step outputs go")
     run.add_argument("--summary", default="summary.json")
+    run.add_argument(
+        "--cache",
+        action="store_true",
+        help="reuse split and train outputs of an earlier run with the same inputs "
+        "(kfp.local's cache; its key does not see changes to components/, so off by default)",
+    )
     run.set_defaults(func=cmd_run)
 
     for name, help_text in (

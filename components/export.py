@@ -7,7 +7,8 @@ SavedModel under ``saved_model/1/`` (``saved_model/`` is what TensorFlow Serving
 byte for byte. Before anything is published, a fresh process loads the copy and must
 reproduce the evaluation's predictions; then the version is published in one final step
 that replaces nothing, and ``LATEST`` moves to it only if production is still the model the
-gate compared against.
+gate compared against. A model already stored (same files, say a rerun after a failure past
+publishing) is not stored twice: that version is promoted instead.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ import tempfile
 from pathlib import Path
 
 from components import artifact, dataset, storage
-from components.registry import METADATA, PromotionConflict, production_version, promote
+from components.registry import (
+    METADATA,
+    PromotionConflict,
+    production_version,
+    promote,
+    versions,
+)
 from components.registry import path as registry_path
 from components.step import InputError, package_versions
 from components.verify import VerificationError
@@ -39,11 +46,11 @@ def tree_sha256(folder: str | Path) -> str:
     return digest.hexdigest()
 
 
-def new_version(folder: str | Path) -> str:
+def new_version(content_sha256: str) -> str:
     """Sorts by time; the content hash tells two exports in the same second apart (and
     makes two with the same name hold the same files)."""
     now = dt.datetime.now(dt.UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{tree_sha256(folder)[:8]}"
+    return f"{now:%Y%m%dT%H%M%SZ}-{content_sha256[:8]}"
 
 
 def verify_in_fresh_process(model_dir: str, dataset_dir: str, predictions_path: str) -> dict:
@@ -87,13 +94,20 @@ def export(
     with tempfile.TemporaryDirectory(prefix="shapes-export-") as tmp:
         shutil.copytree(Path(model_dir, artifact.SERVING_DIR), Path(tmp, artifact.SERVING_DIR))
         artifact.write_labels(tmp, artifact.read_labels(model_dir))
+        content = tree_sha256(tmp)
+        stored = [v for v in versions(registry, model_name) if v.get("content_sha256") == content]
+        if stored:  # a rerun (say, after a failure past publishing): no second copy
+            print(f"version {stored[-1]['version']} already holds this model; not published again")
+            promote(registry, model_name, stored[-1]["version"], replaces=champion)
+            return {k: v for k, v in stored[-1].items() if k != "production"}
         verification = verify_in_fresh_process(tmp, dataset_dir, predictions_path)
-        version = new_version(tmp)
+        version = new_version(content)
         uri = registry_path(registry, model_name, version)
         metadata = {
             "model_name": model_name,
             "version": version,
             "uri": uri,
+            "content_sha256": content,
             "serving_uri": storage.join(uri, artifact.SERVING_DIR),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "backbone": training["backbone"],

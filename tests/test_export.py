@@ -144,6 +144,27 @@ def test_export_refuses_a_failed_gate_and_a_moved_production(
     assert published(root) == [first["version"]]
 
 
+def test_a_rerun_after_a_failure_past_publishing_does_not_store_the_model_twice(
+    trained, split_dir, evaluated, tmp_path, monkeypatch
+):
+    root = str(tmp_path / "registry")
+    promote = export_module.promote
+
+    def crash(*args, **kwargs):
+        raise OSError("the node went away")
+
+    monkeypatch.setattr(export_module, "promote", crash)
+    with pytest.raises(OSError):
+        run_export(trained, split_dir, evaluated, root)
+    (stored,) = registry.versions(root, NAME)
+    assert not stored["production"]
+    monkeypatch.setattr(export_module, "promote", promote)
+    again = run_export(trained, split_dir, evaluated, root)
+    assert again == {k: v for k, v in stored.items() if k != "production"}
+    assert published(root) == [stored["version"]]
+    assert registry.production_version(root, NAME) == stored["version"]
+
+
 def test_two_writers_racing_for_the_same_version_name(registry_uri, tmp_path):
     """Same model, same second (so the same name and the same files, but each its own
     metadata): one creates the version, the other fails and replaces nothing (on GCS its
