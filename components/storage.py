@@ -15,9 +15,10 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import requests
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as gauth
 from google.cloud import storage
@@ -76,6 +77,24 @@ def _client() -> storage.Client:
     return storage.Client()
 
 
+@contextmanager
+def _reporting(uri: str) -> Iterator[None]:
+    """One line naming ``uri`` for what the service answered after the client's retries.
+
+    google-cloud-storage retries transient failures (connection errors, 429, 5xx) with
+    exponential backoff for up to 120 s, on reads and on writes that carry a generation
+    precondition (ours all do); what is left here is persistent.
+    """
+    try:
+        yield
+    except gexc.PreconditionFailed:
+        raise
+    except gexc.Forbidden as e:
+        raise StorageError(f"{uri}: permission denied ({e.message})") from e
+    except (gexc.GoogleAPIError, gauth.TransportError, requests.RequestException) as e:
+        raise StorageError(f"{uri}: the storage service failed ({e})") from e
+
+
 def _bucket(uri: str) -> tuple[storage.Bucket, str]:
     name, prefix = split_gcs(uri)
     try:
@@ -103,7 +122,9 @@ def check_exists(uri: str) -> None:
     """Fails with a message naming ``uri`` when there is nothing at it (file, folder or prefix)."""
     if is_gcs(uri):
         bucket, name = _bucket(uri)
-        if not _has_objects(bucket, name):
+        with _reporting(uri):
+            found = _has_objects(bucket, name)
+        if not found:
             raise StorageError(f"{uri}: no such object or prefix")
     elif not os.path.exists(uri):
         raise StorageError(f"{uri}: no such file or directory")
@@ -118,6 +139,11 @@ def check_bucket(uri: str) -> None:
 def download_tree(uri: str, local_dir: str) -> None:
     """Copies every object under the ``gs://`` prefix into ``local_dir``, keeping relative paths."""
     bucket, prefix = _bucket(uri)
+    with _reporting(uri):
+        _download_prefix(bucket, prefix, local_dir, uri)
+
+
+def _download_prefix(bucket: storage.Bucket, prefix: str, local_dir: str, uri: str) -> None:
     base = f"{prefix}/" if prefix else ""
     found = False
     for blob in bucket.list_blobs(prefix=base):
@@ -136,10 +162,11 @@ def download_tree(uri: str, local_dir: str) -> None:
 
 def download_file(uri: str, local_path: str) -> None:
     bucket, name = _bucket(uri)
-    try:
-        bucket.blob(name).download_to_filename(local_path)
-    except gexc.NotFound as e:
-        raise StorageError(f"{uri}: no such object") from e
+    with _reporting(uri):
+        try:
+            bucket.blob(name).download_to_filename(local_path)
+        except gexc.NotFound as e:
+            raise StorageError(f"{uri}: no such object") from e
 
 
 def copy_to_local(uri: str, local_path: str) -> str:
@@ -162,7 +189,8 @@ def publish_tree(local_dir: str, uri: str, marker: str) -> None:
     if not Path(local_dir, marker).is_file():
         raise StorageError(f"{local_dir}: no {marker} to publish last")
     if is_gcs(uri):
-        _publish_gcs(local_dir, uri, marker)
+        with _reporting(uri):
+            _publish_gcs(local_dir, uri, marker)
         return
     target = Path(uri)
     if target.exists():
@@ -200,9 +228,10 @@ def _publish_gcs(local_dir: str, uri: str, marker: str) -> None:
         )
     except gexc.PreconditionFailed as e:
         raise StorageConflict(f"{uri}: already exists, not overwritten") from e
-    finally:
-        for blob in bucket.list_blobs(prefix=f"{staging}/"):
-            blob.delete()
+    finally:  # best effort: a leftover under the hidden staging prefix is never read
+        with suppress(gexc.GoogleAPIError, requests.RequestException):
+            for blob in bucket.list_blobs(prefix=f"{staging}/"):
+                blob.delete()
 
 
 def read_text(uri: str) -> str | None:
@@ -211,10 +240,11 @@ def read_text(uri: str) -> str | None:
         path = Path(uri)
         return path.read_text() if path.is_file() else None
     bucket, name = _bucket(uri)
-    try:
-        return bucket.blob(name).download_as_text()
-    except gexc.NotFound:
-        return None
+    with _reporting(uri):
+        try:
+            return bucket.blob(name).download_as_text()
+        except gexc.NotFound:
+            return None
 
 
 def replace_text(uri: str, text: str, expected: str | None) -> None:
@@ -227,11 +257,12 @@ def replace_text(uri: str, text: str, expected: str | None) -> None:
     if is_gcs(uri):
         bucket, name = _bucket(uri)
         try:
-            blob = bucket.get_blob(name)
-            generation = blob.generation if blob else 0
-            current = blob.download_as_text(if_generation_match=generation) if blob else None
-            _check_current(uri, current, expected)
-            bucket.blob(name).upload_from_string(text, if_generation_match=generation)
+            with _reporting(uri):
+                blob = bucket.get_blob(name)
+                generation = blob.generation if blob else 0
+                current = blob.download_as_text(if_generation_match=generation) if blob else None
+                _check_current(uri, current, expected)
+                bucket.blob(name).upload_from_string(text, if_generation_match=generation)
         except gexc.PreconditionFailed as e:
             raise StorageConflict(
                 f"{uri}: changed by another writer meanwhile; not replaced"
@@ -260,8 +291,9 @@ def list_folders(uri: str) -> list[str]:
     if is_gcs(uri):
         bucket, prefix = _bucket(uri)
         base = f"{prefix}/" if prefix else ""
-        pages = bucket.list_blobs(prefix=base, delimiter="/").pages
-        names = [p[len(base) :].rstrip("/") for page in pages for p in page.prefixes]
+        with _reporting(uri):
+            pages = bucket.list_blobs(prefix=base, delimiter="/").pages
+            names = [p[len(base) :].rstrip("/") for page in pages for p in page.prefixes]
     else:
         path = Path(uri)
         names = [p.name for p in path.iterdir() if p.is_dir()] if path.is_dir() else []
