@@ -63,13 +63,23 @@ def test_odd_files_are_read_or_ignored_with_a_warning(demo_data, tmp_path):
         assert entry in warning
 
 
-def test_a_run_on_odd_files_trains_exports_and_predicts(demo_data, tmp_path):
+def test_a_run_on_odd_files_trains_exports_and_predicts(demo_data, tmp_path, monkeypatch):
+    """Also: secrets in the environment and a key file end up in no log, artifact or report."""
+    secrets = {"KFP_TOKEN": "kfp-secret-4af1", "AWS_SECRET_ACCESS_KEY": "aws-secret-77c0"}
+    key_file = tmp_path.parent / f"{tmp_path.name}-key.json"
+    key_file.write_text(json.dumps({"type": "service_account", "private_key": "pk-secret-9d2e"}))
+    for name, value in {**secrets, "GOOGLE_APPLICATION_CREDENTIALS": str(key_file)}.items():
+        monkeypatch.setenv(name, value)
     data = odd_data(demo_data, tmp_path)
     done = cli(
         "run", "--data", str(data), "--registry", "reg", "--min-accuracy", "0", *FAST,
         cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    written = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
+    for secret in [*secrets.values(), "pk-secret-9d2e"]:
+        assert secret not in done.stdout + done.stderr
+        assert not [b for b in written if secret.encode() in b]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["exported"] and summary["classes"] == ["carrés pleins", "circles", "triangles"]
     assert any(w.startswith("ignored 4 entries") for w in summary["warnings"])
