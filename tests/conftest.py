@@ -62,6 +62,25 @@ def trained(split_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def evaluated(trained, split_dir, tmp_path_factory) -> dict:
+    """The tiny model's evaluation, with no production model: the gate passes."""
+    from components.evaluate import evaluate
+
+    out = tmp_path_factory.mktemp("evaluated")
+    evaluate(
+        str(split_dir),
+        str(trained),
+        predictions_path=str(out / "predictions.csv"),
+        report_path=str(out / "report.html"),
+        evaluation_path=str(out / "evaluation.json"),
+    )
+    return {
+        "evaluation_path": str(out / "evaluation.json"),
+        "predictions_path": str(out / "predictions.csv"),
+    }
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

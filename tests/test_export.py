@@ -19,30 +19,12 @@ from conftest import save_oracle
 
 from components import export as export_module
 from components import registry, storage
-from components.evaluate import evaluate
 from components.export import export
 from components.registry import PromotionConflict
 from components.step import InputError
 from components.verify import VerificationError, read_predictions, verify
 
 NAME = "shapes"
-
-
-@pytest.fixture(scope="module")
-def evaluated(trained, split_dir, tmp_path_factory) -> dict:
-    """The tiny model's evaluation: no production model, so the gate passes."""
-    out = tmp_path_factory.mktemp("evaluated")
-    evaluate(
-        str(split_dir),
-        str(trained),
-        predictions_path=str(out / "predictions.csv"),
-        report_path=str(out / "report.html"),
-        evaluation_path=str(out / "evaluation.json"),
-    )
-    return {
-        "evaluation_path": str(out / "evaluation.json"),
-        "predictions_path": str(out / "predictions.csv"),
-    }
 
 
 def run_export(trained, split_dir, evaluated, registry_uri: str, model_dir=None) -> dict:

@@ -77,23 +77,13 @@ def test_split_from_gcs_names_missing_bucket_and_bad_file(bucket, demo_data, tmp
     assert not (tmp_path / "b").exists()
 
 
-def test_export_to_gcs(bucket, trained, split_dir, tmp_path):
-    from components.evaluate import evaluate
-
-    evaluation = tmp_path / "evaluation.json"
-    evaluate(
-        str(split_dir),
-        str(trained),
-        predictions_path=str(tmp_path / "p.csv"),
-        report_path=str(tmp_path / "r.html"),
-        evaluation_path=str(evaluation),
-    )
+def test_export_to_gcs(bucket, trained, split_dir, evaluated):
     registry = f"gs://{bucket.name}/registry"
     facts = export(
         str(trained),
         str(split_dir),
-        str(evaluation),
-        str(tmp_path / "p.csv"),
+        evaluated["evaluation_path"],
+        evaluated["predictions_path"],
         registry=registry,
         model_name="shapes",
     )

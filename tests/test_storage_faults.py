@@ -14,7 +14,6 @@ import pytest
 from test_e2e import cli
 
 from components import registry, storage
-from components.evaluate import evaluate
 from components.export import export
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
@@ -112,25 +111,12 @@ def proxy(gcs_emulator, monkeypatch):
         storage._client.cache_clear()
 
 
-@pytest.fixture(scope="module")
-def evaluated(trained, split_dir, tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("evaluated")
-    evaluate(
-        str(split_dir),
-        str(trained),
-        predictions_path=str(out / "p.csv"),
-        report_path=str(out / "r.html"),
-        evaluation_path=str(out / "e.json"),
-    )
-    return {"evaluation": str(out / "e.json"), "predictions": str(out / "p.csv")}
-
-
 def run_export(trained, split_dir, evaluated, registry_uri: str) -> dict:
     return export(
         str(trained),
         str(split_dir),
-        evaluated["evaluation"],
-        evaluated["predictions"],
+        evaluated["evaluation_path"],
+        evaluated["predictions_path"],
         registry=registry_uri,
         model_name="shapes",
     )
