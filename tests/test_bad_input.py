@@ -63,18 +63,20 @@ def test_odd_files_are_read_or_ignored_with_a_warning(demo_data, tmp_path):
         assert entry in warning
 
 
-def test_a_run_on_odd_files_trains_exports_and_predicts(demo_data, tmp_path, monkeypatch):
-    """Also: secrets in the environment and a key file end up in no log, artifact or report."""
+def test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache(
+    demo_data, tmp_path, monkeypatch
+):
+    """Also: secrets in the environment and a key file end up in no log, artifact or
+    report; and a second run with ``--cache`` reuses split and train and stores no second
+    copy of the same model."""
     secrets = {"KFP_TOKEN": "kfp-secret-4af1", "AWS_SECRET_ACCESS_KEY": "aws-secret-77c0"}
     key_file = tmp_path.parent / f"{tmp_path.name}-key.json"
     key_file.write_text(json.dumps({"type": "service_account", "private_key": "pk-secret-9d2e"}))
     for name, value in {**secrets, "GOOGLE_APPLICATION_CREDENTIALS": str(key_file)}.items():
         monkeypatch.setenv(name, value)
     data = odd_data(demo_data, tmp_path)
-    done = cli(
-        "run", "--data", str(data), "--registry", "reg", "--min-accuracy", "0", *FAST,
-        cwd=tmp_path,
-    )  # fmt: skip
+    options = ["--data", str(data), "--registry", "reg", "--min-accuracy", "0", "--cache"]
+    done = cli("run", *options, *FAST, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     written = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
     for secret in [*secrets.values(), "pk-secret-9d2e"]:
@@ -90,6 +92,19 @@ def test_a_run_on_odd_files_trains_exports_and_predicts(demo_data, tmp_path, mon
     lines = [json.loads(line) for line in predicted.stdout.splitlines()]
     assert [line["path"] for line in lines] == list(map(str, odd))
     assert all(set(line["probabilities"]) == set(summary["classes"]) for line in lines)
+
+    again = cli("run", *options, *FAST, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = json.loads((tmp_path / "summary.json").read_text())
+    assert rerun["reused"] == ["split", "train"] and summary["reused"] == []
+    assert "reused from an earlier run (cache): split, train" in again.stdout
+    assert rerun["timings_s"]["split"] == rerun["timings_s"]["train"] == 0.0
+    assert rerun["trained_model_uri"] == summary["trained_model_uri"]
+    # evaluate ran again (never cached: the gate depends on the registry) and met the same
+    # model as champion; export promoted the stored version instead of storing a copy.
+    assert rerun["gate"]["champion_uri"] == summary["model_uri"] == rerun["model_uri"]
+    versions = [p.name for p in (tmp_path / "reg" / "shapes-classifier").iterdir() if p.is_dir()]
+    assert versions == [Path(summary["model_uri"]).name]
 
 
 def _truncated(d: Path) -> None:

@@ -192,28 +192,6 @@ def test_gate_blocks_export_below_min_accuracy(tmp_path, demo_data):
     assert refused.stderr.strip().startswith("error: reg: neither a model version")
 
 
-def test_a_cached_rerun_reuses_split_and_training_and_stores_no_second_version(tmp_path, demo_data):
-    first = run(demo_data, "--cache", "--min-accuracy", "0", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-2000:]
-    before = json.loads((tmp_path / "summary.json").read_text())
-    assert before["reused"] == []
-    again = run(demo_data, "--cache", "--min-accuracy", "0", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-2000:]
-    after = json.loads((tmp_path / "summary.json").read_text())
-    assert after["reused"] == ["split", "train"]
-    assert "reused from an earlier run (cache): split, train" in again.stdout
-    assert after["timings_s"]["split"] == after["timings_s"]["train"] == 0.0
-    assert after["trained_model_uri"] == before["trained_model_uri"]
-    assert after["run_dir"] != before["run_dir"]
-    # evaluate ran again (never cached: the gate depends on the registry), met the first
-    # model as champion (the same model), and export promoted the stored version.
-    assert after["gate"]["champion_uri"] == before["model_uri"]
-    assert after["model_uri"] == before["model_uri"]
-    assert [p.name for p in (tmp_path / "reg" / "shapes-classifier").iterdir() if p.is_dir()] == [
-        Path(before["model_uri"]).name
-    ]
-
-
 def _copy(demo_data: Path, tmp_path: Path) -> Path:
     shutil.copytree(demo_data, tmp_path / "data")
     return tmp_path / "data"
