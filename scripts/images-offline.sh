@@ -2,8 +2,8 @@
 # Builds the CPU image (docker/Dockerfile.cpu) with no container registry, as on the
 # development machine: a Debian bookworm base made by debootstrap from the Debian mirror
 # and `podman import`ed, then `podman build --build-arg BASE_IMAGE=<that base>`. pip
-# still needs the package index. The GPU image cannot be built this way (its CUDA
-# libraries come from PyPI too, but it is never run here): use `make images` elsewhere.
+# still needs the package index. WITH_GPU=1 builds the GPU image on the same base too
+# (CUDA TensorFlow's libraries are pip wheels); it is checked, not run on a GPU, here.
 #
 # Needs root (debootstrap, rootful podman). Installs podman, buildah, debootstrap and runc
 # with apt-get when missing. Work files (debootstrap's .deb cache) go to
@@ -81,3 +81,14 @@ if [ -n "$previous" ] && [ "$(podman image inspect --format '{{.Id}}' "$CPU_IMAG
     podman rmi "$previous" >/dev/null 2>&1 || true
 fi
 echo "built $CPU_IMAGE"
+
+# WITH_GPU=1: the GPU image too, on the same base (CUDA TensorFlow's libraries are pip
+# wheels, about 4 GB more); checked to be a CUDA build, not run on a GPU here.
+if [ "${WITH_GPU:-0}" = 1 ]; then
+    echo "building $GPU_IMAGE from $BASE_IMAGE"
+    podman build --build-arg "BASE_IMAGE=$BASE_IMAGE" "${SECRET_ARGS[@]}" \
+        -t "$GPU_IMAGE" -f docker/Dockerfile.gpu .
+    podman run --rm "$GPU_IMAGE" python3 -c \
+        'import components, kfp, tensorflow as tf, os; assert tf.test.is_built_with_cuda(); print("image ok: uid", os.getuid(), "tensorflow", tf.__version__, "built with CUDA")'
+    echo "built $GPU_IMAGE"
+fi
