@@ -1,13 +1,11 @@
 """Storage against gcp-storage-emulator on 127.0.0.1 with the real google-cloud-storage client."""
 
-import json
 
 import pytest
 from conftest import upload_folder
 
 from components import storage
 from components.dataset import DataError, read_manifest
-from components.export import export
 from components.split import split_dataset
 
 
@@ -75,33 +73,6 @@ def test_split_from_gcs_names_missing_bucket_and_bad_file(bucket, demo_data, tmp
     with pytest.raises(DataError, match=f"{uri}/squares/broken.png: not a readable image"):
         split_dataset(uri, str(tmp_path / "b"), seed=230, train_fraction=0.8, val_fraction=0.1)
     assert not (tmp_path / "b").exists()
-
-
-def test_export_to_gcs(bucket, trained, split_dir, evaluated):
-    registry = f"gs://{bucket.name}/registry"
-    facts = export(
-        str(trained),
-        str(split_dir),
-        evaluated["evaluation_path"],
-        evaluated["predictions_path"],
-        registry=registry,
-        model_name="shapes",
-    )
-    assert facts["uri"].startswith(f"{registry}/shapes/")
-    names = {b.name for b in bucket.list_blobs(prefix="registry/shapes/")}
-    version = f"registry/shapes/{facts['version']}"
-    assert {
-        f"{version}/saved_model/1/saved_model.pb",
-        f"{version}/labels.txt",
-        f"{version}/metadata.json",
-    } <= names
-    stored = json.loads(bucket.blob(f"{version}/metadata.json").download_as_text())
-    assert stored == facts
-    assert bucket.blob(f"{version}/labels.txt").download_as_text().split() == [
-        "circles",
-        "squares",
-        "triangles",
-    ]
 
 
 def test_missing_credentials_are_a_clear_error(monkeypatch, tmp_path):
