@@ -1,6 +1,5 @@
 """Storage against gcp-storage-emulator on 127.0.0.1 with the real google-cloud-storage client."""
 
-
 import pytest
 from conftest import upload_folder
 
