@@ -24,13 +24,7 @@ import tempfile
 from pathlib import Path
 
 from components import artifact, dataset, storage
-from components.registry import (
-    METADATA,
-    PromotionConflict,
-    production_version,
-    promote,
-    versions,
-)
+from components.registry import METADATA, PromotionConflict, production_version, promote
 from components.registry import path as registry_path
 from components.step import InputError, package_versions
 from components.verify import VerificationError
@@ -51,6 +45,18 @@ def new_version(content_sha256: str) -> str:
     makes two with the same name hold the same files)."""
     now = dt.datetime.now(dt.UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{content_sha256[:8]}"
+
+
+def stored_copy(registry: str, model_name: str, content_sha256: str) -> dict | None:
+    """The metadata of a published version holding exactly these files, if any. Only
+    versions whose name ends with the files' hash (``new_version``) are read."""
+    for name in reversed(storage.list_folders(registry_path(registry, model_name))):
+        if name.endswith(f"-{content_sha256[:8]}"):
+            text = storage.read_text(registry_path(registry, model_name, name, METADATA))
+            metadata = json.loads(text) if text else {}
+            if metadata.get("content_sha256") == content_sha256:
+                return metadata
+    return None
 
 
 def verify_in_fresh_process(model_dir: str, dataset_dir: str, predictions_path: str) -> dict:
@@ -95,11 +101,11 @@ def export(
         shutil.copytree(Path(model_dir, artifact.SERVING_DIR), Path(tmp, artifact.SERVING_DIR))
         artifact.write_labels(tmp, artifact.read_labels(model_dir))
         content = tree_sha256(tmp)
-        stored = [v for v in versions(registry, model_name) if v.get("content_sha256") == content]
+        stored = stored_copy(registry, model_name, content)
         if stored:  # a rerun (say, after a failure past publishing): no second copy
-            print(f"version {stored[-1]['version']} already holds this model; not published again")
-            promote(registry, model_name, stored[-1]["version"], replaces=champion)
-            return {k: v for k, v in stored[-1].items() if k != "production"}
+            print(f"version {stored['version']} already holds this model; not published again")
+            promote(registry, model_name, stored["version"], replaces=champion)
+            return stored
         verification = verify_in_fresh_process(tmp, dataset_dir, predictions_path)
         version = new_version(content)
         uri = registry_path(registry, model_name, version)
