@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from components import archive, storage
@@ -73,17 +73,14 @@ def local_source(source: str) -> Iterator[Path]:
                 raise DataError(str(e)) from e
             yield archive.extract(local, Path(tmp, "data"), shown_as=source)
         return
-    if not storage.is_gcs(source):
-        if not os.path.isdir(source):
-            raise DataError(f"{source}: not an existing folder")
-        yield Path(source)
-        return
-    with tempfile.TemporaryDirectory(prefix="shapes-data-") as tmp:
-        try:
-            storage.download_tree(source, tmp)
+    if not storage.is_gcs(source) and not os.path.isdir(source):
+        raise DataError(f"{source}: not an existing folder")
+    with ExitStack() as stack:
+        try:  # the download; errors of the caller's body are not storage's
+            local = stack.enter_context(storage.local_tree(source))
         except storage.StorageError as e:
             raise DataError(str(e)) from e
-        yield Path(tmp)
+        yield Path(local)
 
 
 def find_images(root: Path, source: str) -> dict[str, list[str]]:
