@@ -12,8 +12,11 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from kfp import compiler, dsl, kubernetes
@@ -555,15 +558,21 @@ def _cluster_request(args: argparse.Namespace) -> tuple[dict, str | None]:
     return params, cron
 
 
-def cmd_submit(args: argparse.Namespace) -> None:
-    import tempfile
-
-    from components import cluster
-
-    params, _ = _cluster_request(args)
+@contextmanager
+def _compiled(args: argparse.Namespace) -> Iterator[str]:
+    """The pipeline compiled for the cluster (``--gpus``, ``--gpu-node-selector``) into a
+    temporary file, which kfp's client uploads."""
     with tempfile.TemporaryDirectory() as tmp:
         package = f"{tmp}/pipeline.yaml"
         _compile(args, package)
+        yield package
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    from components import cluster
+
+    params, _ = _cluster_request(args)
+    with _compiled(args) as package:
         kfp_client = cluster.client(args.host, args.namespace, args.token)
         run_id = cluster.submit(
             kfp_client,
@@ -583,14 +592,10 @@ def cmd_submit(args: argparse.Namespace) -> None:
 
 
 def cmd_schedule(args: argparse.Namespace) -> None:
-    import tempfile
-
     from components import cluster
 
     params, cron = _cluster_request(args)
-    with tempfile.TemporaryDirectory() as tmp:
-        package = f"{tmp}/pipeline.yaml"
-        _compile(args, package)
+    with _compiled(args) as package:
         recurring_id = cluster.schedule(
             cluster.client(args.host, args.namespace, args.token),
             package,
