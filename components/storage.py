@@ -287,7 +287,7 @@ def _check_current(uri: str, current: str | None, expected: str | None) -> None:
 
 def list_folders(uri: str) -> list[str]:
     """Names of the folders (``gs://`` prefixes) directly under ``uri``, sorted; hidden ones
-    (a local publish in progress is ``.<name>.partial``) left out."""
+    (a publish in progress: ``.<name>.<random>`` locally, ``.staging/`` on GCS) left out."""
     if is_gcs(uri):
         bucket, prefix = _bucket(uri)
         base = f"{prefix}/" if prefix else ""
