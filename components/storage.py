@@ -110,24 +110,23 @@ def _bucket(uri: str) -> tuple[storage.Bucket, str]:
     return bucket, prefix
 
 
-def _has_objects(bucket: storage.Bucket, name: str) -> bool:
-    """True if ``name`` is an object or a folder-like prefix (``name/...``) in ``bucket``."""
-    if name and bucket.blob(name).exists():
-        return True
-    prefix = f"{name}/" if name else ""
-    return any(True for _ in bucket.list_blobs(prefix=prefix, max_results=1))
+def _taken(uri: str) -> bool:
+    """True if there is something at ``uri``: a file, a folder, an object or a prefix."""
+    if not is_gcs(uri):
+        return os.path.exists(uri)
+    bucket, name = _bucket(uri)
+    with _reporting(uri):
+        if name and bucket.blob(name).exists():
+            return True
+        prefix = f"{name}/" if name else ""
+        return any(True for _ in bucket.list_blobs(prefix=prefix, max_results=1))
 
 
 def check_exists(uri: str) -> None:
     """Fails with a message naming ``uri`` when there is nothing at it (file, folder or prefix)."""
-    if is_gcs(uri):
-        bucket, name = _bucket(uri)
-        with _reporting(uri):
-            found = _has_objects(bucket, name)
-        if not found:
-            raise StorageError(f"{uri}: no such object or prefix")
-    elif not os.path.exists(uri):
-        raise StorageError(f"{uri}: no such file or directory")
+    if not _taken(uri):
+        what = "object or prefix" if is_gcs(uri) else "file or directory"
+        raise StorageError(f"{uri}: no such {what}")
 
 
 def check_bucket(uri: str) -> None:
@@ -188,13 +187,13 @@ def publish_tree(local_dir: str, uri: str, marker: str) -> None:
     """
     if not Path(local_dir, marker).is_file():
         raise StorageError(f"{local_dir}: no {marker} to publish last")
+    if _taken(uri):
+        raise StorageConflict(f"{uri}: already exists, not overwritten")
     if is_gcs(uri):
         with _reporting(uri):
             _publish_gcs(local_dir, uri, marker)
         return
     target = Path(uri)
-    if target.exists():
-        raise StorageConflict(f"{uri}: already exists, not overwritten")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
@@ -208,8 +207,6 @@ def publish_tree(local_dir: str, uri: str, marker: str) -> None:
 
 def _publish_gcs(local_dir: str, uri: str, marker: str) -> None:
     bucket, prefix = _bucket(uri)
-    if _has_objects(bucket, prefix):
-        raise StorageConflict(f"{uri}: already exists, not overwritten")
     parent, _, name = prefix.rpartition("/")
     staging = "/".join(filter(None, [parent, STAGING, f"{name}-{uuid.uuid4().hex[:12]}"]))
     root = Path(local_dir)

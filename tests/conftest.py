@@ -25,7 +25,31 @@ from components.demo_data import generate
 from components.split import split_dataset
 
 # A small backbone, random weights and tiny images keep every test well under a minute.
+# Its outputs are the same for every image: for tests of plumbing (shapes, files, flags),
+# never for a test that compares one image's result with another's.
 SMALL = {"backbone": "MobileNetV3Small", "weights": "none", "image_size": 32}
+
+
+def imagenet_mobilenet() -> Path:
+    """The real ImageNet weights of ``keras.applications.MobileNet`` kept beside the project
+    (``../shared/weights/``; ``SHAPES_TEST_WEIGHTS`` overrides), which Keras cannot download
+    here. Tests that need a model whose outputs differ from image to image use them."""
+    name = "mobilenet_1_0_224_imagenet_notop.weights.h5"
+    candidates = [
+        os.environ.get("SHAPES_TEST_WEIGHTS", ""),
+        Path(__file__).resolve().parents[2] / "shared" / "weights" / name,
+        Path("/work/shared/weights") / name,
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    pytest.fail(f"no {name}: set SHAPES_TEST_WEIGHTS to the MobileNet ImageNet weights file")
+
+
+# MobileNet with ImageNet weights at 48 px, trained a few epochs: right on most test images
+# of the demo shapes, with probabilities that differ from image to image and are not yet
+# saturated at 1.0, so a check that compared one image's row with another's would fail.
+LEARNS = {"backbone": "MobileNet", "image_size": 48}
 
 
 @pytest.fixture(autouse=True)
@@ -54,12 +78,29 @@ def split_dir(demo_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(split_dir, tmp_path_factory) -> Path:
-    """A tiny model trained once for the evaluate and export tests."""
+    """A small model trained once for the evaluate and export tests, whose test-image
+    probabilities differ from each other (checked here, so no test rests on a model that
+    says the same for every image)."""
     from components.train import train
 
     out = tmp_path_factory.mktemp("train") / "model"
-    train(str(split_dir), str(out), epochs=2, batch_size=32, patience=5, seed=0, **SMALL)
+    weights = str(imagenet_mobilenet())
+    train(
+        str(split_dir), str(out), epochs=5, batch_size=32, patience=5, seed=0, weights=weights,
+        **LEARNS,
+    )  # fmt: skip
+    predict, _ = model.load(out)
+    probabilities = predict(sorted((split_dir / "test").rglob("*.png")))
+    assert_varied(probabilities)
     return out
+
+
+def assert_varied(probabilities: np.ndarray, margin: float = 1e-3) -> None:
+    """Every two images' probabilities differ by more than ``margin`` somewhere."""
+    rows = np.asarray(probabilities)
+    gaps = np.abs(rows[:, None, :] - rows[None, :, :]).max(axis=2)
+    np.fill_diagonal(gaps, np.inf)
+    assert gaps.min() > margin, f"two images get (nearly) the same probabilities: {gaps.min()}"
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ GCS's generation preconditions; gcp-storage-emulator accepts every conditional w
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -17,8 +18,8 @@ import numpy as np
 import pytest
 from conftest import save_oracle
 
+from components import artifact, model, registry, storage
 from components import export as export_module
-from components import registry, storage
 from components.export import export
 from components.registry import PromotionConflict
 from components.step import InputError
@@ -103,6 +104,54 @@ def test_a_model_that_does_not_reproduce_the_evaluation_is_not_published(
     assert registry.production_version(str(root), NAME) is None
 
 
+def test_verification_compares_each_image_with_its_own_row(trained, split_dir, evaluated, tmp_path):
+    """Two images of one class, their rows swapped: the (correct) model no longer matches."""
+    lines = Path(evaluated["predictions_path"]).read_text().splitlines()
+    header, rows = lines[0], [line.split(",") for line in lines[1:]]
+    first, second = [i for i, r in enumerate(rows) if r[1] == rows[0][1]][:2]
+    rows[first][3:], rows[second][3:] = rows[second][3:], rows[first][3:]
+    swapped = tmp_path / "swapped.csv"
+    swapped.write_text("\n".join([header, *map(",".join, rows)]) + "\n")
+    with pytest.raises(VerificationError, match=rows[first][0] + ": "):
+        verify(str(trained), str(split_dir), str(swapped))
+
+
+def test_verification_runs_on_the_files_in_a_fresh_process(
+    trained, split_dir, evaluated, tmp_path, monkeypatch
+):
+    """Nothing loaded in the exporting process can stand in for the files: here its model
+    loader is broken, and export still verifies (and publishes) the model."""
+
+    def broken(*args, **kwargs):
+        raise AssertionError("the exporting process loaded the model itself")
+
+    monkeypatch.setattr(model, "load", broken)
+    facts = run_export(trained, split_dir, evaluated, str(tmp_path / "registry"))
+    assert facts["verification"]["images"] == 9
+
+
+def test_verification_checks_the_staged_copy_not_the_original(
+    trained, split_dir, evaluated, tmp_path, monkeypatch
+):
+    """The copy about to be published is damaged after copying (another model's SavedModel
+    in its place): verification catches it, although the original is fine."""
+    other = tmp_path / "other"
+    rng = np.random.default_rng(1)
+    save_oracle(other, rng.normal(size=(3, 3)), np.zeros(3), ["circles", "squares", "triangles"])
+    write_labels = artifact.write_labels
+
+    def copy_then_damage(folder, classes):  # export writes labels.txt into its copy
+        write_labels(folder, classes)
+        shutil.rmtree(Path(folder, "saved_model"))
+        shutil.copytree(other / "saved_model", Path(folder, "saved_model"))
+
+    monkeypatch.setattr(artifact, "write_labels", copy_then_damage)
+    root = tmp_path / "registry"
+    with pytest.raises(VerificationError, match="verification of the model to publish failed"):
+        run_export(trained, split_dir, evaluated, str(root))
+    assert published(str(root)) == []
+
+
 def test_export_refuses_a_failed_gate_and_a_moved_production(
     trained, split_dir, evaluated, tmp_path
 ):
@@ -147,10 +196,43 @@ def test_a_rerun_after_a_failure_past_publishing_does_not_store_the_model_twice(
     assert registry.production_version(root, NAME) == stored["version"]
 
 
-def test_two_writers_racing_for_the_same_version_name(registry_uri, tmp_path):
+class Interleaving:
+    """Forces the interleaving a race test is about: whoever passes its check first waits
+    there, before writing, until the other writer has passed its check too, or is waiting
+    for the lock that should keep it out. So both writers act on the same stale check
+    unless a lock or a precondition stops one, every time, whatever the threads' timing."""
+
+    def __init__(self, monkeypatch, check: str):
+        self.ready: set[int] = set()
+        self.changed = threading.Condition()
+        checked = getattr(storage, check)
+        flock = storage.fcntl.flock
+
+        def check_then_wait(*args):
+            result = checked(*args)
+            self._arrive(wait=True)
+            return result
+
+        def announce_then_lock(*args):
+            self._arrive(wait=False)
+            return flock(*args)
+
+        monkeypatch.setattr(storage, check, check_then_wait)
+        monkeypatch.setattr(storage.fcntl, "flock", announce_then_lock)
+
+    def _arrive(self, wait: bool) -> None:
+        with self.changed:
+            self.ready.add(threading.get_ident())
+            self.changed.notify_all()
+            if wait and not self.changed.wait_for(lambda: len(self.ready) >= 2, timeout=60):
+                raise AssertionError("the second writer never came")
+
+
+def test_two_writers_racing_for_the_same_version_name(registry_uri, tmp_path, monkeypatch):
     """Same model, same second (so the same name and the same files, but each its own
-    metadata): one creates the version, the other fails and replaces nothing (on GCS its
-    marker upload is refused by the generation precondition)."""
+    metadata), both past the "is the name free?" check: one creates the version, the other
+    fails and replaces nothing (locally the rename refuses an existing folder; on GCS the
+    marker's upload is refused by the generation precondition)."""
     folders = []
     for writer in ("a", "b"):
         folder = tmp_path / writer
@@ -159,10 +241,9 @@ def test_two_writers_racing_for_the_same_version_name(registry_uri, tmp_path):
         (folder / "metadata.json").write_text(json.dumps({"version": "v", "writer": writer}))
         folders.append(folder)
     uri = storage.join(registry_uri, NAME, "20260101T000000Z-same")
-    start = threading.Barrier(2)
+    Interleaving(monkeypatch, "_taken")
 
     def publish(folder):
-        start.wait(timeout=60)
         storage.publish_tree(str(folder), uri, marker="metadata.json")
         return json.loads((folder / "metadata.json").read_text())
 
@@ -176,12 +257,13 @@ def test_two_writers_racing_for_the_same_version_name(registry_uri, tmp_path):
     assert_no_leftovers(registry_uri)
 
 
-def test_two_gates_racing_for_production(registry_uri):
-    """Both compared against "no production model": exactly one becomes production."""
-    start = threading.Barrier(2)
+def test_two_gates_racing_for_production(registry_uri, monkeypatch):
+    """Both compared against "no production model" and both read LATEST before either
+    writes: exactly one becomes production (a lock file locally, the generation
+    precondition on GCS)."""
+    Interleaving(monkeypatch, "_check_current")
 
     def promote(version):
-        start.wait(timeout=60)
         registry.promote(registry_uri, NAME, version, replaces=None)
         return version
 
