@@ -36,12 +36,53 @@ def test_train_test_split_is_the_notebooks(names):
     assert notebook_split(shuffled, 230, 0.8) == notebook(names)
 
 
-def test_known_file_list_lands_in_the_notebooks_split():
-    # Pinned: any change to the rule (seed handling, sort, cut) changes these.
-    train, test = notebook_split([f"{i:02d}.png" for i in range(10)], 230, 0.8)
-    assert len(train) == 8 and len(test) == 2
-    assert (train, test) == notebook([f"{i:02d}.png" for i in range(10)])
-    assert sorted(train + test) == [f"{i:02d}.png" for i in range(10)]
+# Pinned to data, not to a copy of the rule: twelve files in the order a directory listing
+# might give them, and where the notebook's own code (``notebook`` above, run once with each
+# seed) put them. Any change to the rule (seed handling, sort, cut) or to the validation
+# carve changes these lists.
+UNSORTED = [f"drawing({i}).png" for i in (6, 11, 3, 2, 9, 1, 10, 0, 8, 7, 5, 4)]
+PINNED = {
+    230: {
+        "train": [f"drawing({i}).png" for i in (7, 1, 4, 5, 11, 3, 0, 6)],
+        "val": ["drawing(8).png"],
+        "test": ["drawing(2).png", "drawing(10).png", "drawing(9).png"],
+    },
+    7: {
+        "train": [f"drawing({i}).png" for i in (5, 9, 11, 8, 6, 7, 1, 0)],
+        "val": ["drawing(2).png"],
+        "test": ["drawing(4).png", "drawing(10).png", "drawing(3).png"],
+    },
+}
+
+
+@pytest.mark.parametrize("seed", sorted(PINNED))
+def test_split_of_a_known_file_list_is_pinned(seed):
+    train, test = notebook_split(UNSORTED, seed, 0.8)
+    assert test == PINNED[seed]["test"]
+    assert carve_validation(train, seed, 0.1) == (PINNED[seed]["train"], PINNED[seed]["val"])
+
+
+def test_another_seed_gives_another_split():
+    assert PINNED[230]["test"] != PINNED[7]["test"]
+    assert notebook_split(UNSORTED, 230, 0.8) != notebook_split(UNSORTED, 7, 0.8)
+
+
+@pytest.mark.parametrize("seed", sorted(PINNED))
+def test_split_step_writes_the_pinned_split(seed, demo_data, tmp_path):
+    """The whole step, not only the rule: files named as in ``UNSORTED`` in every class."""
+    for label in ("circles", "squares", "triangles"):
+        files = sorted((demo_data / label).iterdir())[:12]
+        (tmp_path / "src" / label).mkdir(parents=True)
+        for file, name in zip(files, UNSORTED, strict=True):
+            shutil.copyfile(file, tmp_path / "src" / label / name)
+    split_dataset(
+        str(tmp_path / "src"), str(tmp_path / "out"), seed=seed, train_fraction=0.8,
+        val_fraction=0.1,
+    )  # fmt: skip
+    for label in ("circles", "squares", "triangles"):
+        for part, expected in PINNED[seed].items():
+            written = sorted(p.name for p in (tmp_path / "out" / part / label).iterdir())
+            assert written == sorted(expected)
 
 
 def test_validation_is_carved_from_train_only_and_deterministic():

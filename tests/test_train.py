@@ -1,12 +1,15 @@
 """Training: the model artifact, backbone weights from every source, early stopping."""
 
 import json
+import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SMALL, upload_folder
+from conftest import LEARNS, SMALL, imagenet_mobilenet, upload_folder
+from PIL import Image
 
 from components import model
 from components.train import WeightsError, augmented_views, build_backbone, train, unfreeze_top
@@ -53,27 +56,43 @@ def test_saved_model_gives_the_keras_models_probabilities_on_raw_pixels(tmp_path
     assert not np.allclose(expected, expected[:1])  # the inputs do matter
 
 
-@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "I;16"])
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "I;16"])
 def test_served_model_takes_encoded_images_of_any_size_and_mode(trained, split_dir, mode):
-    """``serving_default`` decodes and resizes inside: a client sends files as they are."""
+    """``serving_default`` decodes and resizes inside: a client sends files as they are, and
+    the same picture in another mode gets the probabilities it gets as an RGB PNG."""
     import io
 
     from PIL import Image
 
     source = sorted((split_dir / "test" / "circles").iterdir())[0]
-    image = Image.open(source).convert("L" if mode == "I;16" else "RGB").resize((90, 70))
-    image = (
-        image.convert(mode)
-        if mode != "I;16"
-        else Image.fromarray(np.asarray(image, np.uint16) * 257)
-    )
-    encoded = io.BytesIO()
-    image.save(encoded, format="PNG")
+    grey = Image.open(source).convert("L").resize((90, 70))
+    as_mode = {
+        "RGBA": lambda: grey.convert("RGBA"),
+        "L": lambda: grey,
+        "P": lambda: grey.convert("P"),
+        "I;16": lambda: Image.fromarray(np.asarray(grey, np.uint16) * 257),
+    }[mode]()
+    files = []
+    for image in (grey.convert("RGB"), as_mode):
+        encoded = io.BytesIO()
+        image.save(encoded, format="PNG")
+        files.append(encoded.getvalue())
     served = tf.saved_model.load(str(trained / "saved_model" / "1"))
-    out = served.signatures["serving_default"](image_bytes=tf.constant([encoded.getvalue()]))
-    assert out["probabilities"].shape == (1, 3)
-    assert out["class"].numpy()[0].decode() in ("circles", "squares", "triangles")
-    np.testing.assert_allclose(out["probabilities"].numpy().sum(), 1.0, rtol=1e-5)
+    out = served.signatures["serving_default"](image_bytes=tf.constant(files))
+    rgb, other = out["probabilities"].numpy()
+    np.testing.assert_allclose(other, rgb, atol=1e-6)
+    blank = served.signatures["serving_default"](image_bytes=tf.constant([_png_of_zeros()]))
+    assert np.abs(blank["probabilities"].numpy()[0] - rgb).max() > 1e-3  # the pixels matter
+
+
+def _png_of_zeros() -> bytes:
+    import io
+
+    from PIL import Image
+
+    encoded = io.BytesIO()
+    Image.new("RGB", (90, 70)).save(encoded, format="PNG")
+    return encoded.getvalue()
 
 
 def test_head_is_the_notebooks():
@@ -198,3 +217,49 @@ def test_mixed_precision_keeps_float32_probabilities(split_dir, tmp_path):
     assert facts["precision"] == "mixed_float16"
     assert probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-3)
+
+
+def _learns(split: Path, out: Path, **options) -> dict:
+    """``train`` with the ``trained`` fixture's settings (so, with no options, its model)."""
+    weights = str(imagenet_mobilenet())
+    return train(
+        str(split), str(out), epochs=5, batch_size=32, patience=5, seed=0, weights=weights,
+        **LEARNS, **options,
+    )  # fmt: skip
+
+
+def _scores(model_dir: Path, split: Path) -> np.ndarray:
+    predict, _ = model.load(model_dir)
+    return predict(sorted((split / "val").rglob("*.png")) + sorted((split / "test").rglob("*.png")))
+
+
+def test_training_never_reads_the_test_split(trained, split_dir, tmp_path):
+    """Test images replaced by noise: the same history, epoch for epoch, and the same model.
+    So neither fitting nor early stopping looked at them."""
+    noisy = tmp_path / "noisy"
+    shutil.copytree(split_dir, noisy)
+    rng = np.random.default_rng(0)
+    for path in (noisy / "test").rglob("*.png"):
+        Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(path)
+    _learns(noisy, tmp_path / "m")
+    history = json.loads((tmp_path / "m" / "history.json").read_text())
+    assert history == json.loads((trained / "history.json").read_text())
+    val = sorted((split_dir / "val").rglob("*.png"))
+    np.testing.assert_array_equal(model.load(tmp_path / "m")[0](val), model.load(trained)[0](val))
+
+
+def test_fine_tuning_that_worsens_validation_gives_back_the_head_only_model(
+    trained, split_dir, tmp_path
+):
+    facts = _learns(split_dir, tmp_path / "m", fine_tune_layers=3, fine_tune_lr=10.0)
+    assert facts["fine_tune_kept"] is False
+    np.testing.assert_array_equal(_scores(tmp_path / "m", split_dir), _scores(trained, split_dir))
+
+
+def test_fine_tuning_that_improves_validation_is_kept(trained, split_dir, tmp_path):
+    facts = _learns(split_dir, tmp_path / "m", fine_tune_layers=3, fine_tune_lr=1e-4)
+    history = json.loads((tmp_path / "m" / "history.json").read_text())
+    head_only = history["val_loss"][: facts["head_epochs"]]
+    assert min(history["val_loss"][facts["head_epochs"] :]) < min(head_only)
+    assert facts["fine_tune_kept"] is True
+    assert np.abs(_scores(tmp_path / "m", split_dir) - _scores(trained, split_dir)).max() > 1e-3
