@@ -12,21 +12,31 @@ from __future__ import annotations
 import shutil
 import stat
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from components.dataset import DataError
 
-MAX_ENTRIES = 100_000
-MAX_TOTAL_BYTES = 4 * 2**30  # inflated, all entries together
-MAX_RATIO = 100  # inflated / compressed size of one entry (PNGs compress about 1:1)
 SKIPPED = "__MACOSX"  # resource forks that macOS's archiver adds; not data
 
 
-def check_entries(archive: zipfile.ZipFile, shown_as: str) -> list[zipfile.ZipInfo]:
+@dataclass(frozen=True)
+class Limits:
+    """What an archive may hold: generous for real data sets; tests pass small ones."""
+
+    entries: int = 100_000
+    total_bytes: int = 4 * 2**30  # inflated, all entries together
+    ratio: int = 100  # inflated / compressed size of one entry (PNGs compress about 1:1)
+    ratio_from_bytes: int = 2**20  # smaller entries are not checked for their ratio
+
+
+def check_entries(
+    archive: zipfile.ZipFile, shown_as: str, limits: Limits = Limits()
+) -> list[zipfile.ZipInfo]:
     """The entries to unpack; a DataError for the first one that is unsafe."""
     infos = archive.infolist()
-    if len(infos) > MAX_ENTRIES:
-        raise DataError(f"{shown_as}: {len(infos)} entries, more than {MAX_ENTRIES}")
+    if len(infos) > limits.entries:
+        raise DataError(f"{shown_as}: {len(infos)} entries, more than {limits.entries}")
     total = 0
     for info in infos:
         parts = PurePosixPath(info.filename).parts
@@ -42,18 +52,23 @@ def check_entries(archive: zipfile.ZipFile, shown_as: str) -> list[zipfile.ZipIn
             )
         if stat.S_ISLNK(info.external_attr >> 16):
             raise DataError(f"{shown_as}: entry {info.filename!r} is a symbolic link")
-        if info.file_size > MAX_RATIO * max(info.compress_size, 1) and info.file_size > 2**20:
+        if (
+            info.file_size > limits.ratio * max(info.compress_size, 1)
+            and info.file_size > limits.ratio_from_bytes
+        ):
             raise DataError(
                 f"{shown_as}: entry {info.filename!r} inflates {info.compress_size} bytes to "
-                f"{info.file_size} (more than {MAX_RATIO}x): a zip bomb?"
+                f"{info.file_size} (more than {limits.ratio}x): a zip bomb?"
             )
         total += info.file_size
-        if total > MAX_TOTAL_BYTES:
-            raise DataError(f"{shown_as}: inflates to more than {MAX_TOTAL_BYTES} bytes")
+        if total > limits.total_bytes:
+            raise DataError(f"{shown_as}: inflates to more than {limits.total_bytes} bytes")
     return [i for i in infos if PurePosixPath(i.filename).parts[:1] != (SKIPPED,)]
 
 
-def extract(path: str | Path, out_dir: str | Path, shown_as: str) -> Path:
+def extract(
+    path: str | Path, out_dir: str | Path, shown_as: str, limits: Limits = Limits()
+) -> Path:
     """Unpacks the checked archive into ``out_dir``; returns the data folder in it (the one
     top-level folder when the archive wraps everything in one, as Kaggle's does)."""
     out = Path(out_dir)
@@ -62,7 +77,7 @@ def extract(path: str | Path, out_dir: str | Path, shown_as: str) -> Path:
     except (zipfile.BadZipFile, OSError) as e:
         raise DataError(f"{shown_as}: not a readable zip archive ({e})") from e
     with archive:
-        for info in check_entries(archive, shown_as):
+        for info in check_entries(archive, shown_as, limits):
             target = out / info.filename
             if info.is_dir():
                 target.mkdir(parents=True, exist_ok=True)

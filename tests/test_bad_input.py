@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from test_e2e import FAST, cli
 
+from components import archive
 from components.dataset import DataError, read_manifest
 from components.split import split_dataset
 
@@ -228,3 +229,26 @@ def test_the_cli_refuses_a_zip_bomb_in_one_line(demo_data, tmp_path):
     done = cli("run", "--data", str(archive), "--registry", "reg", *FAST, cwd=tmp_path)
     assert done.returncode == 2 and "a zip bomb?" in done.stderr
     assert done.stderr.count("\n") == 1 and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "limits, message",
+    [
+        (archive.Limits(entries=3), "4 entries, more than 3"),
+        (archive.Limits(total_bytes=3000), "inflates to more than 3000 bytes"),
+        (archive.Limits(ratio=10, ratio_from_bytes=1000), "(more than 10x): a zip bomb?"),
+    ],
+    ids=["entries", "total-size", "ratio"],
+)
+def test_each_archive_limit_refuses_an_archive_past_it(tmp_path, limits, message):
+    """Small limits, small archives: each limit trips on its own, before anything is
+    unpacked; the same archive passes the default limits."""
+    path = tmp_path / "small.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(4):
+            z.writestr(f"shapes/a/{i}.png", bytes([i]) * 2000)  # 2000 bytes -> about 20
+    with pytest.raises(DataError) as error:
+        archive.extract(path, tmp_path / "out", shown_as="small.zip", limits=limits)
+    assert str(error.value).startswith("small.zip: ") and message in str(error.value)
+    assert not (tmp_path / "out").exists()
+    assert archive.extract(path, tmp_path / "ok", shown_as="small.zip").name == "shapes"

@@ -11,18 +11,22 @@ from pathlib import Path
 import kfp
 import numpy as np
 import pytest
-from conftest import SMALL, upload_folder
+from conftest import LEARNS, SMALL, assert_varied, imagenet_mobilenet, upload_folder
 
 from components.dataset import sha256_of
+from components.demo_data import generate
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = [
-    "--epochs",
-    "3",
-    "--patience",
-    "5",
-    *(f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()),
-]
+
+
+def options(settings: dict) -> list[str]:
+    return [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+
+
+# Plumbing runs (bad input, flags): the tiny random backbone, whose outputs are all alike.
+FAST = ["--epochs", "3", "--patience", "5", *options(SMALL)]
+# Runs whose per-image results are compared: a model whose outputs differ between images.
+LEARNING = ["--epochs", "5", "--patience", "5", *options(LEARNS)]
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -44,9 +48,11 @@ def run(data, *options: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     data = upload_folder(bucket, demo_data, "raw/shapes")
     registry = f"gs://{bucket.name}/registry"
+    learning = [*LEARNING, "--weights", str(imagenet_mobilenet())]
     done = cli(
-        "run", "--data", data, "--registry", registry, "--min-accuracy", "0", *FAST, cwd=tmp_path
-    )
+        "run", "--data", data, "--registry", registry, "--min-accuracy", "0", *learning,
+        cwd=tmp_path,
+    )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
 
@@ -55,11 +61,8 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert matrix.sum() == 9 and matrix.sum(axis=1).tolist() == [3, 3, 3]
     assert summary["test_accuracy"] == pytest.approx(np.trace(matrix) / 9)
     assert summary["classification_report"]["accuracy"] == pytest.approx(summary["test_accuracy"])
-    assert (summary["backbone"], summary["weights"], summary["warnings"]) == (
-        "MobileNetV3Small",
-        "none",
-        [],
-    )
+    assert (summary["backbone"], summary["warnings"]) == ("MobileNet", [])
+    assert summary["weights"] == str(imagenet_mobilenet())
     assert summary["caching"] == "features of each image, computed once"
     assert summary["precision"] == "float32" and any("CPU" in d for d in summary["devices"])
     timings = summary["timings_s"]
@@ -67,7 +70,7 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert all(timings[k] > 0 for k in timings)
     memory = summary["peak_memory_mb"]
     assert set(memory) == {"split", "train", "evaluate", "export"}
-    assert 50 < memory["split"] < memory["train"] < 8000
+    assert all(memory[k] > 0 for k in memory)
     assert (
         timings["total"]
         > timings["split"] + timings["train"] + timings["evaluate"] + timings["export"]
@@ -97,6 +100,8 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     with open(summary["predictions_uri"]) as f:
         predictions = list(csv.DictReader(f))
     assert len(predictions) == 9
+    # Each image its own probabilities: the per-image checks below can tell rows apart.
+    assert_varied([[float(p[f"p_{c}"]) for c in summary["classes"]] for p in predictions])
 
     # The exported version is a SavedModel that gives the evaluation's predictions.
     assert summary["exported"] and summary["model_uri"].startswith(f"{registry}/shapes-classifier/")
@@ -137,8 +142,9 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     # (downloaded from gs://): the same data and seed give the same accuracy, so it passes
     # with max_regression 0 and becomes the production model.
     again = cli(
-        "run", "--data", data, "--registry", registry, "--min-accuracy", "0", *FAST, cwd=tmp_path
-    )
+        "run", "--data", data, "--registry", registry, "--min-accuracy", "0", *learning,
+        cwd=tmp_path,
+    )  # fmt: skip
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     second = json.loads((tmp_path / "summary.json").read_text())
     assert second["gate"]["champion_uri"] == summary["model_uri"]
@@ -166,6 +172,23 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     for line, p in zip(lines, predictions[:3], strict=True):
         for c in summary["classes"]:
             assert line["probabilities"][c] == pytest.approx(float(p[f"p_{c}"]), abs=1e-5)
+
+
+@pytest.mark.e2e
+def test_training_learns_the_shapes(tmp_path):
+    """Trained, not only run: 300 demo shapes, real ImageNet MobileNet weights at 64 px,
+    10 epochs, must beat 0.9 where chance is 0.33 (docs/testing.md has the margin
+    measured). Training labels shuffled against their images fail it."""
+    generate(str(tmp_path / "shapes"), per_class=100, seed=5)
+    done = cli(
+        "run", "--data", str(tmp_path / "shapes"), "--registry", "reg", "--min-accuracy", "0.9",
+        "--backbone", "MobileNet", "--weights", str(imagenet_mobilenet()), "--image-size", "64",
+        "--epochs", "10", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert np.sum(summary["confusion_matrix"]) == 60 and summary["test_accuracy"] >= 0.9
+    assert summary["gate"]["passed"] and summary["exported"]
 
 
 @pytest.mark.e2e

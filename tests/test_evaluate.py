@@ -7,7 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import save_oracle
+import tensorflow as tf
+from conftest import assert_varied, save_oracle
 from PIL import Image
 
 from components.dataset import MANIFEST, read_manifest, write_manifest
@@ -26,16 +27,23 @@ COLOURS = {
     "green": (0, 255, 0),
     "red": (255, 0, 0),
 }  # sorted: blue, green, red
+ORACLE_GAIN = 0.02  # small enough that no probability saturates at 1.0
 
 
 @pytest.fixture
 def colour_data(tmp_path):
-    """A data set whose class is the dominant colour, and an oracle model that reads it."""
+    """A data set whose class is the dominant colour, and an oracle model that reads it.
+
+    Every image has its own brightness, so the oracle's probabilities differ from image to
+    image, within a class too: a check that compared one image's row with another's fails.
+    """
     rng = np.random.default_rng(0)
     for name, rgb in COLOURS.items():
         (tmp_path / "src" / name).mkdir(parents=True)
         for i in range(20):
-            pixels = np.clip(np.array(rgb) * 0.7 + rng.integers(0, 60, (28, 28, 3)), 0, 255)
+            brightness = 0.3 + 0.035 * i
+            noise = rng.integers(0, 60, (28, 28, 3))
+            pixels = np.clip(np.array(rgb) * brightness + noise, 0, 255)
             Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "src" / name / f"{i:02d}.png")
     split_dataset(
         str(tmp_path / "src"), str(tmp_path / "ds"), seed=230, train_fraction=0.8, val_fraction=0.1
@@ -44,7 +52,7 @@ def colour_data(tmp_path):
     channel_of_class = [2, 1, 0]  # blue, green, red
     kernel = np.zeros((3, 3), np.float32)
     for cls, channel in enumerate(channel_of_class):
-        kernel[channel, cls] = 0.1
+        kernel[channel, cls] = ORACLE_GAIN
     save_oracle(tmp_path / "model", kernel, np.zeros(3, np.float32), list(COLOURS))
     return tmp_path
 
@@ -75,6 +83,21 @@ def test_predictions_are_aligned_with_their_labels(colour_data):
     for r in rows:
         probabilities = [float(r[f"p_{c}"]) for c in COLOURS]
         assert max(probabilities) == float(r[f"p_{r['predicted_class']}"])
+
+
+def test_each_prediction_is_its_own_images_score(colour_data):
+    """Every row of predictions.csv is what the served model gives that image alone."""
+    _, rows = _evaluate(colour_data)
+    served = tf.saved_model.load(str(colour_data / "model" / "saved_model" / "1"))
+    alone = [
+        served.signatures["serving_default"](
+            image_bytes=tf.constant([(colour_data / "ds" / r["path"]).read_bytes()])
+        )["probabilities"].numpy()[0]
+        for r in rows
+    ]
+    written = np.array([[float(r[f"p_{c}"]) for c in COLOURS] for r in rows])
+    assert_varied(written)  # so two rows swapped, even of one class, would fail below
+    np.testing.assert_allclose(written, alone, atol=2e-6)
 
 
 def test_alignment_does_not_depend_on_file_order(colour_data):
@@ -174,7 +197,7 @@ def test_champion_is_scored_on_this_runs_test_images(colour_data):
     shutil.copytree(colour_data / "model", version)
     (version.parent / "LATEST").write_text("v1\n")
     kernel = np.zeros((3, 3), np.float32)
-    kernel[2, 0] = kernel[1, 1] = kernel[1, 2] = 0.1  # reads red as green: red always wrong
+    kernel[2, 0] = kernel[1, 1] = kernel[1, 2] = ORACLE_GAIN  # reads no red: red always wrong
     save_oracle(colour_data / "worse", kernel, np.zeros(3, np.float32), list(COLOURS))
 
     gate = {"registry_uri": str(colour_data / "reg"), "min_accuracy": 0.5}
