@@ -22,6 +22,11 @@ class Mutation:
 
 
 EXPORT = "tests/test_export.py"
+TRAIN = "tests/test_train.py"
+SPLIT = "tests/test_split.py"
+EVALUATE = "tests/test_evaluate.py"
+BAD = "tests/test_bad_input.py"
+E2E = "tests/test_e2e.py"
 
 MUTATIONS = [
     # ------------------------------------------------ registry: races and publishing
@@ -81,5 +86,183 @@ MUTATIONS = [
         "verification = verify_in_fresh_process(tmp, dataset_dir, predictions_path)",
         "verification = verify_in_fresh_process(model_dir, dataset_dir, predictions_path)",
         (f"{EXPORT}::test_verification_checks_the_staged_copy_not_the_original",),
+    ),
+    # ------------------------------------------------ training
+    Mutation(
+        "training labels shuffled against their images",
+        "components/train.py",
+        '    if augment:\n        x, y = images["train"]',
+        '    x, y = images["train"]\n'
+        '    images["train"] = (x, np.random.default_rng(0).permutation(y))\n'
+        '    if augment:\n        x, y = images["train"]',
+        (f"{E2E}::test_training_learns_the_shapes",),
+    ),
+    Mutation(
+        "early stopping on the test split instead of val",
+        "components/train.py",
+        "s: dataset.load_split(dataset_dir, s, image_size, classes)[:2] for s in",
+        "s: dataset.load_split(dataset_dir, {'val': 'test'}.get(s, s), image_size, classes)[:2]"
+        " for s in",
+        (f"{TRAIN}::test_training_never_reads_the_test_split",),
+    ),
+    Mutation(
+        "fine-tuned weights always kept, even when validation got worse",
+        "components/train.py",
+        'kept = min(stage["val_loss"]) < min(history["val_loss"])',
+        "kept = True",
+        (f"{TRAIN}::test_fine_tuning_that_worsens_validation_gives_back_the_head_only_model",),
+    ),
+    Mutation(
+        "fine-tuned weights never kept, even when validation got better",
+        "components/train.py",
+        'kept = min(stage["val_loss"]) < min(history["val_loss"])',
+        "kept = False",
+        (f"{TRAIN}::test_fine_tuning_that_improves_validation_is_kept",),
+    ),
+    Mutation(
+        "decoder returns all-zero pixels for grey, grey+alpha, RGBA and 16-bit images",
+        "components/model.py",
+        "    pixels = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)\n",
+        "    pixels = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)\n"
+        "    native = tf.shape(tf.io.decode_image(image_bytes, expand_animations=False))[-1]\n"
+        "    pixels = pixels * tf.cast(native == 3, pixels.dtype)\n",
+        ("tests/test_decode.py",),
+    ),
+    # ------------------------------------------------ split
+    Mutation(
+        "split ignores its seed and always uses 230",
+        "components/split.py",
+        "train, test = notebook_split(files, seed, train_fraction)",
+        "train, test = notebook_split(files, 230, train_fraction)",
+        (f"{SPLIT}::test_split_step_writes_the_pinned_split",),
+    ),
+    Mutation(
+        "split rule: files not sorted before the shuffle",
+        "components/split.py",
+        "ordered = sorted(files)",
+        "ordered = list(files)",
+        (f"{SPLIT}::test_split_of_a_known_file_list_is_pinned",),
+    ),
+    Mutation(
+        "split rule: the cut rounded instead of truncated",
+        "components/split.py",
+        "cut = int(train_fraction * len(ordered))",
+        "cut = round(train_fraction * len(ordered))",
+        (f"{SPLIT}::test_split_of_a_known_file_list_is_pinned",),
+    ),
+    Mutation(
+        "leak check: the same image in training and test data let through",
+        "components/split.py",
+        'if "test" in {split_of[k] for k in group} and len({split_of[k] for k in group}) > 1:',
+        "if False:",
+        (f"{SPLIT}::test_leaks_are_errors_naming_the_files",),
+    ),
+    Mutation(
+        "leak check: the same image in two classes let through",
+        "components/split.py",
+        "if len({label for label, _ in group}) > 1:",
+        "if False:",
+        (f"{SPLIT}::test_leaks_are_errors_naming_the_files",),
+    ),
+    Mutation(
+        "images not decoded before the split (a truncated file gets through)",
+        "components/dataset.py",
+        "            image.load()\n",
+        "            pass\n",
+        (f"{SPLIT}::test_bad_input_names_the_path_and_writes_nothing",),
+    ),
+    # ------------------------------------------------ evaluation and gate
+    Mutation(
+        "evaluate swaps the probabilities of two images of one class",
+        "components/evaluate.py",
+        "    probabilities = predict(files)\n",
+        "    probabilities = predict(files)\n    probabilities[[0, 1]] = probabilities[[1, 0]]\n",
+        (f"{EVALUATE}::test_each_prediction_is_its_own_images_score",),
+    ),
+    Mutation(
+        "the model scores images in sorted order, not in the order it was given",
+        "components/model.py",
+        "encoded = np.array([Path(p).read_bytes() for p in paths], dtype=object)",
+        "encoded = np.array([Path(p).read_bytes() for p in sorted(paths)], dtype=object)",
+        (f"{EVALUATE}::test_alignment_does_not_depend_on_file_order",),
+    ),
+    Mutation(
+        "the production model scored on the test images in another order than their labels",
+        "components/evaluate.py",
+        "return float(accuracy_score(y_true, predict(files).argmax(axis=1)))",
+        "return float(accuracy_score(y_true, predict(files[::-1]).argmax(axis=1)))",
+        (f"{EVALUATE}::test_champion_is_scored_on_this_runs_test_images",),
+    ),
+    Mutation(
+        "the gate ignores the production model's accuracy",
+        "components/evaluate.py",
+        'if accuracy < champion["accuracy"] - max_regression:',
+        "if False:",
+        (f"{EVALUATE}::test_gate_decision",),
+    ),
+    Mutation(
+        "the evaluation's self-check of accuracy against the confusion matrix skipped",
+        "components/evaluate.py",
+        'if not math.isclose(evaluation["test_accuracy"], np.trace(matrix) / matrix.sum()):',
+        "if False:",
+        (f"{EVALUATE}::test_inconsistent_evaluation_is_an_error",),
+    ),
+    Mutation(
+        "export publishes although the gate failed",
+        "components/export.py",
+        '    if not gate["passed"]:\n',
+        "    if False:\n",
+        (f"{EXPORT}::test_export_refuses_a_failed_gate_and_a_moved_production",),
+    ),
+    Mutation(
+        "predict prints each image with another image's probabilities",
+        "pipeline.py",
+        "for path, row in zip(args.images, probabilities, strict=True):",
+        "for path, row in zip(args.images, probabilities[::-1], strict=True):",
+        (f"{E2E}::test_run_from_gcs_to_gcs",),
+    ),
+    # ------------------------------------------------ zip input
+    Mutation(
+        "zip entry-count limit removed",
+        "components/archive.py",
+        "if len(infos) > limits.entries:",
+        "if False:",
+        (f"{BAD}::test_each_archive_limit_refuses_an_archive_past_it",),
+    ),
+    Mutation(
+        "zip total-size limit removed",
+        "components/archive.py",
+        "if total > limits.total_bytes:",
+        "if False:",
+        (f"{BAD}::test_each_archive_limit_refuses_an_archive_past_it",),
+    ),
+    Mutation(
+        "zip ratio (bomb) limit removed",
+        "components/archive.py",
+        "info.file_size > limits.ratio * max(info.compress_size, 1)",
+        "False",
+        (f"{BAD}::test_each_archive_limit_refuses_an_archive_past_it",),
+    ),
+    Mutation(
+        "zip entries with '..' unpacked",
+        "components/archive.py",
+        '            or ".." in parts\n',
+        "",
+        (f"{BAD}::test_unsafe_archives_are_refused_before_anything_is_written",),
+    ),
+    Mutation(
+        "zip symbolic links unpacked",
+        "components/archive.py",
+        "if stat.S_ISLNK(info.external_attr >> 16):",
+        "if False:",
+        (f"{BAD}::test_unsafe_archives_are_refused_before_anything_is_written",),
+    ),
+    # ------------------------------------------------ secrets
+    Mutation(
+        "every step logs its environment (secrets included)",
+        "components/step.py",
+        "    started = time.perf_counter()\n    try:",
+        "    started = time.perf_counter()\n    print(dict(__import__('os').environ))\n    try:",
+        (f"{BAD}::test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache",),
     ),
 ]
