@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_MIN_ACCURACY ?= 0.75
 RUN_ARGS ?=
 
-.PHONY: help run test lint compile bench clean kind-up kind-down minikube-up minikube-down \
+.PHONY: help run test lint compile bench mutation clean kind-up kind-down minikube-up minikube-down \
 	images images-offline e2e-containers
 
 help:
@@ -17,6 +17,7 @@ help:
 	@echo "make test     - set up .venv, lint and run the test suite"
 	@echo "make compile  - write pipeline.yaml for a Kubeflow cluster"
 	@echo "make bench    - notebook's way vs this project's, figures to bench/results.json"
+	@echo "make mutation - plant each bug of tests/mutations.py in a copy; every one must be caught"
 	@echo "make images          - build the CPU and GPU images (podman or docker; pulls the python base)"
 	@echo "make images-offline  - build the CPU image with no registry (debootstrap + podman; root)"
 	@echo "make e2e-containers  - run the whole pipeline in the CPU image via kfp.local.DockerRunner (root)"
@@ -46,6 +47,10 @@ compile: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# Not part of `make test` (about 20 minutes); docs/testing.md has its last table.
+mutation: $(STAMP)
+	$(BIN)/python scripts/mutation.py
 
 # Image names come from pipeline.py: SHAPES_IMAGE_REPOSITORY, SHAPES_IMAGE_TAG.
 images: $(STAMP)

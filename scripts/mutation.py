@@ -40,7 +40,7 @@ def copy_repo(target: Path) -> None:
 
 def apply(copy: Path, mutation: Mutation) -> None:
     path = copy / mutation.file
-    text = (REPO / mutation.file).read_text()
+    text = path.read_text()
     found = text.count(mutation.old)
     if found != 1:
         raise SystemExit(

@@ -195,6 +195,26 @@ def strict_bucket(fake_gcs_server, monkeypatch) -> Iterator[gcs.Bucket]:
         storage._client.cache_clear()
 
 
+def registry_with_a_version(root: Path, model_name: str = "shapes-classifier") -> dict:
+    """A local registry with one published production version; returns every file's bytes,
+    to show that a refused run left it exactly as it was."""
+    version = root / model_name / "20260101T000000Z-0123abcd"
+    (version / "saved_model" / "1").mkdir(parents=True)
+    (version / "saved_model" / "1" / "saved_model.pb").write_bytes(b"\x08\x01 a model")
+    (version / "labels.txt").write_text("circles\nsquares\ntriangles\n")
+    (version / "metadata.json").write_text(json.dumps({"version": version.name}))
+    (root / model_name / "LATEST").write_text(f"{version.name}\n")
+    return tree_bytes(root)
+
+
+def tree_bytes(root: Path) -> dict:
+    """Every file under ``root`` (relative path -> bytes), and every folder."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() else None
+        for p in sorted(root.rglob("*"))
+    }
+
+
 def upload_folder(bucket: gcs.Bucket, local: Path, prefix: str) -> str:
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
         bucket.blob(f"{prefix}/{path.relative_to(local).as_posix()}").upload_from_filename(

@@ -265,4 +265,12 @@ MUTATIONS = [
         "    started = time.perf_counter()\n    print(dict(__import__('os').environ))\n    try:",
         (f"{BAD}::test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache",),
     ),
+    # ------------------------------------------------ bad input before any step
+    Mutation(
+        "run starts the pipeline without checking the data first",
+        "pipeline.py",
+        "        classes = split.scan(\n",
+        "        classes = {} and split.scan(\n",
+        (f"{BAD}::test_the_cli_refuses_bad_files_in_one_line",),
+    ),
 ]

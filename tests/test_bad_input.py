@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import registry_with_a_version, tree_bytes
 from PIL import Image
 from test_e2e import FAST, cli
 
@@ -152,10 +153,11 @@ def test_the_cli_refuses_bad_files_in_one_line(demo_data, tmp_path, case):
     data = tmp_path / "data"
     shutil.copytree(demo_data, data)
     mutate(data)
+    before = registry_with_a_version(tmp_path / "reg")
     done = cli("run", "--data", str(data), "--registry", "reg", *FAST, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert message in done.stderr and "Traceback" not in done.stderr
-    assert not (tmp_path / "reg").exists() and not (tmp_path / "runs").exists()
+    assert tree_bytes(tmp_path / "reg") == before and not (tmp_path / "runs").exists()
 
 
 # ------------------------------------------------------------------------- zip input
@@ -226,9 +228,11 @@ def test_a_file_that_is_not_a_zip(tmp_path):
 
 def test_the_cli_refuses_a_zip_bomb_in_one_line(demo_data, tmp_path):
     archive = _with_entry(demo_data, tmp_path / "shapes.zip", "shapes/b.png", b"\0" * 50 * 2**20)
+    before = registry_with_a_version(tmp_path / "reg")
     done = cli("run", "--data", str(archive), "--registry", "reg", *FAST, cwd=tmp_path)
     assert done.returncode == 2 and "a zip bomb?" in done.stderr
     assert done.stderr.count("\n") == 1 and not (tmp_path / "runs").exists()
+    assert tree_bytes(tmp_path / "reg") == before
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,15 @@ from pathlib import Path
 import kfp
 import numpy as np
 import pytest
-from conftest import LEARNS, SMALL, assert_varied, imagenet_mobilenet, upload_folder
+from conftest import (
+    LEARNS,
+    SMALL,
+    assert_varied,
+    imagenet_mobilenet,
+    registry_with_a_version,
+    tree_bytes,
+    upload_folder,
+)
 
 from components.dataset import sha256_of
 from components.demo_data import generate
@@ -242,12 +250,13 @@ def test_bad_input_stops_before_anything_runs(tmp_path, demo_data, case):
     mutate, message = BAD_INPUTS[case]
     data = _copy(demo_data, tmp_path)
     mutate(data)
+    before = registry_with_a_version(tmp_path / "reg")
     done = run(data, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
     assert message in done.stderr and str(tmp_path) in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
-    assert not (tmp_path / "reg").exists() and not (tmp_path / "runs").exists()
+    assert tree_bytes(tmp_path / "reg") == before and not (tmp_path / "runs").exists()
 
 
 def test_missing_buckets_are_named(tmp_path, demo_data, bucket):
@@ -269,14 +278,16 @@ def test_missing_buckets_are_named(tmp_path, demo_data, bucket):
     "option, value", [("--image-size", "8"), ("--val-fraction", "1.5"), ("--epochs", "0")]
 )
 def test_out_of_range_parameters_are_named(tmp_path, demo_data, option, value):
-    done = cli("run", "--data", str(demo_data), option, value, cwd=tmp_path)
+    before = registry_with_a_version(tmp_path / "reg")
+    done = cli("run", "--data", str(demo_data), "--registry", "reg", option, value, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.startswith(f"error: {option} {value}: must be")
-    assert not (tmp_path / "runs").exists()
+    assert tree_bytes(tmp_path / "reg") == before and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.e2e
 def test_a_failing_step_fails_the_run_with_its_reason_and_publishes_nothing(tmp_path, demo_data):
     """weights=imagenet cannot be had offline: the train step says so in one line and stops."""
+    before = registry_with_a_version(tmp_path / "reg")
     done = run(demo_data, "--weights", "imagenet", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("error: step 'train' failed") and done.stderr.count("\n") == 1
@@ -284,4 +295,4 @@ def test_a_failing_step_fails_the_run_with_its_reason_and_publishes_nothing(tmp_
         "error: weights=imagenet: cannot load ImageNet weights for MobileNetV3Small" in done.stdout
     )
     assert "Traceback" not in done.stdout + done.stderr
-    assert not (tmp_path / "reg").exists() and not (tmp_path / "summary.json").exists()
+    assert tree_bytes(tmp_path / "reg") == before and not (tmp_path / "summary.json").exists()
