@@ -50,7 +50,7 @@ bench: $(STAMP)
 
 # Not part of `make test` (about 20 minutes); docs/testing.md has its last table.
 mutation: $(STAMP)
-	$(BIN)/python scripts/mutation.py
+	$(BIN)/python scripts/mutation.py $(MUTATIONS)
 
 # Image names come from pipeline.py: SHAPES_IMAGE_REPOSITORY, SHAPES_IMAGE_TAG.
 images: $(STAMP)

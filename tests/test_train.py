@@ -34,7 +34,7 @@ def test_model_artifact_is_the_full_image_to_probabilities_model(trained, split_
     assert probabilities.shape == (len(files), 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     facts = json.loads((trained / "training.json").read_text())
-    assert facts["weights"] == "none" and facts["backbone"] == "MobileNetV3Small"
+    assert facts["weights"] == str(imagenet_mobilenet()) and facts["backbone"] == "MobileNet"
     history = json.loads((trained / "history.json").read_text())
     assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
 
