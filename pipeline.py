@@ -1,23 +1,15 @@
-"""The Kubeflow pipeline (split -> train -> evaluate -> gated export) and its CLI.
+"""The Kubeflow pipeline: split -> train -> evaluate -> export (only past the gate).
 
-Each KFP component is a thin wrapper: it imports the step from ``components`` inside its
-body (the project's image has the package installed) and turns the step's result into KFP
-artifacts and metadata. ``shapes-pipeline --help`` lists the commands.
+Each component is a thin wrapper: its body imports the step from ``components`` (the
+project's image has the package installed) and turns the step's result into KFP artifacts.
+``shapes_pipeline`` is the pipeline as KFP's own tools expect it
+(``kfp dsl compile --py pipeline.py --output pipeline.yaml``); ``make_pipeline`` builds it
+for a cluster's GPUs. ``python pipeline.py`` writes ``pipeline.yaml``. The command line is
+``components/cli.py``; the local run, ``components/local_run.py``.
 """
 
-import argparse
-import inspect
-import json
 import os
-import re
-import shutil
-import sys
-import tempfile
-import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from typing import NamedTuple
 
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import (
@@ -45,7 +37,7 @@ def split(
 ):
     from components.step import step
 
-    with step(dataset.metadata):
+    with step("split", dataset.metadata):
         from components.split import split_dataset
 
         facts = split_dataset(
@@ -72,7 +64,7 @@ def train(
 ):
     from components.step import step
 
-    with step(model.metadata):
+    with step("train", model.metadata):
         from components.train import train
 
         facts = train(
@@ -111,7 +103,7 @@ def evaluate(
     """Returns the gate's decision: export or not (see ``components.evaluate.decide``)."""
     from components.step import step
 
-    with step(evaluation.metadata):
+    with step("evaluate", evaluation.metadata):
         from components.evaluate import evaluate
 
         result = evaluate(
@@ -157,7 +149,7 @@ def export(
 
     from components.step import step
 
-    with step(registered_model.metadata):
+    with step("export", registered_model.metadata):
         from components.export import export
 
         facts = export(
@@ -178,7 +170,7 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
     """The pipeline; training asks for ``gpus`` GPUs (0: a CPU-only cluster such as kind)
     and ``gpu_node_selector`` pins it to labelled GPU nodes."""
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Transfer learning on Basic Shapes images")
+    @dsl.pipeline(name=PIPELINE_NAME)
     def shapes_pipeline(
         data: str,
         registry: str,
@@ -198,7 +190,38 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
         min_accuracy: float = 0.9,
         max_regression: float = 0.0,
         model_name: str = "shapes-classifier",
-    ):
+    ) -> Outputs:
+        """Transfer learning on a folder of class folders of images, gated by a champion.
+
+        Args:
+            data: The images: a folder (or gs:// prefix, or .zip) with one sub-folder of
+                images per class.
+            registry: Where models are published: a folder or gs:// URI holding
+                <model_name>/<version>/ and <model_name>/LATEST (the production version).
+            backbone: The keras.applications model to transfer from, e.g. MobileNet,
+                ResNet50, InceptionResNetV2.
+            weights: The backbone's weights: imagenet, none (random), auto (imagenet if
+                it can be downloaded, else random with a warning), or a local or gs://
+                weights file of the backbone without its top.
+            image_size: Images are resized to this many pixels square.
+            epochs: The most epochs the head trains; early stopping usually ends sooner.
+            batch_size: Images per training step.
+            patience: Epochs without a better validation loss before training stops.
+            seed: Seed of the split and of training; the same seed, the same model.
+            augment: Also train on augmented views of the training images.
+            augment_views: Augmented views per training image (with augment).
+            fine_tune_layers: After the head converges, also train the backbone's top
+                this many weight layers (batch norm stays frozen); 0 is off.
+            fine_tune_lr: Learning rate of fine-tuning.
+            train_fraction: The part of each class for training (validation included);
+                the rest is the test split.
+            val_fraction: The part of each class's training images kept for validation
+                (early stopping); 0 trains all epochs and keeps the last.
+            min_accuracy: The least test accuracy a model needs to be published.
+            max_regression: How much worse than the production model, on the same test
+                images, a new model may be and still replace it.
+            model_name: The model's name in the registry.
+        """
         split_task = split(
             data=data, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction
         )
@@ -254,459 +277,30 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
             export_task.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
             export_task.set_caching_options(False)  # a cached export would publish nothing
 
+        return Outputs(
+            dataset=split_task.outputs["dataset"],
+            model=train_task.outputs["model"],
+            evaluation=eval_task.outputs["evaluation"],
+            report=eval_task.outputs["report"],
+            predictions=eval_task.outputs["predictions"],
+        )
+
     return shapes_pipeline
 
 
-def pipeline_defaults() -> dict:
-    """The pipeline's parameters and defaults: the one place they are set."""
-    signature = inspect.signature(make_pipeline().pipeline_func)
-    return {name: p.default for name, p in signature.parameters.items()}
+class Outputs(NamedTuple):
+    """What a run hands back (kfp.local returns them; a cluster shows them): the exported
+    version, if any, is the registry's version holding the evaluated model's files."""
 
+    dataset: Dataset
+    model: Model
+    evaluation: Dataset
+    report: HTML
+    predictions: Dataset
 
-# ---------------------------------------------------------------------------- CLI
 
-
-def _add_pipeline_options(parser: argparse.ArgumentParser, overrides: dict) -> None:
-    for name, default in pipeline_defaults().items():
-        default = overrides.get(name, default)
-        required = default is inspect.Parameter.empty
-        if isinstance(default, bool):
-            parser.add_argument(
-                f"--{name.replace('_', '-')}",
-                action=argparse.BooleanOptionalAction,
-                default=default,
-            )
-            continue
-        kind = type(default) if isinstance(default, int | float) else str
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=kind,
-            required=required,
-            default=None if required else default,
-            help=None if required else f"default: {default}",
-        )
-
-
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def cmd_generate(args: argparse.Namespace) -> None:
-    from components.demo_data import generate
-
-    written = generate(args.out, per_class=args.per_class, seed=args.seed)
-    print(f"wrote {len(written)} images to {args.out}")
-
-
-def _compile(args: argparse.Namespace, output: str) -> None:
-    """``--gpus`` and ``--gpu-node-selector`` (an empty one is none, as a ConfigMap may
-    leave it) into the compiled spec at ``output``."""
-    given = [kv for kv in args.gpu_node_selector if kv]
-    bad = [kv for kv in given if "=" not in kv.strip("=")]
-    if bad:
-        _fail(f"--gpu-node-selector {bad[0]}: expected KEY=VALUE")
-    if args.gpus < 0:
-        _fail(f"--gpus {args.gpus}: must be at least 0")
-    selector = dict(kv.split("=", 1) for kv in given)
-    compiler.Compiler().compile(make_pipeline(selector, args.gpus), output)
-
-
-def _add_compile_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--gpus", type=int, default=1, help="GPUs for training (0 on a CPU-only cluster)"
-    )
-    parser.add_argument(
-        "--gpu-node-selector",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="node label the training pod must match (repeatable)",
-    )
-
-
-def cmd_compile(args: argparse.Namespace) -> None:
-    _compile(args, args.output)
-    print(f"wrote {args.output}")
-
-
-def _absolute(uri: str) -> str:
-    from components import storage
-
-    return uri if storage.is_gcs(uri) else str(Path(uri).resolve())
-
-
-# Ranges of the numeric parameters: (smallest, largest), inclusive; None is unbounded.
-PARAMETER_RANGES = {
-    "image_size": (32, None),
-    "epochs": (1, None),
-    "batch_size": (1, None),
-    "patience": (0, None),
-    "train_fraction": (0.01, 0.99),
-    "val_fraction": (0.0, 0.9),
-    "augment_views": (1, 100),
-    "fine_tune_layers": (0, None),
-    "fine_tune_lr": (0.0, 1.0),
-    "max_regression": (0.0, 1.0),
-}
-
-
-def check_parameters(params: dict) -> None:
-    from components.step import InputError
-
-    for name, (low, high) in PARAMETER_RANGES.items():
-        value = params[name]
-        if value < low or (high is not None and value > high):
-            bound = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise InputError(f"--{name.replace('_', '-')} {value}: must be {bound}")
-
-
-def preflight(params: dict) -> None:
-    """Checks the inputs before anything runs, so bad input never costs a training run."""
-    from components import registry, split, storage
-    from components.step import InputError
-
-    try:
-        check_parameters(params)
-        classes = split.scan(
-            params["data"],
-            **{k: params[k] for k in ("seed", "train_fraction", "val_fraction")},
-        )
-        storage.check_bucket(params["registry"])
-        registry.path(params["registry"], params["model_name"])
-        if params["weights"] not in ("imagenet", "none", "auto"):
-            storage.check_exists(params["weights"])
-    except InputError as e:
-        _fail(str(e))
-    print(
-        f"data: {params['data']}: {sum(map(len, classes.values()))} images, classes {list(classes)}"
-    )
-
-
-def task_output(run_dir: Path, task: str) -> dict:
-    """A finished task's parameters and each output artifact's uri and metadata."""
-    path = run_dir / task / "executor_output.json"
-    if not path.exists():
-        return {}
-    raw = json.loads(path.read_text())
-    outputs = dict(raw.get("parameterValues", {}))
-    for name, entry in raw.get("artifacts", {}).items():
-        artifact = entry["artifacts"][0]
-        outputs[name] = {"uri": artifact["uri"], **artifact.get("metadata", {})}
-    return outputs
-
-
-def summarize(run_dir: Path, total_seconds: float) -> dict:
-    eval_out = task_output(run_dir, "evaluate")
-    export_out = task_output(run_dir, "export").get("registered_model")
-    evaluation = json.loads(Path(eval_out["evaluation"]["uri"]).read_text())
-    # A step taken from kfp.local's cache did not run here: its outputs are in the folder
-    # of the run that made them (``<run>/<step>/<artifact>``).
-    made_by = {
-        step: Path(eval_out["evaluation"]["inputs"][name]).parents[1]
-        for step, name in (("split", "dataset"), ("train", "model"))
-    }
-    split_out = task_output(made_by["split"], "split")["dataset"]
-    train_out = task_output(made_by["train"], "train")["model"]
-    return {
-        "test_accuracy": evaluation["test_accuracy"],
-        "accuracy_ci95": evaluation["accuracy_ci95"],
-        "classes": evaluation["classes"],
-        "confusion_matrix": evaluation["confusion_matrix"],
-        "classification_report": evaluation["classification_report"],
-        "gate": evaluation["gate"],
-        "exported": export_out is not None,
-        "model_uri": export_out["uri"] if export_out else None,
-        "report_uri": eval_out["report"]["uri"],
-        "predictions_uri": eval_out["predictions"]["uri"],
-        "trained_model_uri": train_out["uri"],
-        "dataset_uri": split_out["uri"],
-        "backbone": train_out["backbone"],
-        "weights": train_out["weights"],
-        "warnings": evaluation["warnings"],
-        "epochs_run": train_out["epochs_run"],
-        "caching": train_out["caching"],
-        "precision": train_out["precision"],
-        "devices": train_out["devices"],
-        "timings_s": {  # a reused step took no time in this run
-            "split": 0.0 if made_by["split"] != run_dir else split_out["seconds"],
-            "train": 0.0 if made_by["train"] != run_dir else train_out["seconds"],
-            "evaluate": eval_out["evaluation"]["seconds"],
-            "export": export_out["seconds"] if export_out else 0.0,
-            "total": round(total_seconds, 2),
-        },
-        "peak_memory_mb": {
-            "split": split_out["peak_memory_mb"],
-            "train": train_out["peak_memory_mb"],
-            "evaluate": eval_out["evaluation"]["peak_memory_mb"],
-            "export": export_out["peak_memory_mb"] if export_out else None,
-        },
-        "run_dir": str(run_dir),
-        "reused": [step for step, folder in made_by.items() if folder != run_dir],
-    }
-
-
-def _new_run(root: Path, before: set[Path]) -> Path:
-    """The folder kfp.local made for this run under the pipeline root."""
-    (run_dir,) = [p for p in set(root.iterdir()) - before if p.name.startswith(PIPELINE_NAME)]
-    return run_dir
-
-
-def cmd_run(args: argparse.Namespace) -> None:
-    from kfp import local
-
-    started = time.perf_counter()
-    params = {name: getattr(args, name) for name in pipeline_defaults()}
-    root = Path(args.pipeline_root).resolve()
-    if params["data"] is None:
-        from components.demo_data import generate
-
-        params["data"] = str(root / "demo-data")
-        if not Path(params["data"]).exists():
-            generate(params["data"])
-    for key in ("data", "registry"):
-        params[key] = _absolute(params[key])
-    if params["weights"] not in ("imagenet", "none", "auto"):
-        params["weights"] = _absolute(params["weights"])
-    preflight(params)
-
-    root.mkdir(parents=True, exist_ok=True)
-    before = set(root.iterdir())
-    # kfp.local warns that it ignores base images and GPU requests: expected when run locally.
-    warnings.filterwarnings("ignore", message=".*(base image|no effect in the current local)")
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(root),
-        enable_caching=args.cache,
-    )
-    try:
-        make_pipeline()(**params)
-    except RuntimeError as e:
-        failed = re.search(
-            r"Inner task failed: \W*'([\w-]+)", re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-        )
-        step = failed.group(1) if failed else "unknown"
-        _fail(f"step {step!r} failed; the end of its log above says why ({_new_run(root, before)})")
-    run_dir = _new_run(root, before)
-
-    summary = summarize(run_dir, time.perf_counter() - started)
-    # The KFP artifact has no file extension; a copy that a browser opens as a page:
-    summary["report_html"] = str(run_dir / "report.html")
-    shutil.copyfile(summary["report_uri"], summary["report_html"])
-    Path(args.summary).write_text(json.dumps(summary, indent=2))
-    for warning in summary["warnings"]:
-        print(f"WARNING: {warning}")
-    print(
-        f"test accuracy: {summary['test_accuracy']:.4f} "
-        f"({summary['backbone']}, weights {summary['weights']})"
-    )
-    print(f"report: {summary['report_html']}")
-    if summary["exported"]:
-        print(f"exported model: {summary['model_uri']}")
-    else:
-        print(f"not exported: {summary['gate']['reason']}")
-    if summary["reused"]:
-        print(f"reused from an earlier run (cache): {', '.join(summary['reused'])}")
-    print(f"summary: {args.summary}  ({summary['timings_s']['total']:.1f} s)")
-
-
-def cmd_predict(args: argparse.Namespace) -> None:
-
-    from components import dataset, registry, storage
-    from components.step import InputError
-
-    try:
-        version = registry.resolve(args.model, args.model_name)
-        for image in args.images:
-            dataset.check_image(image)
-        from components import model  # TensorFlow, only once the inputs are known to be good
-
-        with storage.local_tree(version) as local:
-            predict, classes = model.load(local)
-            probabilities = predict([Path(p) for p in args.images])
-    except InputError as e:
-        _fail(str(e))
-    for path, row in zip(args.images, probabilities, strict=True):
-        line = {
-            "path": path,
-            "class": classes[int(row.argmax())],
-            "probabilities": {c: round(float(p), 6) for c, p in zip(classes, row, strict=True)},
-        }
-        print(json.dumps(line))
-
-
-def _cluster_request(args: argparse.Namespace) -> tuple[dict, str | None]:
-    """The run's parameters and (``schedule``) KFP's cron, checked before any request."""
-    from components import registry, storage
-    from components.cluster import kfp_cron
-    from components.step import InputError
-
-    params = {name: getattr(args, name) for name in pipeline_defaults()}
-    try:
-        check_parameters(params)
-        for name in ("data", "registry"):
-            if not storage.is_gcs(params[name]):
-                raise InputError(
-                    f"--{name} {params[name]}: a cluster's steps need a gs:// URI "
-                    "(a local path is not in their containers)"
-                )
-            storage.split_gcs(params[name])
-        registry.path(params["registry"], params["model_name"])
-        cron = kfp_cron(args.cron) if getattr(args, "cron", None) else None
-    except InputError as e:
-        _fail(str(e))
-    return params, cron
-
-
-@contextmanager
-def _compiled(args: argparse.Namespace) -> Iterator[str]:
-    """The pipeline compiled for the cluster (``--gpus``, ``--gpu-node-selector``) into a
-    temporary file, which kfp's client uploads."""
-    with tempfile.TemporaryDirectory() as tmp:
-        package = f"{tmp}/pipeline.yaml"
-        _compile(args, package)
-        yield package
-
-
-def cmd_submit(args: argparse.Namespace) -> None:
-    from components import cluster
-
-    params, _ = _cluster_request(args)
-    with _compiled(args) as package:
-        kfp_client = cluster.client(args.host, args.namespace, args.token)
-        run_id = cluster.submit(
-            kfp_client,
-            package,
-            params,
-            experiment=args.experiment,
-            namespace=args.namespace,
-            run_name=args.run_name,
-            service_account=args.service_account,
-        )
-    print(f"run {run_id}: {cluster.run_url(args.host, run_id)}")
-    if args.wait:
-        state = cluster.wait(kfp_client, run_id, args.timeout, args.poll_seconds)
-        print(f"run {run_id}: {state}")
-        if state.upper() != "SUCCEEDED":
-            sys.exit(1)
-
-
-def cmd_schedule(args: argparse.Namespace) -> None:
-    from components import cluster
-
-    params, cron = _cluster_request(args)
-    with _compiled(args) as package:
-        recurring_id = cluster.schedule(
-            cluster.client(args.host, args.namespace, args.token),
-            package,
-            params,
-            cron=cron,
-            experiment=args.experiment,
-            namespace=args.namespace,
-            name=args.name,
-            service_account=args.service_account,
-        )
-    print(f"recurring run {recurring_id}: cron {cron!r}, at most one run at a time, no catch-up")
-
-
-def cmd_models(args: argparse.Namespace) -> None:
-    from components import registry
-    from components.step import InputError
-
-    try:
-        found = registry.versions(args.registry, args.model_name)
-    except InputError as e:
-        _fail(str(e))
-    if not found:
-        print(f"no versions of {args.model_name} in {args.registry}")
-        return
-    print(f"{'':2}{'version':<28}{'created':<27}{'test accuracy':>14}  backbone")
-    for v in found:
-        mark = "* " if v["production"] else "  "
-        accuracy = v["metrics"]["test_accuracy"]
-        print(f"{mark}{v['version']:<28}{v['created']:<27}{accuracy:>14.4f}  {v['backbone']}")
-    print("* production (LATEST)")
-
-
-def parser() -> argparse.ArgumentParser:
-    cli = argparse.ArgumentParser(prog="shapes-pipeline", description=__doc__)
-    commands = cli.add_subparsers(dest="command", required=True)
-
-    gen = commands.add_parser("generate", help="write hand-drawn demo shapes (Kaggle layout)")
-    gen.add_argument("--out", required=True)
-    gen.add_argument("--per-class", type=int, default=100)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.set_defaults(func=cmd_generate)
-
-    comp = commands.add_parser("compile", help="write the pipeline spec for a Kubeflow cluster")
-    comp.add_argument("-o", "--output", default="pipeline.yaml")
-    _add_compile_options(comp)
-    comp.set_defaults(func=cmd_compile)
-
-    run = commands.add_parser("run", help="run the whole pipeline locally through kfp.local")
-    _add_pipeline_options(run, {"weights": "auto", "registry": "registry", "data": None})
-    run.add_argument("--pipeline-root", default="runs", help="where step outputs go")
-    run.add_argument("--summary", default="summary.json")
-    run.add_argument(
-        "--cache",
-        action="store_true",
-        help="reuse split and train outputs of an earlier run with the same inputs "
-        "(kfp.local's cache; its key does not see changes to components/, so off by default)",
-    )
-    run.set_defaults(func=cmd_run)
-
-    for name, help_text in (
-        ("submit", "start one run on a Kubeflow Pipelines cluster"),
-        ("schedule", "create a recurring run on a Kubeflow Pipelines cluster"),
-    ):
-        sub = commands.add_parser(name, help=help_text)
-        _add_pipeline_options(sub, {})
-        sub.add_argument("--host", required=True, help="the KFP API, e.g. http://localhost:8080")
-        sub.add_argument("--namespace", default=None, help="multi-user Kubeflow: the profile")
-        sub.add_argument("--experiment", default=PIPELINE_NAME)
-        sub.add_argument(
-            "--token",
-            default=os.environ.get("KFP_TOKEN"),
-            help="bearer token (default: $KFP_TOKEN, else the mounted service account token)",
-        )
-        sub.add_argument(
-            "--service-account",
-            default=None,
-            help="Kubernetes service account the steps run as (default: KFP's own)",
-        )
-        _add_compile_options(sub)
-    submit = commands.choices["submit"]
-    submit.add_argument("--run-name", default=None)
-    submit.add_argument("--wait", action="store_true", help="follow the run to its end")
-    submit.add_argument("--timeout", type=float, default=24 * 3600, help="--wait's limit, s")
-    submit.add_argument("--poll-seconds", type=float, default=10.0)
-    submit.set_defaults(func=cmd_submit)
-    scheduled = commands.choices["schedule"]
-    scheduled.add_argument(
-        "--cron", required=True, help="'minute hour day month weekday', or KFP's 6 fields"
-    )
-    scheduled.add_argument("--name", default=f"{PIPELINE_NAME}-retraining")
-    scheduled.set_defaults(func=cmd_schedule)
-
-    pred = commands.add_parser("predict", help="classify image files with an exported model")
-    pred.add_argument(
-        "--model", required=True, help="a version folder, or a registry (its production model)"
-    )
-    pred.add_argument("--model-name", default=pipeline_defaults()["model_name"])
-    pred.add_argument("images", nargs="+", metavar="IMAGE")
-    pred.set_defaults(func=cmd_predict)
-
-    models = commands.add_parser("models", help="list a registry's versions")
-    models.add_argument("--registry", required=True)
-    models.add_argument("--model-name", default=pipeline_defaults()["model_name"])
-    models.set_defaults(func=cmd_models)
-    return cli
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    args.func(args)
-
+shapes_pipeline = make_pipeline()
 
 if __name__ == "__main__":
-    main()
+    compiler.Compiler().compile(shapes_pipeline, "pipeline.yaml")
+    print("wrote pipeline.yaml")

@@ -8,6 +8,7 @@ names in the order of the model's outputs), ``history.json`` (per-epoch metrics)
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -29,3 +30,21 @@ def read_labels(folder: str | Path) -> list[str]:
 
 def read_json(folder: str | Path, name: str) -> dict:
     return json.loads(Path(folder, name).read_text())
+
+
+def tree_sha256(folder: str | Path, only: tuple[str, ...] | None = None) -> str:
+    """One hash of every file's relative path and content (``only``: of the files under
+    these top-level names)."""
+    root = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if only is None or rel.parts[0] in only:
+            content = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest.update(f"{rel.as_posix()}\0{content}\n".encode())
+    return digest.hexdigest()
+
+
+def served_files_sha256(model_dir: str | Path) -> str:
+    """The hash of what export publishes from a model artifact: its SavedModel and labels."""
+    return tree_sha256(model_dir, only=(SERVING_DIR, LABELS_FILE))

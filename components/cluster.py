@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import kfp
@@ -146,3 +149,49 @@ def schedule(
         service_account=service_account,
     )
     return recurring.recurring_run_id
+
+
+def check_compile_options(gpus: int, gpu_node_selector: list[str]) -> dict[str, str]:
+    """``--gpus`` and ``--gpu-node-selector`` (an empty one is none, as a ConfigMap may
+    leave it) as the node selector to compile with."""
+    given = [kv for kv in gpu_node_selector if kv]
+    bad = [kv for kv in given if "=" not in kv.strip("=")]
+    if bad:
+        raise InputError(f"--gpu-node-selector {bad[0]}: expected KEY=VALUE")
+    if gpus < 0:
+        raise InputError(f"--gpus {gpus}: must be at least 0")
+    return dict(kv.split("=", 1) for kv in given)
+
+
+def compile_pipeline(output: str, gpus: int, gpu_node_selector: list[str]) -> None:
+    from kfp import compiler
+
+    from pipeline import make_pipeline
+
+    selector = check_compile_options(gpus, gpu_node_selector)
+    compiler.Compiler().compile(make_pipeline(selector, gpus), output)
+
+
+@contextmanager
+def compiled(gpus: int, gpu_node_selector: list[str]) -> Iterator[str]:
+    """The pipeline compiled for the cluster into a temporary file, which kfp's client
+    uploads."""
+    with tempfile.TemporaryDirectory() as tmp:
+        package = f"{tmp}/pipeline.yaml"
+        compile_pipeline(package, gpus, gpu_node_selector)
+        yield package
+
+
+def check_request(params: dict, cron: str | None) -> str | None:
+    """A cluster run's data and registry (gs:// URIs its pods can reach) and KFP's cron."""
+    from components import registry, storage
+
+    for name in ("data", "registry"):
+        if not storage.is_gcs(params[name]):
+            raise InputError(
+                f"--{name} {params[name]}: a cluster's steps need a gs:// URI "
+                "(a local path is not in their containers)"
+            )
+        storage.split_gcs(params[name])
+    registry.path(params["registry"], params["model_name"])
+    return kfp_cron(cron) if cron else None

@@ -89,7 +89,8 @@ def load_split(
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Pixels, integer labels (indices into ``classes``) and relative paths, in manifest order."""
     examples = [e for e in read_manifest(dataset_dir) if e.split == split]
-    x = np.stack([load_image(Path(dataset_dir, e.path), image_size) for e in examples])
+    pixels = [load_image(Path(dataset_dir, e.path), image_size) for e in examples]
+    x = np.stack(pixels) if pixels else np.zeros((0, image_size, image_size, 3), np.float32)
     return x, label_indices(examples, classes, dataset_dir), [e.path for e in examples]
 
 

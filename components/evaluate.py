@@ -145,6 +145,7 @@ def evaluate(
         "n_test": len(paths),
         "data": data,
         "training": training,
+        "model_sha256": artifact.served_files_sha256(model_dir),
         "warnings": data["warnings"] + training.get("warnings", []),
     }
     _write_predictions(predictions_path, paths, classes, y_true, y_pred, probabilities)

@@ -14,7 +14,6 @@ publishing) is not stored twice: that version is promoted instead.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -24,20 +23,16 @@ import tempfile
 from pathlib import Path
 
 from components import artifact, dataset, storage
-from components.registry import METADATA, PromotionConflict, production_version, promote
+from components.registry import (
+    METADATA,
+    PromotionConflict,
+    find_by_content,
+    production_version,
+    promote,
+)
 from components.registry import path as registry_path
 from components.step import InputError, package_versions
 from components.verify import VerificationError
-
-
-def tree_sha256(folder: str | Path) -> str:
-    """One hash of every file's relative path and content."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        digest.update(
-            f"{path.relative_to(folder).as_posix()}\0{dataset.sha256_of(path)}\n".encode()
-        )
-    return digest.hexdigest()
 
 
 def new_version(content_sha256: str) -> str:
@@ -45,18 +40,6 @@ def new_version(content_sha256: str) -> str:
     makes two with the same name hold the same files)."""
     now = dt.datetime.now(dt.UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{content_sha256[:8]}"
-
-
-def stored_copy(registry: str, model_name: str, content_sha256: str) -> dict | None:
-    """The metadata of a published version holding exactly these files, if any. Only
-    versions whose name ends with the files' hash (``new_version``) are read."""
-    for name in reversed(storage.list_folders(registry_path(registry, model_name))):
-        if name.endswith(f"-{content_sha256[:8]}"):
-            text = storage.read_text(registry_path(registry, model_name, name, METADATA))
-            metadata = json.loads(text) if text else {}
-            if metadata.get("content_sha256") == content_sha256:
-                return metadata
-    return None
 
 
 def verify_in_fresh_process(model_dir: str, dataset_dir: str, predictions_path: str) -> dict:
@@ -100,8 +83,8 @@ def export(
     with tempfile.TemporaryDirectory(prefix="shapes-export-") as tmp:
         shutil.copytree(Path(model_dir, artifact.SERVING_DIR), Path(tmp, artifact.SERVING_DIR))
         artifact.write_labels(tmp, artifact.read_labels(model_dir))
-        content = tree_sha256(tmp)
-        stored = stored_copy(registry, model_name, content)
+        content = artifact.tree_sha256(tmp)
+        stored = find_by_content(registry, model_name, content)
         if stored:  # a rerun (say, after a failure past publishing): no second copy
             print(f"version {stored['version']} already holds this model; not published again")
             promote(registry, model_name, stored["version"], replaces=champion)

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from components.step import event
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -51,7 +54,7 @@ class FusedAdam(keras.optimizers.Adam):
 def fit(
     network: keras.Model,
     train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray] | None,
     *,
     epochs: int,
     batch_size: int,
@@ -59,14 +62,19 @@ def fit(
     seed: int,
     learning_rate: float = 1e-3,
     log: bool = True,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, list[float]]:
     """Adam on sparse cross-entropy, shuffled each epoch; restores the best epoch's weights.
 
     Stops when validation loss has not improved for ``patience`` epochs, as Keras'
-    ``EarlyStopping(restore_best_weights=True)`` does. Returns the per-epoch history.
+    ``EarlyStopping(restore_best_weights=True)`` does. Without validation data (``val``
+    None) it runs every epoch and keeps the last. Each epoch is an ``epoch`` event in the
+    log (``log``) and a call of ``on_epoch(epoch, values)``. Returns the per-epoch history.
     """
+    has_val = val is not None and len(val[1]) > 0
+    metrics = METRICS if has_val else METRICS[:2]
     x, y = tf.constant(train[0]), tf.constant(train[1])
-    x_val, y_val = tf.constant(val[0]), tf.constant(val[1])
+    x_val, y_val = (tf.constant(val[0]), tf.constant(val[1])) if has_val else (None, None)
     n, steps = len(train[1]), math.ceil(len(train[1]) / batch_size)
     weights = network.trainable_variables
     optimizer = FusedAdam(learning_rate=learning_rate)
@@ -93,46 +101,64 @@ def fit(
             size = tf.cast(tf.size(labels), tf.float32)
             loss_sum += loss * size
             hits += correct(labels, probabilities)
+        if not has_val:
+            return tf.stack([loss_sum / n, hits / n])
         val_probabilities = network(x_val, training=False)
         return tf.stack(
             [
                 loss_sum / n,
                 hits / n,
                 cross_entropy(y_val, val_probabilities),
-                correct(y_val, val_probabilities) / len(val[1]),
+                correct(y_val, val_probabilities) / tf.cast(tf.size(y_val), tf.float32),
             ]
         )
 
-    history: dict[str, list[float]] = {name: [] for name in METRICS}
+    history: dict[str, list[float]] = {name: [] for name in metrics}
     best_loss, best_weights, waited = math.inf, None, 0
     for epoch in range(epochs):
         started = time.perf_counter()
-        values = run_epoch(tf.constant(epoch, tf.int32)).numpy().tolist()
-        for name, value in zip(METRICS, values, strict=True):
+        numbers = run_epoch(tf.constant(epoch, tf.int32)).numpy().tolist()
+        values = dict(zip(metrics, numbers, strict=True))
+        for name, value in values.items():
             history[name].append(value)
         if log:
-            numbers = " ".join(f"{k} {v:.4f}" for k, v in zip(METRICS, values, strict=True))
-            print(f"epoch {epoch + 1}/{epochs} {numbers} {time.perf_counter() - started:.3f}s")
-        if values[2] < best_loss:
-            best_loss, best_weights, waited = values[2], [w.numpy() for w in weights], 0
+            seconds = round(time.perf_counter() - started, 3)
+            event("epoch", epoch=epoch + 1, epochs=epochs, seconds=seconds, **values)
+        if on_epoch:
+            on_epoch(epoch, values)
+        if not has_val:
+            continue
+        if values["val_loss"] < best_loss:
+            best_loss, best_weights, waited = values["val_loss"], [w.numpy() for w in weights], 0
         else:
             waited += 1
             if waited >= patience:
                 break
-    for variable, value in zip(weights, best_weights, strict=True):
+    for variable, value in zip(weights, best_weights or [], strict=False):
         variable.assign(value)
     return history
 
 
-def write_tensorboard(history: dict[str, list[float]], log_dir: str | Path) -> None:
-    """Per-epoch scalars in the layout Keras' TensorBoard callback uses (train/, validation/)."""
-    writers = {
-        "": tf.summary.create_file_writer(str(Path(log_dir, "train"))),
-        "val_": tf.summary.create_file_writer(str(Path(log_dir, "validation"))),
-    }
-    for prefix, writer in writers.items():
-        with writer.as_default():
-            for name in ("loss", "accuracy"):
-                for epoch, value in enumerate(history[prefix + name]):
-                    tf.summary.scalar(f"epoch_{name}", value, step=epoch)
-        writer.close()
+class TensorBoardWriter:
+    """Per-epoch scalars as training goes, in the layout Keras' TensorBoard callback uses
+    (``train/``, ``validation/``), so ``tensorboard --logdir`` shows a run in progress."""
+
+    def __init__(self, log_dir: str | Path):
+        self.writers = {
+            "": tf.summary.create_file_writer(str(Path(log_dir, "train"))),
+            "val_": tf.summary.create_file_writer(str(Path(log_dir, "validation"))),
+        }
+        self.step = 0
+
+    def __call__(self, epoch: int, values: dict[str, float]) -> None:
+        for prefix, writer in self.writers.items():
+            with writer.as_default():
+                for name in ("loss", "accuracy"):
+                    if prefix + name in values:
+                        tf.summary.scalar(f"epoch_{name}", values[prefix + name], step=self.step)
+            writer.flush()
+        self.step += 1
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()

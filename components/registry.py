@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 from components import storage
@@ -59,8 +60,26 @@ def promote(registry: str, model_name: str, version: str, *, replaces: str | Non
         ) from e
 
 
-def versions(registry: str, model_name: str) -> list[dict]:
-    """Every published version's metadata, oldest first, each with ``production`` set."""
+def find_by_content(registry: str, model_name: str, content_sha256: str) -> dict | None:
+    """The metadata of a published version holding exactly these files, if any. Only
+    versions whose name ends with the files' hash (as export names them) are read."""
+    for name in reversed(storage.list_folders(path(registry, model_name))):
+        if name.endswith(f"-{content_sha256[:8]}"):
+            text = storage.read_text(path(registry, model_name, name, METADATA))
+            metadata = json.loads(text) if text else {}
+            if metadata.get("content_sha256") == content_sha256:
+                return metadata
+    return None
+
+
+def versions(registry: str, model_name: str, must_exist: bool = False) -> list[dict]:
+    """Every published version's metadata, oldest first, each with ``production`` set.
+
+    ``must_exist``: a registry that is not there is an InputError, not an empty list."""
+    if must_exist and not storage.is_gcs(registry) and not os.path.isdir(registry):
+        raise InputError(f"{registry}: no such registry folder")
+    if must_exist and storage.is_gcs(registry):
+        storage.check_bucket(registry)
     current = production_version(registry, model_name)
     found = []
     for name in storage.list_folders(path(registry, model_name)):

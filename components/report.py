@@ -139,7 +139,7 @@ def _facts(evaluation: dict) -> list[list[str]]:
         ["backbone", training["backbone"]],
         ["weights used", training["weights"]],
         ["image size", str(training["image_size"])],
-        ["epochs run", f"{training['epochs_run']} (best {training['best_epoch']})"],
+        ["training", training_outcome(training)],
         ["training data", training["caching"]],
         ["fine-tuned layers", fine_tuning],
         ["devices, precision", f"{', '.join(training['devices'])}; {training['precision']}"],
@@ -238,3 +238,39 @@ def markdown(evaluation: dict) -> str:
         f"{_gate(evaluation)}\n\n"
         f"{facts}\n\n{table}\n"
     )
+
+
+def training_outcome(training: dict) -> str:
+    """One sentence on how training ended."""
+    best, run = training["best_epoch"], training["epochs_run"]
+    if not training.get("early_stopping", True):
+        return f"no validation split, so no early stopping: ran {run} epochs, kept the last"
+    tuned = training.get("fine_tune_epochs", 0)
+    head = run - tuned
+    stopped = head < training.get("epoch_limit", head + 1)
+    ended = f"stopped early at epoch {head}" if stopped else f"ran all {head} epochs"
+    if tuned:
+        kept = "kept" if training.get("fine_tune_kept") else "not kept"
+        ended += f", then {tuned} fine-tuning epochs ({kept})"
+    loss = training.get("best_val_loss")
+    return f"{ended}; kept epoch {best}" + (f" (val_loss {loss:.4f})" if loss is not None else "")
+
+
+def result_block(summary: dict, summary_path: str) -> str:
+    """What ``run`` prints when it ends: the result, and where everything is."""
+    low, high = summary["accuracy_ci95"]
+    gate = summary["gate"]
+    rows = [
+        ("training", summary["training_outcome"]),
+        ("test accuracy", f"{summary['test_accuracy']:.4f} (95% CI {low:.3f}-{high:.3f})"),
+        ("gate", f"{'passed' if gate['passed'] else 'REFUSED'}: {gate['reason']}"),
+        ("exported", summary["model_uri"] or "no"),
+        ("report", summary["report_html"]),
+        ("tensorboard", f"tensorboard --logdir {summary['tensorboard_logdir']}"),
+        ("logs", str(Path(summary["run_dir"], "logs"))),
+        ("summary", f"{summary_path} ({summary['timings_s']['total']:.1f} s)"),
+    ]
+    if summary["reused"]:
+        rows.insert(0, ("reused (cache)", ", ".join(summary["reused"])))
+    lines = [f"WARNING: {w}" for w in summary["warnings"]]
+    return "\n".join(lines + [f"{name:<15}{value}" for name, value in rows])

@@ -1,4 +1,5 @@
-"""What every KFP component body shares: its timing, and one clean line for bad input.
+"""What every KFP component body shares: its events, its timing, and one clean line for
+bad input.
 
 Kept free of heavy imports so a component can enter :func:`step` before TensorFlow loads,
 and the time it reports includes that import.
@@ -6,6 +7,7 @@ and the time it reports includes that import.
 
 from __future__ import annotations
 
+import json
 import platform
 import resource
 import time
@@ -13,18 +15,40 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata as importlib_metadata
 
+# A step's log line that starts with this is an event for whoever watches the run (the
+# local runner shows progress from them); the rest of the line is JSON.
+EVENT = "@shapes-event "
+
 
 class InputError(ValueError):
     """Input the user must fix (data, weights, storage); the message names the path or value."""
 
 
+def event(kind: str, **fields: object) -> None:
+    """One event line in the step's log: ``start``, ``end``, ``epoch``."""
+    print(EVENT + json.dumps({"event": kind, **fields}), flush=True)
+
+
+def parse_event(line: str) -> dict | None:
+    """The event a log line carries, or None."""
+    if not line.startswith(EVENT):
+        return None
+    try:
+        found = json.loads(line[len(EVENT) :])
+    except json.JSONDecodeError:
+        return None
+    return found if isinstance(found, dict) and "event" in found else None
+
+
 @contextmanager
-def step(metadata: dict) -> Iterator[None]:
+def step(name: str, metadata: dict) -> Iterator[None]:
     """Records the step's seconds and peak memory (the process's maximum resident set) in
-    ``metadata``; turns an :class:`InputError` into one line.
+    ``metadata`` and in its ``start``/``end`` events; turns an :class:`InputError` into one
+    line.
 
     The line goes to the step's log and the step exits non-zero, without a traceback.
     """
+    event("start", step=name)
     started = time.perf_counter()
     try:
         yield
@@ -32,6 +56,7 @@ def step(metadata: dict) -> Iterator[None]:
         raise SystemExit(f"error: {e}") from None
     metadata["seconds"] = round(time.perf_counter() - started, 2)
     metadata["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    event("end", step=name, seconds=metadata["seconds"], peak_memory_mb=metadata["peak_memory_mb"])
 
 
 def package_versions(*names: str) -> dict[str, str | None]:

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import artifact, dataset, model, storage
-from components.fit import fit, write_tensorboard
+from components.fit import TensorBoardWriter, fit
 from components.step import InputError, package_versions
 
 log = logging.getLogger(__name__)
@@ -162,13 +162,23 @@ def train(
 
     clock = time.perf_counter()
     extract = model.compiled(lambda x: features(x, training=False), image_size)
-    cached = {s: (model.batched(extract, batch_size)(x), y) for s, (x, y) in images.items()}
+    cached = {
+        s: (model.batched(extract, batch_size)(x), y) for s, (x, y) in images.items() if len(y)
+    }
     feature_seconds = time.perf_counter() - clock
 
     head = model.head(features.output_shape[-1], len(classes), seed=seed)
-    settings = {"epochs": epochs, "batch_size": batch_size, "patience": patience, "seed": seed}
+    tensorboard = TensorBoardWriter(Path(model_dir, artifact.TENSORBOARD_DIR))
+    settings = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "patience": patience,
+        "seed": seed,
+        "on_epoch": tensorboard,
+    }
+    validated = "val" in cached  # val_fraction 0: no early stopping, the last epoch is kept
     clock = time.perf_counter()
-    history = fit(head, cached["train"], cached["val"], **settings)
+    history = fit(head, cached["train"], cached["val"] if validated else None, **settings)
     head_seconds = time.perf_counter() - clock
     head_epochs = len(history["loss"])
 
@@ -179,9 +189,14 @@ def train(
         unfrozen = unfreeze_top(base, fine_tune_layers)
         clock = time.perf_counter()
         stage = fit(
-            classifier, images["train"], images["val"], learning_rate=fine_tune_lr, **settings
+            classifier,
+            images["train"],
+            images["val"] if validated else None,
+            learning_rate=fine_tune_lr,
+            **settings,
         )
-        kept = min(stage["val_loss"]) < min(history["val_loss"])
+        # kept only if validation got better; with no validation, the last weights are kept
+        kept = not validated or min(stage["val_loss"]) < min(history["val_loss"])
         if not kept:
             classifier.set_weights(head_only)
         tuned = {
@@ -203,9 +218,14 @@ def train(
         "precision": keras.mixed_precision.global_policy().name,
         "caching": caching,
         "augment": augment,
+        "early_stopping": validated,
+        "epoch_limit": epochs,
         "epochs_run": len(history["loss"]),
         "head_epochs": head_epochs,
-        "best_epoch": int(np.argmin(history["val_loss"])) + 1,
+        "best_epoch": (
+            int(np.argmin(history["val_loss"])) + 1 if validated else len(history["loss"])
+        ),
+        "best_val_loss": min(history["val_loss"]) if validated else None,
         "build_seconds": round(build_seconds, 2),
         "feature_seconds": round(feature_seconds, 2),
         "head_seconds": round(head_seconds, 2),
@@ -221,7 +241,7 @@ def train(
     clock = time.perf_counter()
     # The serving function calls the traced feature extractor: no second trace of the backbone.
     classify = model.compiled(lambda x: head(extract(x), training=False), image_size)
+    tensorboard.close()
     model.save(model_dir, classify, classes, history, facts)
-    write_tensorboard(history, Path(model_dir, artifact.TENSORBOARD_DIR))
     facts["save_seconds"] = round(time.perf_counter() - clock, 2)
     return facts

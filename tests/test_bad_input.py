@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import registry_with_a_version, tree_bytes
+from helpers import registry_with_a_version, tree_bytes
 from PIL import Image
 from test_e2e import FAST, cli
 
@@ -99,7 +99,7 @@ def test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache(
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = json.loads((tmp_path / "summary.json").read_text())
     assert rerun["reused"] == ["split", "train"] and summary["reused"] == []
-    assert "reused from an earlier run (cache): split, train" in again.stdout
+    assert "reused (cache) split, train" in again.stdout
     assert rerun["timings_s"]["split"] == rerun["timings_s"]["train"] == 0.0
     assert rerun["trained_model_uri"] == summary["trained_model_uri"]
     # evaluate ran again (never cached: the gate depends on the registry) and met the same

@@ -3,12 +3,13 @@ Kubeflow Pipelines v2beta1 REST API does: the requests checked are the ones kfp'
 client sends."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import API, KfpApi
+from helpers import API, KfpApi
 
 from components.cluster import kfp_cron
 from components.step import InputError
@@ -19,8 +20,10 @@ PARAMS = ["--data", "gs://shapes-data/raw", "--registry", "gs://shapes-models/re
 
 def cli(*args: str, env: dict | None = None, tmp_path: Path) -> subprocess.CompletedProcess:
     base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NO_PROXY": "127.0.0.1"}
+    if "PYTHONPATH" in os.environ:  # make mutation: the code under test is a copy
+        base["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return subprocess.run(
-        [sys.executable, str(REPO / "pipeline.py"), *args],
+        [sys.executable, "-m", "components.cli", *args],
         env={**base, **(env or {})},
         cwd=tmp_path,
         capture_output=True,
@@ -109,7 +112,7 @@ def test_schedule_creates_a_recurring_run_without_catch_up_one_at_a_time(api, tm
         (["schedule", "--cron", "0 25 * * *", *PARAMS], "--cron '0 25 * * *': hour '25'"),
         (["schedule", "--cron", "every night", *PARAMS], "expected 5 fields"),
         (["submit", "--data", "raw", "--registry", "gs://b/r"], "--data raw: a cluster's steps"),
-        (["submit", "--epochs", "0", *PARAMS], "--epochs 0: must be at least 1"),
+        (["submit", "--epochs", "0", *PARAMS], "--epochs 0: must be between 1 and 100000"),
     ],
 )
 def test_bad_requests_are_refused_before_any_request(api, args, message, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import API
+from helpers import API
 from test_cluster import cli, only
 
 REPO = Path(__file__).resolve().parents[1]

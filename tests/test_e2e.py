@@ -3,53 +3,26 @@
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import kfp
 import numpy as np
 import pytest
-from conftest import (
-    LEARNS,
-    SMALL,
+from helpers import (
+    FAST,
+    LEARNING,
     assert_varied,
+    cli,
     imagenet_mobilenet,
     registry_with_a_version,
+    run,
     tree_bytes,
     upload_folder,
 )
 
 from components.dataset import sha256_of
 from components.demo_data import generate
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def options(settings: dict) -> list[str]:
-    return [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
-
-
-# Plumbing runs (bad input, flags): the tiny random backbone, whose outputs are all alike.
-FAST = ["--epochs", "3", "--patience", "5", *options(SMALL)]
-# Runs whose per-image results are compared: a model whose outputs differ between images.
-LEARNING = ["--epochs", "5", "--patience", "5", *options(LEARNS)]
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "pipeline.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-def run(data, *options: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``shapes-pipeline run`` on ``data`` with the small, fast settings and a local registry."""
-    return cli("run", "--data", str(data), "--registry", "reg", *FAST, *options, cwd=cwd)
 
 
 @pytest.mark.e2e
@@ -83,11 +56,15 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
         timings["total"]
         > timings["split"] + timings["train"] + timings["evaluate"] + timings["export"]
     )
-    assert f"test accuracy: {summary['test_accuracy']:.4f}" in done.stdout
-    assert f"exported model: {summary['model_uri']}" in done.stdout
+    assert f"test accuracy  {summary['test_accuracy']:.4f} (95% CI" in done.stdout
+    assert f"exported       {summary['model_uri']}" in done.stdout
+    assert len(done.stdout.splitlines()) <= 40 and "\x1b[" not in done.stdout
 
     run_dir = Path(summary["run_dir"])
-    kfp_outputs = json.loads((run_dir / "evaluate" / "executor_output.json").read_text())
+    dataset, trained = Path(summary["dataset_uri"]), Path(summary["trained_model_uri"])
+    # What the KFP artifacts hold, as kfp.local wrote them for each task:
+    (kfp_run,) = [p for p in run_dir.iterdir() if p.name.startswith("shapes-transfer")]
+    kfp_outputs = json.loads((kfp_run / "evaluate" / "executor_output.json").read_text())
     artifacts = {name: entry["artifacts"][0] for name, entry in kfp_outputs["artifacts"].items()}
     assert artifacts["metrics"]["metadata"]["accuracy"] == summary["test_accuracy"]
     confusion = artifacts["confusion"]["metadata"]["confusionMatrix"]
@@ -97,13 +74,17 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert summary["gate"]["passed"] and summary["gate"]["champion_uri"] is None
     assert summary["gate"]["reason"].startswith("no production model yet")
     assert artifacts["metrics"]["metadata"]["gate_passed"] == 1.0
-    assert (run_dir / "split" / "dataset" / "manifest.csv").exists()
-    assert (run_dir / "train" / "model" / "saved_model" / "1" / "saved_model.pb").exists()
+    assert (dataset / "manifest.csv").exists()
+    assert (trained / "saved_model" / "1" / "saved_model.pb").exists()
+    assert {p.name for p in (run_dir / "logs").iterdir()} >= {f"{s}.log" for s in summary["logs"]}
+    assert set(summary["logs"]) == {"split", "train", "evaluate", "export"}
+    assert summary["parameters"]["epochs"] == 5 and summary["parameters"]["seed"] == 230
+    assert summary["best_epoch"] == summary["training"]["best_epoch"] >= 1
     # three figures and a thumbnail of each of the 9 test images (mistakes and correct ones)
     assert Path(summary["report_uri"]).read_text().count("data:image/png;base64,") == 3 + 9
     assert Path(summary["report_html"]).read_text() == Path(summary["report_uri"]).read_text()
-    assert f"report: {summary['report_html']}" in done.stdout
-    markdown = (run_dir / "evaluate" / "summary").read_text()
+    assert f"report         {summary['report_html']}" in done.stdout
+    markdown = (kfp_run / "evaluate" / "summary").read_text()
     assert f"Test accuracy: **{summary['test_accuracy']:.4f} (95% CI" in markdown
     with open(summary["predictions_uri"]) as f:
         predictions = list(csv.DictReader(f))
@@ -130,15 +111,15 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert metadata["pipeline_run"]["id"]
     assert metadata["packages"]["training"]["keras"] == version("keras")
     assert metadata["packages"]["export"]["kfp"] == kfp.__version__
-    assert metadata["manifest_sha256"] == sha256_of(run_dir / "split" / "dataset" / "manifest.csv")
-    registered = json.loads((run_dir / "export" / "executor_output.json").read_text())
+    assert metadata["manifest_sha256"] == sha256_of(dataset / "manifest.csv")
+    registered = json.loads((kfp_run / "export" / "executor_output.json").read_text())
     (kfp_model,) = registered["artifacts"]["registered_model"]["artifacts"]
     assert {k: kfp_model["metadata"][k] for k in metadata} == metadata
 
     import tensorflow as tf
 
     served = tf.saved_model.load(str(local / "saved_model" / "1"))
-    files = [(run_dir / "split" / "dataset" / p["path"]).read_bytes() for p in predictions]
+    files = [(dataset / p["path"]).read_bytes() for p in predictions]
     out = served.signatures["serving_default"](image_bytes=tf.constant(files))
     evaluated = [[float(p[f"p_{c}"]) for c in summary["classes"]] for p in predictions]
     np.testing.assert_allclose(out["probabilities"].numpy(), evaluated, atol=1e-5)
@@ -171,7 +152,7 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     ]
 
     # predict from the registry (its production model), images as files on disk
-    images = [run_dir / "split" / "dataset" / p["path"] for p in predictions[:3]]
+    images = [dataset / p["path"] for p in predictions[:3]]
     predicted = cli("predict", "--model", registry, *map(str, images), cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     lines = [json.loads(line) for line in predicted.stdout.splitlines()]
@@ -202,12 +183,13 @@ def test_training_learns_the_shapes(tmp_path):
 @pytest.mark.e2e
 def test_gate_blocks_export_below_min_accuracy(tmp_path, demo_data):
     """Also: weights=auto with no internet trains from random init and says so everywhere."""
-    done = run(demo_data, "--min-accuracy", "1.01", "--weights", "auto", cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run(demo_data, "--min-accuracy", "1.0", "--weights", "auto", cwd=tmp_path)
+    assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["exported"] is False and summary["model_uri"] is None
     assert summary["timings_s"]["export"] == 0.0
-    assert "not exported" in done.stdout
+    assert "gate           REFUSED: test accuracy" in done.stdout
+    assert "exported       no" in done.stdout
     assert not (tmp_path / "reg").exists()
 
     assert summary["weights"] == "none"
@@ -217,8 +199,9 @@ def test_gate_blocks_export_below_min_accuracy(tmp_path, demo_data):
     assert "RANDOMLY INITIALISED" in Path(summary["report_uri"]).read_text()
 
     listed = cli("models", "--registry", "reg", cwd=tmp_path)
-    assert listed.stdout.strip() == "no versions of shapes-classifier in reg"
-    refused = cli("predict", "--model", "reg", str(demo_data / "circles" / "x.png"), cwd=tmp_path)
+    assert listed.returncode == 2 and listed.stderr == "error: reg: no such registry folder\n"
+    image = str(next((demo_data / "circles").iterdir()))
+    refused = cli("predict", "--model", "reg", image, cwd=tmp_path)
     assert refused.returncode == 2
     assert refused.stderr.strip().startswith("error: reg: neither a model version")
 
@@ -286,13 +269,20 @@ def test_out_of_range_parameters_are_named(tmp_path, demo_data, option, value):
 
 @pytest.mark.e2e
 def test_a_failing_step_fails_the_run_with_its_reason_and_publishes_nothing(tmp_path, demo_data):
-    """weights=imagenet cannot be had offline: the train step says so in one line and stops."""
+    """weights=imagenet cannot be had offline: the train step says why, and the run prints
+    that line, the end of the step's log and the log's path (exit status 1)."""
     before = registry_with_a_version(tmp_path / "reg")
     done = run(demo_data, "--weights", "imagenet", cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr.startswith("error: step 'train' failed") and done.stderr.count("\n") == 1
-    assert (
-        "error: weights=imagenet: cannot load ImageNet weights for MobileNetV3Small" in done.stdout
+    assert done.returncode == 1
+    first, *rest = done.stderr.splitlines()
+    assert first.startswith(
+        "error: step 'train' failed: weights=imagenet: cannot load ImageNet weights for "
+        "MobileNetV3Small"
     )
+    log = Path(rest[-1].removeprefix("full log: "))
+    assert log.name == "train.log" and log.parent.name == "logs"
+    logged = [line for line in log.read_text().splitlines() if line.strip()]
+    assert rest[1:-1] == logged[-len(rest[1:-1]) :]
+    assert len(rest[1:-1]) <= 20 and "[2/4] train     started" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
     assert tree_bytes(tmp_path / "reg") == before and not (tmp_path / "summary.json").exists()

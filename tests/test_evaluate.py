@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_varied, save_oracle
+from helpers import assert_varied, save_oracle
 from PIL import Image
 
 from components.dataset import MANIFEST, read_manifest, write_manifest

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import save_oracle
+from helpers import save_oracle
 
 from components import artifact, model, registry, storage
 from components import export as export_module

@@ -1,10 +1,15 @@
 """The compiled spec, checked by loading it with KFP, and the CLI's parameters."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import yaml
 from kfp import components
 
 import pipeline
+from components import cli, cluster
 
 
 def pipeline_doc(spec) -> dict:
@@ -15,15 +20,7 @@ def pipeline_doc(spec) -> dict:
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
     path = tmp_path_factory.mktemp("spec") / "pipeline.yaml"
-    pipeline.main(
-        [
-            "compile",
-            "-o",
-            str(path),
-            "--gpu-node-selector",
-            "cloud.google.com/gke-accelerator=nvidia-l4",
-        ]
-    )
+    cluster.compile_pipeline(str(path), 1, ["cloud.google.com/gke-accelerator=nvidia-l4"])
     return path
 
 
@@ -82,5 +79,31 @@ def test_compiled_defaults_and_run_defaults(spec):
     assert params["epochs"]["defaultValue"] == 500
     assert params["seed"]["defaultValue"] == 230
     assert "defaultValue" not in params["data"]
-    args = pipeline.parser().parse_args(["run"])
+    args = cli.parser().parse_args(["run"])
     assert args.weights == "auto" and args.image_size == 128 and args.data is None
+
+
+def test_kfps_own_compiler_takes_the_module(tmp_path):
+    """``kfp dsl compile --py pipeline.py`` (KFP's CLI) and ``python pipeline.py`` both
+    find the pipeline at module level and write the same spec as ``compile``."""
+    repo = Path(pipeline.__file__).parent
+    kfp_cli = Path(sys.executable).with_name("kfp")
+    subprocess.run(
+        [kfp_cli, "dsl", "compile", "--py", repo / "pipeline.py", "--output", tmp_path / "a.yaml"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        [sys.executable, repo / "pipeline.py"], cwd=tmp_path, check=True, capture_output=True
+    )
+    assert (tmp_path / "a.yaml").read_text() == (tmp_path / "pipeline.yaml").read_text()
+    assert pipeline_doc(tmp_path / "a.yaml")["pipelineInfo"]["name"] == pipeline.PIPELINE_NAME
+
+
+def test_parameter_help_comes_from_the_pipelines_docstring(spec):
+    """One text per parameter: the pipeline function's ``Args:``, which KFP copies into the
+    compiled spec and the CLI shows as each option's help."""
+    params = pipeline_doc(spec)["root"]["inputDefinitions"]["parameters"]
+    help_text = cli.parser()._subparsers._group_actions[0].choices["run"].format_help()
+    for name, described in params.items():
+        words = " ".join(described["description"].split())
+        assert words and words[:40] in " ".join(help_text.split()), name

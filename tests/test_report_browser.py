@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import save_oracle
+from helpers import save_oracle
 from PIL import Image
 
 from components.evaluate import evaluate

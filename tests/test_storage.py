@@ -1,7 +1,7 @@
 """Storage against gcp-storage-emulator on 127.0.0.1 with the real google-cloud-storage client."""
 
 import pytest
-from conftest import upload_folder
+from helpers import upload_folder
 
 from components import storage
 from components.dataset import DataError, read_manifest

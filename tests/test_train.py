@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import LEARNS, SMALL, imagenet_mobilenet, upload_folder
+from helpers import LEARNS, SMALL, imagenet_mobilenet, upload_folder
 from PIL import Image
 
 from components import model

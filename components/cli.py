@@ -1,0 +1,396 @@
+"""``shapes-pipeline``: the command line. Each command is a small function over the
+modules that do the work; the pipeline's parameters, their defaults and their help come
+from the pipeline function (``pipeline.py``), through ``components.parameters``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from components import parameters
+from components.step import InputError
+
+EXIT_OK, EXIT_STEP_FAILED, EXIT_BAD_INPUT, EXIT_GATE_REFUSED = 0, 1, 2, 3
+DESCRIPTION = """\
+Train an image classifier by transfer learning (a frozen keras.applications backbone under
+a small dense head), evaluate it against the model in production, and publish it to a
+versioned registry if it is good enough. The same Kubeflow pipeline runs on this machine
+(run), on a Kubeflow Pipelines cluster (submit) or on a schedule there (schedule).
+
+Data: one folder per class of images (local folder, gs:// prefix or .zip).
+"""
+EPILOG = """\
+exit status: 0 success; 1 a step failed (its log is named); 2 bad usage or bad input
+(nothing was run or written); 3 the run finished but the gate refused to export the model.
+"""
+CLUSTER_ONLY = ("gpus", "gpu_node_selector")
+
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's help; the descriptions keep their lines."""
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+# ------------------------------------------------------------ options from the pipeline
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
+    """One option per pipeline parameter; help and defaults from the pipeline function."""
+    for name, spec in parameters.pipeline_inputs().items():
+        default = defaults.get(name, spec.default)
+        flag = parameters.option(name)
+        help_text = " ".join((spec.description or "").split())
+        if isinstance(default, bool):
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
+            continue
+        kind = type(default) if isinstance(default, int | float) else str
+        required = default is None and name not in defaults
+        parser.add_argument(flag, type=kind, default=default, required=required, help=help_text)
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML or JSON file of pipeline parameters (their names as keys); flags override it",
+    )
+
+
+def read_config(path: str) -> dict:
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise InputError(f"--config {path}: cannot read it ({e.strerror})") from e
+    except yaml.YAMLError as e:
+        raise InputError(f"--config {path}: not YAML or JSON ({str(e).splitlines()[0]})") from e
+    if not isinstance(loaded, dict):
+        raise InputError(f"--config {path}: must be a mapping of parameter names to values")
+    unknown = sorted(set(loaded) - set(parameters.pipeline_inputs()))
+    if unknown:
+        raise InputError(f"--config {path}: unknown parameters {unknown}")
+    return loaded
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parses twice where ``--config`` is given: its values become the defaults, so flags
+    given on the command line still win."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        try:
+            config = read_config(args.config)
+        except InputError as e:
+            fail(str(e))
+        args.command_parser.set_defaults(**config)
+        args = parser.parse_args(argv)
+    return args
+
+
+def pipeline_params(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in parameters.pipeline_inputs()}
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from components.demo_data import generate
+
+    written = generate(args.out, per_class=args.per_class, seed=args.seed)
+    print(f"wrote {len(written)} images to {args.out}")
+    return EXIT_OK
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from components import cluster
+
+    try:
+        cluster.compile_pipeline(args.output, args.gpus, args.gpu_node_selector)
+    except InputError as e:
+        fail(str(e))
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from components import local_run, preflight, report
+
+    params = pipeline_params(args)
+    try:
+        parameters.check(params)
+        params = preflight.resolve_local(params, args.pipeline_root)
+        found = preflight.check_inputs(params)
+    except InputError as e:
+        fail(str(e))
+    if args.dry_run:
+        print(found)
+        print(json.dumps(params, indent=2))
+        return EXIT_OK
+    console = local_run.Console(sys.stdout, verbosity=1 + args.verbose - args.quiet)
+    console.say(found)
+    try:
+        summary = local_run.run_locally(
+            params, pipeline_root=args.pipeline_root, cache=args.cache, console=console
+        )
+    except local_run.StepFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        if args.quiet < 1 and not args.verbose:
+            print(f"--- the last {len(e.tail)} lines of {e.log}:", file=sys.stderr)
+            print("\n".join(e.tail), file=sys.stderr)
+        print(f"full log: {e.log}", file=sys.stderr)
+        return EXIT_STEP_FAILED
+    Path(args.summary).write_text(json.dumps(summary, indent=2))
+    print(report.result_block(summary, args.summary))
+    return EXIT_OK if summary["gate"]["passed"] else EXIT_GATE_REFUSED
+
+
+def image_files(paths: list[str]) -> list[str]:
+    """The images to classify: files as given, folders' images (recursively, sorted)."""
+    from components.dataset import IMAGE_SUFFIXES
+
+    found = []
+    for given in paths:
+        if os.path.isdir(given):
+            inside = sorted(p for p in Path(given).rglob("*") if p.is_file())
+            found += [str(p) for p in inside if p.suffix.lower() in IMAGE_SUFFIXES]
+        elif os.path.isfile(given):
+            found.append(given)
+        else:
+            raise InputError(f"{given}: no such file or folder")
+    if not found:
+        raise InputError(f"{' '.join(paths)}: no images")
+    return found
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from components import dataset, registry, storage
+
+    try:
+        images = image_files(args.images)
+        version = registry.resolve(args.model, args.model_name)
+        for image in images:
+            dataset.check_image(image)
+        from components import model  # TensorFlow, only once the inputs are known to be good
+
+        with storage.local_tree(version) as local:
+            predict, classes = model.load(local)
+            probabilities = predict([Path(p) for p in images])
+    except InputError as e:
+        fail(str(e))
+    rows = [
+        {
+            "path": path,
+            "class": classes[int(row.argmax())],
+            "probabilities": {c: round(float(p), 6) for c, p in zip(classes, row, strict=True)},
+        }
+        for path, row in zip(images, probabilities, strict=True)
+    ]
+    if args.output == "json":
+        print("\n".join(json.dumps(row) for row in rows))
+    else:
+        width = max(len(r["path"]) for r in rows)
+        print(f"{'image':<{width}}  {'class':<16}  probability")
+        for r in rows:
+            print(f"{r['path']:<{width}}  {r['class']:<16}  {r['probabilities'][r['class']]:.4f}")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from components import registry
+
+    try:
+        found = registry.versions(args.registry, args.model_name, must_exist=True)
+    except InputError as e:
+        fail(str(e))
+    if args.output == "json":
+        print(json.dumps(found, indent=2))
+        return EXIT_OK
+    if not found:
+        print(f"no versions of {args.model_name} in {args.registry}")
+        return EXIT_OK
+    print(f"{'':2}{'version':<28}{'created':<27}{'test accuracy':>14}  backbone")
+    for v in found:
+        mark = "* " if v["production"] else "  "
+        accuracy = v["metrics"]["test_accuracy"]
+        print(f"{mark}{v['version']:<28}{v['created']:<27}{accuracy:>14.4f}  {v['backbone']}")
+    print("* production (LATEST)")
+    return EXIT_OK
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from components import cluster
+
+    params, _ = cluster_request(args)
+    with cluster.compiled(args.gpus, args.gpu_node_selector) as package:
+        client = cluster.client(args.host, args.namespace, args.token)
+        run_id = cluster.submit(
+            client, package, params, experiment=args.experiment, namespace=args.namespace,
+            run_name=args.run_name, service_account=args.service_account,
+        )  # fmt: skip
+    print(f"run {run_id}: {cluster.run_url(args.host, run_id)}")
+    if args.wait:
+        state = cluster.wait(client, run_id, args.timeout, args.poll_seconds)
+        print(f"run {run_id}: {state}")
+        if state.upper() != "SUCCEEDED":
+            return EXIT_STEP_FAILED
+    return EXIT_OK
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from components import cluster
+
+    params, cron = cluster_request(args)
+    with cluster.compiled(args.gpus, args.gpu_node_selector) as package:
+        recurring_id = cluster.schedule(
+            cluster.client(args.host, args.namespace, args.token), package, params, cron=cron,
+            experiment=args.experiment, namespace=args.namespace, name=args.name,
+            service_account=args.service_account,
+        )  # fmt: skip
+    print(f"recurring run {recurring_id}: cron {cron!r}, at most one run at a time, no catch-up")
+    return EXIT_OK
+
+
+def cluster_request(args: argparse.Namespace) -> tuple[dict, str | None]:
+    """The run's parameters and (``schedule``) KFP's cron, checked before any request."""
+    from components import cluster
+
+    params = pipeline_params(args)
+    try:
+        parameters.check(params)
+        cron = cluster.check_request(params, getattr(args, "cron", None))
+        cluster.check_compile_options(args.gpus, args.gpu_node_selector)
+    except InputError as e:
+        fail(str(e))
+    return params, cron
+
+
+# ------------------------------------------------------------------------------ parser
+
+
+def parser() -> argparse.ArgumentParser:
+    from pipeline import PIPELINE_NAME
+
+    cli = argparse.ArgumentParser(
+        prog="shapes-pipeline", description=DESCRIPTION, epilog=EPILOG, formatter_class=Formatter
+    )
+    cli.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    commands = cli.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=help_text, description=help_text, epilog=EPILOG, formatter_class=Formatter
+        )
+        sub.set_defaults(func=func, command_parser=sub)
+        return sub
+
+    run = command("run", "run the whole pipeline on this machine (kfp.local)", cmd_run)
+    add_pipeline_options(run, {"data": None, "registry": "registry", "weights": "auto"})
+    run.add_argument("--pipeline-root", default="runs", help="where each run's folder goes")
+    run.add_argument("--summary", default="summary.json", help="the run's summary (JSON)")
+    run.add_argument(
+        "--cache",
+        action="store_true",
+        help="reuse split and train outputs of an earlier run with the same inputs "
+        "(kfp.local's cache; its key does not see changes to components/)",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="check everything, print the parameters, stop"
+    )
+    loudness = run.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="count", default=0, help="every log line")
+    loudness.add_argument("-q", "--quiet", action="count", default=0, help="the result only")
+
+    for name, help_text, func in (
+        ("submit", "start one run on a Kubeflow Pipelines cluster", cmd_submit),
+        ("schedule", "create a recurring run on a Kubeflow Pipelines cluster", cmd_schedule),
+    ):
+        sub = command(name, help_text, func)
+        add_pipeline_options(sub, {})
+        sub.add_argument("--host", required=True, help="the KFP API, e.g. http://localhost:8080")
+        sub.add_argument("--namespace", help="multi-user Kubeflow: the profile's namespace")
+        sub.add_argument("--experiment", default=PIPELINE_NAME, help="created if missing")
+        sub.add_argument(
+            "--token",
+            default=os.environ.get("KFP_TOKEN"),
+            help="bearer token ($KFP_TOKEN; else the mounted service account token)",
+        )
+        sub.add_argument("--service-account", help="Kubernetes account the steps run as")
+        add_compile_options(sub)
+    submit = commands.choices["submit"]
+    submit.add_argument("--run-name", help="the run's name in the KFP UI")
+    submit.add_argument("--wait", action="store_true", help="follow the run to its end")
+    submit.add_argument("--timeout", type=float, default=24 * 3600, help="--wait's limit, s")
+    submit.add_argument("--poll-seconds", type=float, default=10.0, help="--wait's interval")
+    scheduled = commands.choices["schedule"]
+    scheduled.add_argument(
+        "--cron", required=True, help="'minute hour day month weekday', or KFP's six fields"
+    )
+    scheduled.add_argument("--name", default=f"{PIPELINE_NAME}-retraining")
+
+    comp = command("compile", "write the pipeline spec to upload to Kubeflow", cmd_compile)
+    comp.add_argument("-o", "--output", default="pipeline.yaml", help="the spec's file")
+    add_compile_options(comp)
+
+    pred = command("predict", "classify images with a published model", cmd_predict)
+    pred.add_argument(
+        "--model", required=True, help="a version folder, or a registry (its production model)"
+    )
+    add_model_options(pred, default_output="json")
+    pred.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+
+    models = command("models", "list a registry's versions", cmd_models)
+    models.add_argument("--registry", required=True, help="a local folder or gs:// URI")
+    add_model_options(models, default_output="table")
+
+    gen = command("generate", "write hand-drawn demo shapes (Kaggle layout)", cmd_generate)
+    gen.add_argument("--out", required=True, help="the folder to write")
+    gen.add_argument("--per-class", type=int, default=100, help="images per class")
+    gen.add_argument("--seed", type=int, default=0, help="the same seed, the same bytes")
+    return cli
+
+
+def add_compile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gpus", type=int, default=1, help="GPUs for training (0: a CPU-only cluster)"
+    )
+    parser.add_argument(
+        "--gpu-node-selector",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a node label the training pod must match (repeatable)",
+    )
+
+
+def add_model_options(parser: argparse.ArgumentParser, default_output: str) -> None:
+    parser.add_argument(
+        "--model-name", default=parameters.defaults()["model_name"], help="the registry's model"
+    )
+    parser.add_argument(
+        "--output", choices=("table", "json"), default=default_output, help="how to print"
+    )
+
+
+def version() -> str:
+    try:
+        return metadata.version("shapes-pipeline")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(parser(), argv)
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

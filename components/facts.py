@@ -1,0 +1,135 @@
+"""What the steps hand each other and the run's summary, typed in one place.
+
+They travel as JSON (KFP artifact metadata, ``split.json``, ``training.json``,
+``evaluation.json``, ``metadata.json``, ``summary.json``), so they are ``TypedDict``s:
+plain dicts at run time, checked names and types for readers and type checkers.
+"""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict
+
+
+class SplitFacts(TypedDict):
+    """The split step's result (``split.json`` in the data set)."""
+
+    source: str
+    classes: list[str]
+    counts: dict[str, dict[str, int]]  # split -> class -> images
+    manifest_sha256: str
+    warnings: list[str]
+
+
+class TrainingFacts(TypedDict):
+    """The train step's result (``training.json`` in the model artifact)."""
+
+    backbone: str
+    weights: str  # what was used: "imagenet", "none" or the weights file
+    image_size: int
+    classes: list[str]
+    devices: list[str]
+    precision: str
+    caching: str
+    augment: bool
+    early_stopping: bool  # False without a validation split: the last epoch is kept
+    epoch_limit: int
+    epochs_run: int
+    head_epochs: int
+    best_epoch: int  # 1-based, over head and fine-tuning epochs together
+    best_val_loss: float | None
+    build_seconds: float
+    feature_seconds: float
+    head_seconds: float
+    training_seconds: float
+    warnings: list[str]
+    packages: dict[str, str | None]
+    fine_tune_layers: NotRequired[int]
+    fine_tune_epochs: NotRequired[int]
+    fine_tune_kept: NotRequired[bool]
+    fine_tune_seconds: NotRequired[float]
+    save_seconds: NotRequired[float]
+
+
+class Gate(TypedDict):
+    """The champion/challenger decision evaluate makes and export obeys."""
+
+    passed: bool
+    reason: str
+    champion_version: str | None
+    champion_uri: str | None
+    champion_accuracy: float | None
+    min_accuracy: float
+    max_regression: float
+
+
+class Evaluation(TypedDict):
+    """The evaluate step's result (``evaluation.json``)."""
+
+    test_accuracy: float
+    accuracy_ci95: tuple[float, float]
+    classes: list[str]
+    confusion_matrix: list[list[int]]  # rows true, columns predicted, in ``classes`` order
+    classification_report: dict  # scikit-learn's output_dict
+    n_test: int
+    data: SplitFacts
+    training: TrainingFacts
+    model_sha256: str  # the evaluated model files' hash: what export must publish
+    warnings: list[str]
+    gate: Gate
+
+
+class Published(TypedDict):
+    """A registry version's ``metadata.json``, which export writes last."""
+
+    model_name: str
+    version: str
+    uri: str
+    content_sha256: str
+    serving_uri: str
+    created: str
+    backbone: str
+    weights: str
+    image_size: int
+    classes: list[str]
+    metrics: dict[str, float | list[float]]
+    manifest_sha256: str
+    gate: Gate
+    verification: dict
+    pipeline_run: dict | None
+    packages: dict
+
+
+class Summary(TypedDict):
+    """What ``run`` writes to ``summary.json`` and prints."""
+
+    parameters: dict  # every pipeline parameter, as the run resolved it
+    test_accuracy: float
+    accuracy_ci95: tuple[float, float]
+    classes: list[str]
+    confusion_matrix: list[list[int]]
+    classification_report: dict
+    gate: Gate
+    exported: bool
+    model_uri: str | None
+    report_uri: str
+    report_html: str
+    predictions_uri: str
+    trained_model_uri: str
+    dataset_uri: str
+    tensorboard_logdir: str
+    backbone: str
+    weights: str
+    warnings: list[str]
+    epochs_run: int
+    best_epoch: int
+    early_stopping: bool
+    training_outcome: str
+    caching: str
+    precision: str
+    devices: list[str]
+    training: TrainingFacts
+    timings_s: dict[str, float]
+    peak_memory_mb: dict[str, int | None]
+    run_dir: str
+    logs: dict[str, str]
+    reused: list[str]

@@ -1,0 +1,265 @@
+"""The whole pipeline on this machine through ``kfp.local``: what ``shapes-pipeline run``,
+``scripts/e2e_containers.py`` and ``bench/run.py`` all call.
+
+Each run has a folder of its own, ``<pipeline root>/<run id>/``, which is kfp.local's
+pipeline root for that run, so two runs sharing a pipeline root never see each other's
+outputs; kfp.local's cache is shared in ``<pipeline root>/.kfp_cache``. Results are the
+pipeline's declared outputs, as kfp.local returns them. Everything a step prints
+(kfp.local's lines, TensorFlow's, a failure's traceback) goes to ``<run>/logs/<step>.log``;
+the console gets a line as each step starts and ends, and one progress line for training.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import re
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import TextIO
+
+from components import registry
+from components.facts import Evaluation, Summary, TrainingFacts
+from components.step import parse_event
+
+STEPS = ("split", "train", "evaluate", "export")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+TAIL_LINES = 20
+
+
+class StepFailed(Exception):
+    """A step of the run failed; its error line, the end of its log and the log's path."""
+
+    def __init__(self, step: str, error: str, log: Path, tail: list[str]):
+        super().__init__(f"step {step!r} failed: {error}")
+        self.step, self.error, self.log, self.tail = step, error, log, tail
+
+
+class Console:
+    """What the user sees. ``verbosity``: 0 nothing but the result, 1 a line per step and a
+    training progress line, 2 every line the steps print, as kfp.local prints them."""
+
+    def __init__(self, stream: TextIO, verbosity: int = 1):
+        self.stream, self.verbosity = stream, verbosity
+        self.tty = stream.isatty()
+        self._progress_shown = 0.0
+        self._open_line = False
+
+    def say(self, text: str) -> None:
+        if self.verbosity >= 1:
+            self._end_progress()
+            print(text, file=self.stream, flush=True)
+
+    def raw(self, line: str) -> None:
+        if self.verbosity >= 2:
+            print(line if self.tty else ANSI.sub("", line), file=self.stream, flush=True)
+
+    def progress(self, text: str) -> None:
+        """One updating line on a terminal; elsewhere a line every few seconds."""
+        if self.verbosity != 1:
+            return
+        if self.tty:
+            print(f"\r{text[:110]:<110}", end="", file=self.stream, flush=True)
+            self._open_line = True
+        elif time.monotonic() - self._progress_shown >= 5:
+            print(text, file=self.stream, flush=True)
+            self._progress_shown = time.monotonic()
+
+    def _end_progress(self) -> None:
+        if self._open_line:
+            print(file=self.stream, flush=True)
+            self._open_line = False
+
+
+class StepLogs(io.TextIOBase):
+    """kfp.local's stdout during a run: each line goes to the running step's log (before
+    the first step, to ``run.log``), and the steps' events to the console."""
+
+    def __init__(self, log_dir: Path, console: Console):
+        self.log_dir, self.console = log_dir, console
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.files = {"run": open(log_dir / "run.log", "w")}  # noqa: SIM115 (closed in close)
+        self.current = "run"
+        self.started: dict[str, float] = {}
+        self.ended: dict[str, dict] = {}
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._line(line)
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        event = parse_event(ANSI.sub("", line).strip())
+        if event and event["event"] == "start" and event["step"] in STEPS:
+            self.current = event["step"]
+            self.files[self.current] = open(self.log_dir / f"{self.current}.log", "w")  # noqa: SIM115
+            self.started[self.current] = time.monotonic()
+            self.console.say(f"{self._label(self.current)}  started")
+        self.files[self.current].write(ANSI.sub("", line) + "\n")
+        self.files[self.current].flush()
+        self.console.raw(line)
+        if not event:
+            return
+        if event["event"] == "epoch":
+            self.console.progress(
+                f"{self._label('train')}  epoch {event['epoch']}/{event['epochs']}  "
+                f"loss {event['loss']:.4f}  val_loss {_number(event.get('val_loss'))}"
+            )
+        elif event["event"] == "end" and event["step"] in STEPS:
+            self.ended[event["step"]] = event
+            self.console.say(f"{self._label(event['step'])}  {'.' * 8}  {event['seconds']:.1f} s")
+
+    @staticmethod
+    def _label(step: str) -> str:
+        return f"[{STEPS.index(step) + 1}/{len(STEPS)}] {step:<8}"
+
+    def failed(self) -> StepFailed:
+        """The step that started and did not end, with its error line and log's end."""
+        self.flush_pending()
+        running = [s for s in self.started if s not in self.ended]
+        step = running[-1] if running else "run"
+        log = self.log_dir / f"{step}.log"
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        errors = [line.strip() for line in lines if line.strip().startswith("error: ")]
+        raised = [line.strip() for line in lines if re.match(r"\s*\w+(Error|Exception): ", line)]
+        error = (errors or raised or ["see its log"])[-1]
+        return StepFailed(step, error.removeprefix("error: "), log, lines[-TAIL_LINES:])
+
+    def flush_pending(self) -> None:
+        if self._pending:
+            self._line(self._pending)
+            self._pending = ""
+
+    def close(self) -> None:
+        self.flush_pending()
+        for file in self.files.values():
+            file.close()
+        super().close()
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def new_run_dir(pipeline_root: str | Path) -> Path:
+    """``<pipeline root>/<UTC time>-<random>``: sorts by time, unique for runs at once."""
+    now = dt.datetime.now(dt.UTC)
+    return Path(pipeline_root).resolve() / f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def run_locally(
+    params: dict,
+    *,
+    pipeline_root: str | Path,
+    runner: object | None = None,
+    cache: bool = False,
+    console: Console | None = None,
+    pipeline: Callable | None = None,
+) -> Summary:
+    """Runs the pipeline with ``params`` (every pipeline parameter, already checked) and
+    returns the summary. Raises :class:`StepFailed` when a step fails.
+
+    ``runner``: a kfp.local runner (default: each step a subprocess of this Python).
+    """
+    from kfp import local
+
+    if pipeline is None:
+        from pipeline import shapes_pipeline as pipeline
+    console = console or Console(sys.stdout)
+    run_dir = new_run_dir(pipeline_root)
+    run_dir.mkdir(parents=True)
+    # kfp.local says that it ignores base images and GPU requests: expected when local.
+    warnings.filterwarnings("ignore", message=".*(base image|no effect in the current local)")
+    local.init(
+        runner=runner or local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(run_dir),
+        enable_caching=cache,
+        cache_root=str(Path(pipeline_root).resolve() / ".kfp_cache"),
+    )
+    started = time.perf_counter()
+    logs = StepLogs(run_dir / "logs", console)
+    try:
+        with redirect_stdout(logs), redirect_stderr(logs):
+            try:
+                outputs = pipeline(**params).outputs
+            except RuntimeError:  # kfp.local: a task failed
+                raise logs.failed() from None
+    finally:
+        logs.close()
+    return summarize(params, outputs, run_dir, logs.ended, time.perf_counter() - started)
+
+
+def summarize(
+    params: dict, outputs: dict, run_dir: Path, ended: dict[str, dict], seconds: float
+) -> Summary:
+    """The run's summary, from the pipeline's outputs and the steps' end events."""
+    from components import report
+
+    evaluation: Evaluation = json.loads(Path(outputs["evaluation"].path).read_text())
+    training: TrainingFacts = evaluation["training"]
+    gate = evaluation["gate"]
+    published = (
+        registry.find_by_content(
+            params["registry"], params["model_name"], evaluation["model_sha256"]
+        )
+        if gate["passed"]
+        else None
+    )
+    made_here = {
+        "split": _inside(outputs["dataset"].path, run_dir),
+        "train": _inside(outputs["model"].path, run_dir),
+    }
+    report_html = run_dir / "report.html"  # the KFP artifact has no extension
+    report_html.write_bytes(Path(outputs["report"].path).read_bytes())
+    return Summary(
+        parameters=params,
+        test_accuracy=evaluation["test_accuracy"],
+        accuracy_ci95=evaluation["accuracy_ci95"],
+        classes=evaluation["classes"],
+        confusion_matrix=evaluation["confusion_matrix"],
+        classification_report=evaluation["classification_report"],
+        gate=gate,
+        exported=published is not None,
+        model_uri=published["uri"] if published else None,
+        report_uri=outputs["report"].path,
+        report_html=str(report_html),
+        predictions_uri=outputs["predictions"].path,
+        trained_model_uri=outputs["model"].path,
+        dataset_uri=outputs["dataset"].path,
+        tensorboard_logdir=str(Path(outputs["model"].path, "logs")),
+        backbone=training["backbone"],
+        weights=training["weights"],
+        warnings=evaluation["warnings"],
+        epochs_run=training["epochs_run"],
+        best_epoch=training["best_epoch"],
+        early_stopping=training["early_stopping"],
+        training_outcome=report.training_outcome(training),
+        caching=training["caching"],
+        precision=training["precision"],
+        devices=training["devices"],
+        training=training,
+        timings_s={
+            **{step: round(ended[step]["seconds"], 2) if step in ended else 0.0 for step in STEPS},
+            "total": round(seconds, 2),
+        },
+        peak_memory_mb={s: ended[s]["peak_memory_mb"] if s in ended else None for s in STEPS},
+        run_dir=str(run_dir),
+        logs={step: str(run_dir / "logs" / f"{step}.log") for step in STEPS if step in ended},
+        reused=[step for step, here in made_here.items() if not here],
+    )
+
+
+def _inside(path: str, folder: Path) -> bool:
+    return Path(path).resolve().is_relative_to(folder)

@@ -1,0 +1,124 @@
+"""The pipeline's parameters: their defaults and help (both from the pipeline function, as
+KFP reads them: its signature and its docstring's ``Args:``) and every check a value must
+pass before any step runs. Nothing here imports TensorFlow, so a mistake costs seconds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Any
+
+from components.step import InputError
+
+# keras.applications' models (Keras 3.15; tests/test_parameters.py checks the list against
+# the installed Keras) and the smallest image each accepts, where that is more than 32.
+BACKBONES = [
+    "ConvNeXtBase",
+    "ConvNeXtLarge",
+    "ConvNeXtSmall",
+    "ConvNeXtTiny",
+    "ConvNeXtXLarge",
+    "DenseNet121",
+    "DenseNet169",
+    "DenseNet201",
+    "EfficientNetB0",
+    "EfficientNetB1",
+    "EfficientNetB2",
+    "EfficientNetB3",
+    "EfficientNetB4",
+    "EfficientNetB5",
+    "EfficientNetB6",
+    "EfficientNetB7",
+    "EfficientNetV2B0",
+    "EfficientNetV2B1",
+    "EfficientNetV2B2",
+    "EfficientNetV2B3",
+    "EfficientNetV2L",
+    "EfficientNetV2M",
+    "EfficientNetV2S",
+    "InceptionResNetV2",
+    "InceptionV3",
+    "MobileNet",
+    "MobileNetV2",
+    "MobileNetV3Large",
+    "MobileNetV3Small",
+    "NASNetLarge",
+    "NASNetMobile",
+    "ResNet101",
+    "ResNet101V2",
+    "ResNet152",
+    "ResNet152V2",
+    "ResNet50",
+    "ResNet50V2",
+    "VGG16",
+    "VGG19",
+    "Xception",
+]
+MIN_IMAGE_SIZE = {"InceptionResNetV2": 75, "InceptionV3": 75, "Xception": 71}
+SMALLEST_IMAGE = 32
+WEIGHTS = ("imagenet", "none", "auto")
+
+# Numeric parameters: (smallest, largest), inclusive; None is unbounded.
+RANGES: dict[str, tuple[float, float | None]] = {
+    "image_size": (SMALLEST_IMAGE, 1024),
+    "epochs": (1, 100_000),
+    "batch_size": (1, 4096),
+    "patience": (0, 100_000),
+    "seed": (0, 2**31 - 1),
+    "train_fraction": (0.01, 0.99),
+    "val_fraction": (0.0, 0.9),
+    "augment_views": (1, 100),
+    "fine_tune_layers": (0, 10_000),
+    "fine_tune_lr": (1e-8, 1.0),
+    "min_accuracy": (0.0, 1.0),
+    "max_regression": (0.0, 1.0),
+}
+
+
+def pipeline_inputs() -> dict[str, Any]:
+    """Name -> KFP's input spec (``default``, ``description``) of the pipeline."""
+    from pipeline import shapes_pipeline
+
+    return dict(shapes_pipeline.component_spec.inputs)
+
+
+def defaults() -> dict[str, Any]:
+    """Every parameter's default (None where the pipeline has none: it must be given)."""
+    return {name: spec.default for name, spec in pipeline_inputs().items()}
+
+
+def check(params: dict[str, Any]) -> None:
+    """Raises InputError, naming the option and what is allowed, for the first bad value."""
+    for name, (low, high) in RANGES.items():
+        value = params[name]
+        if not low <= value <= (high if high is not None else value):
+            raise InputError(f"{option(name)} {value}: must be between {low} and {high}")
+    if params["train_fraction"] + params["val_fraction"] >= 1:
+        raise InputError(
+            f"--train-fraction {params['train_fraction']} and --val-fraction "
+            f"{params['val_fraction']}: they share the non-test part, so val must be < 1"
+        )
+    backbone = params["backbone"]
+    if backbone not in BACKBONES:
+        close = difflib.get_close_matches(backbone, BACKBONES, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise InputError(
+            f"--backbone {backbone}: not a keras.applications model; {hint}"
+            f"choices: {', '.join(BACKBONES)}"
+        )
+    smallest = MIN_IMAGE_SIZE.get(backbone, SMALLEST_IMAGE)
+    if params["image_size"] < smallest:
+        raise InputError(
+            f"--image-size {params['image_size']}: {backbone} needs at least {smallest}"
+        )
+    weights = params["weights"]
+    if weights not in WEIGHTS and not weights.startswith("gs://") and not os.path.isfile(weights):
+        raise InputError(
+            f"--weights {weights}: not one of {', '.join(WEIGHTS)}, and no such file; or give "
+            "a local or gs:// weights file of the backbone without its top"
+        )
+
+
+def option(name: str) -> str:
+    return f"--{name.replace('_', '-')}"

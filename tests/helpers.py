@@ -1,0 +1,195 @@
+"""Helpers the test modules share (fixtures are in conftest.py): model settings, the CLI
+as a user runs it, and ways to build and compare registries."""
+
+import json
+import os
+import subprocess
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import keras
+import numpy as np
+import pytest
+from google.cloud import storage as gcs
+
+from components import model
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A small backbone, random weights and tiny images keep every test well under a minute.
+# Its outputs are the same for every image: for tests of plumbing (shapes, files, flags),
+# never for a test that compares one image's result with another's.
+SMALL = {"backbone": "MobileNetV3Small", "weights": "none", "image_size": 32}
+
+
+def imagenet_mobilenet() -> Path:
+    """The real ImageNet weights of ``keras.applications.MobileNet`` kept beside the project
+    (``../shared/weights/``; ``SHAPES_TEST_WEIGHTS`` overrides), which Keras cannot download
+    here. Tests that need a model whose outputs differ from image to image use them."""
+    name = "mobilenet_1_0_224_imagenet_notop.weights.h5"
+    candidates = [
+        os.environ.get("SHAPES_TEST_WEIGHTS", ""),
+        Path(__file__).resolve().parents[2] / "shared" / "weights" / name,
+        Path("/work/shared/weights") / name,
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    pytest.fail(f"no {name}: set SHAPES_TEST_WEIGHTS to the MobileNet ImageNet weights file")
+
+
+# MobileNet with ImageNet weights at 48 px, trained a few epochs: right on most test images
+# of the demo shapes, with probabilities that differ from image to image and are not yet
+# saturated at 1.0, so a check that compared one image's row with another's would fail.
+LEARNS = {"backbone": "MobileNet", "image_size": 48}
+
+
+def assert_varied(probabilities: np.ndarray, margin: float = 1e-3) -> None:
+    """Every two images' probabilities differ by more than ``margin`` somewhere."""
+    rows = np.asarray(probabilities)
+    gaps = np.abs(rows[:, None, :] - rows[None, :, :]).max(axis=2)
+    np.fill_diagonal(gaps, np.inf)
+    assert gaps.min() > margin, f"two images get (nearly) the same probabilities: {gaps.min()}"
+
+
+def options(settings: dict) -> list[str]:
+    return [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+
+
+# Plumbing runs (bad input, flags): the tiny random backbone, whose outputs are all alike.
+FAST = ["--epochs", "3", "--patience", "5", *options(SMALL)]
+# Runs whose per-image results are compared: a model whose outputs differ between images.
+LEARNING = ["--epochs", "5", "--patience", "5", *options(LEARNS)]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``shapes-pipeline ARGS`` in a new process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "components.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def run(data, *options: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``shapes-pipeline run`` on ``data`` with the small, fast settings and a local registry."""
+    return cli("run", "--data", str(data), "--registry", "reg", *FAST, *options, cwd=cwd)
+
+
+def registry_with_a_version(root: Path, model_name: str = "shapes-classifier") -> dict:
+    """A local registry with one published production version; returns every file's bytes,
+    to show that a refused run left it exactly as it was."""
+    version = root / model_name / "20260101T000000Z-0123abcd"
+    (version / "saved_model" / "1").mkdir(parents=True)
+    (version / "saved_model" / "1" / "saved_model.pb").write_bytes(b"\x08\x01 a model")
+    (version / "labels.txt").write_text("circles\nsquares\ntriangles\n")
+    (version / "metadata.json").write_text(json.dumps({"version": version.name}))
+    (root / model_name / "LATEST").write_text(f"{version.name}\n")
+    return tree_bytes(root)
+
+
+def tree_bytes(root: Path) -> dict:
+    """Every file under ``root`` (relative path -> bytes), and every folder."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() else None
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def upload_folder(bucket: gcs.Bucket, local: Path, prefix: str) -> str:
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        bucket.blob(f"{prefix}/{path.relative_to(local).as_posix()}").upload_from_filename(
+            str(path)
+        )
+    return f"gs://{bucket.name}/{prefix}"
+
+
+def save_oracle(model_dir: Path, kernel: np.ndarray, bias: np.ndarray, classes: list[str]) -> None:
+    """A model artifact whose network is known: mean colour per channel -> Dense -> softmax."""
+    inputs = keras.Input((32, 32, 3))
+    dense = keras.layers.Dense(len(classes), activation="softmax")
+    oracle = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([kernel, bias])
+    facts = {
+        "backbone": "oracle",
+        "weights": "none",
+        "image_size": 32,
+        "epochs_run": 1,
+        "best_epoch": 1,
+        "head_epochs": 1,
+        "caching": "features of each image, computed once",
+        "devices": ["/physical_device:CPU:0"],
+        "precision": "float32",
+        "warnings": ["a test warning"],
+    }
+    history = {"loss": [1.0], "val_loss": [1.0], "accuracy": [0.5], "val_accuracy": [0.5]}
+    classify = model.compiled(lambda x: oracle(x, training=False), 32)
+    model.save(model_dir, classify, classes, history, facts)
+
+
+# ------------------------------------------------- a recording Kubeflow Pipelines API
+
+API = "/apis/v2beta1"
+
+
+class KfpApi(ThreadingHTTPServer):
+    """Records every request; answers with what the KFP API server would."""
+
+    def __init__(self, run_states: list[str]):
+        self.requests: list[dict] = []
+        self.run_states = run_states
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def answer(self, method: str, path: str) -> tuple[int, dict]:
+        if (method, path) == ("GET", f"{API}/healthz"):
+            return 200, {"multi_user": False}
+        if (method, path) == ("GET", f"{API}/experiments"):
+            return 200, {}  # no experiment of that name yet
+        if (method, path) == ("POST", f"{API}/experiments"):
+            body = self.requests[-1]["body"]
+            return 200, {"experiment_id": "exp-1", "display_name": body["display_name"]}
+        if (method, path) == ("POST", f"{API}/runs"):
+            return 200, {"run_id": "run-1", "state": "PENDING"}
+        if (method, path) == ("GET", f"{API}/runs/run-1"):
+            return 200, {"run_id": "run-1", "state": self.run_states.pop(0)}
+        if (method, path) == ("POST", f"{API}/recurringruns"):
+            return 200, {"recurring_run_id": "rr-1", "status": "ENABLED"}
+        return 404, {"error": f"no route {method} {path}"}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: KfpApi
+
+    def _handle(self) -> None:
+        url = urlparse(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        self.server.requests.append(
+            {
+                "method": self.command,
+                "path": url.path,
+                "query": parse_qs(url.query),
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": json.loads(raw) if raw else None,
+            }
+        )
+        status, answer = self.server.answer(self.command, url.path)
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _handle
+
+    def log_message(self, *args) -> None:
+        pass
