@@ -168,7 +168,8 @@ def pipeline_run(tmp: Path, data: Path, backbone: str, image_size: int) -> dict:
     summary = tmp / "summary.json"
     command = [
         sys.executable,
-        str(REPO / "pipeline.py"),
+        "-m",
+        "components.cli",
         "run",
         "--data",
         str(data),
@@ -188,12 +189,10 @@ def pipeline_run(tmp: Path, data: Path, backbone: str, image_size: int) -> dict:
         str(summary),
     ]
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=REPO)
     wall = time.perf_counter() - started
     result = json.loads(summary.read_text())
-    from pipeline import task_output
-
-    trained = task_output(Path(result["run_dir"]), "train")["model"]
+    trained = result["training"]
     return {
         "wall_s": round(wall, 1),
         "timings_s": result["timings_s"],

@@ -167,19 +167,22 @@ def run_locally(
     cache: bool = False,
     console: Console | None = None,
     pipeline: Callable | None = None,
+    run_dir: Path | None = None,
 ) -> Summary:
     """Runs the pipeline with ``params`` (every pipeline parameter, already checked) and
     returns the summary. Raises :class:`StepFailed` when a step fails.
 
-    ``runner``: a kfp.local runner (default: each step a subprocess of this Python).
+    ``runner``: a kfp.local runner (default: each step a subprocess of this Python);
+    ``pipeline``: another build of the pipeline; ``run_dir``: a folder of the caller's
+    (the container runner mounts only it) instead of a new one under ``pipeline_root``.
     """
     from kfp import local
 
     if pipeline is None:
         from pipeline import shapes_pipeline as pipeline
     console = console or Console(sys.stdout)
-    run_dir = new_run_dir(pipeline_root)
-    run_dir.mkdir(parents=True)
+    run_dir = Path(run_dir or new_run_dir(pipeline_root)).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
     # kfp.local says that it ignores base images and GPU requests: expected when local.
     warnings.filterwarnings("ignore", message=".*(base image|no effect in the current local)")
     local.init(

@@ -101,8 +101,8 @@ def check(params: dict[str, Any]) -> None:
         )
     backbone = params["backbone"]
     if backbone not in BACKBONES:
-        close = difflib.get_close_matches(backbone, BACKBONES, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}? " if close else ""
+        close = difflib.get_close_matches(backbone, BACKBONES, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise InputError(
             f"--backbone {backbone}: not a keras.applications model; {hint}"
             f"choices: {', '.join(BACKBONES)}"

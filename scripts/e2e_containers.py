@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -118,6 +117,7 @@ def run_pipeline(root: Path, per_class: int, label: str) -> dict:
     from kfp import local
 
     import pipeline
+    from components import local_run, parameters, preflight
     from components.demo_data import generate
 
     image = local_name(pipeline.CPU_IMAGE)
@@ -134,20 +134,17 @@ def run_pipeline(root: Path, per_class: int, label: str) -> dict:
     registry.mkdir()
     chown_tree(root, IMAGE_UID)
 
-    params = pipeline.pipeline_defaults()
-    params.update(FAST, data=str(data), registry=str(registry))
-    pipeline.preflight(params)
-
-    warnings.filterwarnings("ignore", message=".*(base image|no effect in the current local)")
+    params = {**parameters.defaults(), **FAST, "data": str(data), "registry": str(registry)}
+    parameters.check(params)
+    preflight.check_inputs(params)
     # No network in the steps: data and registry are local, nothing is downloaded.
     key, value = label.split("=")
     runner = local.DockerRunner(network_mode="none", labels={key: value})
-    local.init(runner=runner, pipeline_root=str(root))
-    before = set(root.iterdir())
-    started = time.perf_counter()
-    pipeline.make_pipeline()(**params)
-    (run_dir,) = [p for p in set(root.iterdir()) - before if p.name.startswith("shapes")]
-    summary = pipeline.summarize(run_dir, time.perf_counter() - started)
+    # The pipeline built again: it takes the image just set on its components.
+    summary = local_run.run_locally(
+        params, pipeline_root=root.parent, run_dir=root, runner=runner,
+        pipeline=pipeline.make_pipeline(),
+    )  # fmt: skip
 
     if not summary["exported"]:
         raise SystemExit(f"error: no model exported: {summary['gate']['reason']}")

@@ -1,0 +1,150 @@
+"""The front door: mistakes refused before any step (and before TensorFlow is imported),
+in one line with exit status 2; --version, --config, --dry-run, --output."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import pytest
+import yaml
+from helpers import cli, registry_with_a_version, tree_bytes
+
+from components import parameters
+
+# Each refused before anything runs: (arguments, what the one line must say).
+MISTAKES = {
+    "backbone-typo": (
+        ["--backbone", "MobileNetV4Tiny"],
+        "--backbone MobileNetV4Tiny: not a keras.applications model; did you mean MobileNetV2",
+    ),
+    "weights-typo": (
+        ["--weights", "imagnet"],
+        "--weights imagnet: not one of imagenet, none, auto, and no such file",
+    ),
+    "min-accuracy": (["--min-accuracy", "2"], "--min-accuracy 2.0: must be between 0.0 and 1.0"),
+    "size-for-backbone": (
+        ["--backbone", "InceptionResNetV2", "--image-size", "64"],
+        "--image-size 64: InceptionResNetV2 needs at least 75",
+    ),
+    "epochs": (["--epochs", "0"], "--epochs 0: must be between 1 and 100000"),
+    "batch-size": (["--batch-size", "-3"], "--batch-size -3: must be between 1 and 4096"),
+    "fractions": (
+        ["--train-fraction", "0.5", "--val-fraction", "0.6"],
+        "--train-fraction 0.5 and --val-fraction 0.6",
+    ),
+    "not-a-number": (["--epochs", "many"], "argument --epochs: invalid int value: 'many'"),
+}
+
+PROBE = """
+import sys
+from components import cli
+try:
+    cli.main(sys.argv[1:])
+finally:
+    print("tensorflow imported" if "tensorflow" in sys.modules else "no tensorflow")
+"""
+
+
+@pytest.mark.parametrize("case", MISTAKES)
+def test_mistakes_are_refused_in_one_line_before_tensorflow_loads(demo_data, tmp_path, case):
+    arguments, message = MISTAKES[case]
+    before = registry_with_a_version(tmp_path / "reg")
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, "run", "--data", str(demo_data), "--registry", "reg",
+         *arguments],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    (line,) = [
+        line
+        for line in done.stderr.splitlines()
+        if line.startswith("error: ") or ": error: " in line
+    ]
+    assert message in line and "Traceback" not in done.stderr
+    assert done.stdout.strip() == "no tensorflow"
+    assert tree_bytes(tmp_path / "reg") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reg"]  # nothing else written
+
+
+def test_backbones_are_the_installed_keras_applications():
+    installed = {
+        name
+        for name in dir(keras.applications)
+        if name[:1].isupper() and callable(getattr(keras.applications, name))
+    }
+    assert set(parameters.BACKBONES) == installed
+
+
+@pytest.mark.parametrize("backbone", parameters.MIN_IMAGE_SIZE)
+def test_the_smallest_image_size_is_the_one_keras_accepts(backbone):
+    smallest = parameters.MIN_IMAGE_SIZE[backbone]
+    model = getattr(keras.applications, backbone)
+    model(include_top=False, weights=None, input_shape=(smallest, smallest, 3))
+    with pytest.raises(ValueError):
+        model(include_top=False, weights=None, input_shape=(smallest - 1, smallest - 1, 3))
+
+
+def test_version(tmp_path):
+    done = cli("--version", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "shapes-pipeline 0.1.0"
+
+
+def test_config_file_with_flags_over_it_and_dry_run(demo_data, tmp_path):
+    config = {"backbone": "MobileNet", "epochs": 7, "min_accuracy": 0.5, "weights": "none"}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    for name in ("run.yaml", "run.json"):
+        done = cli(
+            "run", "--config", name, "--data", str(demo_data), "--epochs", "9", "--dry-run",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        resolved = json.loads(done.stdout[done.stdout.index("{") :])
+        assert resolved["backbone"] == "MobileNet" and resolved["min_accuracy"] == 0.5
+        assert resolved["epochs"] == 9  # the flag wins over the file
+        assert resolved["data"] == str(demo_data) and resolved["seed"] == 230
+        assert set(resolved) == set(parameters.defaults())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json", "run.yaml"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("epoch: 3\n", "unknown parameters ['epoch']"),
+        ("- 3\n", "must be a mapping of parameter names to values"),
+        ("a: [\n", "not YAML or JSON"),
+    ],
+)
+def test_a_bad_config_file_is_one_line(tmp_path, content, message):
+    (tmp_path / "bad.yaml").write_text(content)
+    done = cli("run", "--config", "bad.yaml", "--dry-run", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr
+    missing = cli("run", "--config", "missing.yaml", cwd=tmp_path)
+    assert missing.returncode == 2 and "--config missing.yaml: cannot read it" in missing.stderr
+
+
+def test_models_as_json_and_a_missing_registry(tmp_path):
+    registry_with_a_version(tmp_path / "reg")
+    version = tmp_path / "reg" / "shapes-classifier" / "20260101T000000Z-0123abcd"
+    (version / "metadata.json").write_text(
+        json.dumps({"version": version.name, "created": "2026-01-01T00:00:00+00:00",
+                    "metrics": {"test_accuracy": 0.9}, "backbone": "MobileNet"})
+    )  # fmt: skip
+    listed = cli("models", "--registry", "reg", "--output", "json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    (version,) = json.loads(listed.stdout)
+    assert version["production"] and version["backbone"] == "MobileNet"
+    table = cli("models", "--registry", "reg", cwd=tmp_path)
+    assert table.stdout.splitlines()[1].startswith("* 20260101T000000Z-0123abcd")
+    missing = cli("models", "--registry", "nowhere", cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr == "error: nowhere: no such registry folder\n"
+
+
+def test_help_says_what_each_option_does_and_the_exit_codes(tmp_path):
+    done = cli("run", "--help", cwd=tmp_path)
+    text = " ".join(done.stdout.split())
+    assert "(default: 500)" in text and "The most epochs the head trains" in text
+    assert "exit status: 0 success; 1 a step failed" in text
+    top = cli("--help", cwd=tmp_path).stdout
+    assert "Train an image classifier by transfer learning" in top
