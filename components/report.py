@@ -83,7 +83,8 @@ def curves_figure(history: dict[str, list[float]], best_epoch: int, head_epochs:
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         epochs = range(1, len(history.get(metric, [])) + 1)
         ax.plot(epochs, history.get(metric, []), label="train")
-        ax.plot(epochs, history.get(f"val_{metric}", []), label="validation")
+        if f"val_{metric}" in history:  # none without a validation split
+            ax.plot(epochs, history[f"val_{metric}"], label="validation")
         ax.axvline(best_epoch, color="grey", linestyle="--", label=f"kept (epoch {best_epoch})")
         if head_epochs < len(epochs):
             ax.axvline(head_epochs + 0.5, color="black", linestyle=":", label="fine-tuning")

@@ -94,6 +94,12 @@ def test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache(
     lines = [json.loads(line) for line in predicted.stdout.splitlines()]
     assert [line["path"] for line in lines] == list(map(str, odd))
     assert all(set(line["probabilities"]) == set(summary["classes"]) for line in lines)
+    # a folder: every image inside, recursively (hidden files and others left out)
+    in_folder = cli("predict", "--model", "reg", str(data / "triangles"), cwd=tmp_path)
+    assert in_folder.returncode == 0, in_folder.stderr
+    found = [json.loads(line)["path"] for line in in_folder.stdout.splitlines()]
+    expected = sorted(p for p in (data / "triangles").rglob("*.png"))
+    assert found == [str(p) for p in expected] and str(data / "triangles/more/nested.png") in found
 
     again = cli("run", *options, *FAST, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]

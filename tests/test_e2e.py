@@ -3,6 +3,8 @@
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -286,3 +288,48 @@ def test_a_failing_step_fails_the_run_with_its_reason_and_publishes_nothing(tmp_
     assert len(rest[1:-1]) <= 20 and "[2/4] train     started" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
     assert tree_bytes(tmp_path / "reg") == before and not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.e2e
+def test_two_runs_sharing_a_pipeline_root_each_find_their_own(tmp_path, demo_data):
+    """Started together on one --pipeline-root: each run gets its own folder and its own
+    results. One is quiet (-q: the result only), the other verbose (-v: every log line,
+    without colour codes when the output is not a terminal)."""
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "components.cli",
+                "run",
+                "--data",
+                str(demo_data),
+                "--registry",
+                f"reg-{i}",
+                "--summary",
+                f"summary-{i}.json",
+                "--pipeline-root",
+                "shared",
+                "--min-accuracy",
+                "0",
+                *FAST,
+                loudness,
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i, loudness in enumerate(["-q", "-v"])
+    ]
+    (quiet, _), (verbose, _) = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0]
+    summaries = [json.loads((tmp_path / f"summary-{i}.json").read_text()) for i in range(2)]
+    run_dirs = [Path(s["run_dir"]) for s in summaries]
+    assert run_dirs[0] != run_dirs[1] and {d.parent for d in run_dirs} == {tmp_path / "shared"}
+    for i, (summary, run_dir) in enumerate(zip(summaries, run_dirs, strict=True)):
+        for key in ("dataset_uri", "trained_model_uri", "report_uri", "predictions_uri"):
+            assert Path(summary[key]).is_relative_to(run_dir), key
+        assert summary["model_uri"].startswith(str(tmp_path / f"reg-{i}"))
+    assert quiet.splitlines()[0].startswith("training ") and "[1/4]" not in quiet
+    assert "Executing task" in verbose and "@shapes-event" in verbose and "\x1b[" not in verbose

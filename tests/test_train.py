@@ -263,3 +263,54 @@ def test_fine_tuning_that_improves_validation_is_kept(trained, split_dir, tmp_pa
     assert min(history["val_loss"][facts["head_epochs"] :]) < min(head_only)
     assert facts["fine_tune_kept"] is True
     assert np.abs(_scores(tmp_path / "m", split_dir) - _scores(trained, split_dir)).max() > 1e-3
+
+
+def test_without_a_validation_split_training_runs_every_epoch_and_keeps_the_last(
+    demo_data, tmp_path
+):
+    """val_fraction 0: no early stopping; the evaluation and its report say so."""
+    from components.evaluate import evaluate
+    from components.split import split_dataset
+
+    split_dataset(
+        str(demo_data), str(tmp_path / "ds"), seed=230, train_fraction=0.8, val_fraction=0
+    )
+    facts = train(
+        str(tmp_path / "ds"), str(tmp_path / "m"), epochs=4, batch_size=32, patience=1, seed=0,
+        **SMALL,
+    )  # fmt: skip
+    assert facts["early_stopping"] is False and facts["best_val_loss"] is None
+    assert facts["epochs_run"] == facts["best_epoch"] == 4
+    history = json.loads((tmp_path / "m" / "history.json").read_text())
+    assert set(history) == {"loss", "accuracy"} and len(history["loss"]) == 4
+    evaluate(
+        str(tmp_path / "ds"), str(tmp_path / "m"), predictions_path=str(tmp_path / "p.csv"),
+        report_path=str(tmp_path / "r.html"), evaluation_path=str(tmp_path / "e.json"),
+    )  # fmt: skip
+    assert (
+        "no validation split, so no early stopping: ran 4 epochs"
+        in (tmp_path / "r.html").read_text()
+    )
+
+
+def test_tensorboard_scalars_are_written_as_training_goes(tmp_path):
+    """Each epoch's scalars are on disk when the next epoch starts, not only at the end."""
+    from components.fit import TensorBoardWriter, fit
+
+    keras.utils.set_random_seed(0)
+    head = model.head(8, 3, seed=0)
+    x = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
+    y = np.arange(12) % 3
+    writer = TensorBoardWriter(tmp_path / "logs")
+    seen = []
+
+    def on_epoch(epoch, values):
+        writer(epoch, values)
+        files = list((tmp_path / "logs" / "validation").glob("events.out.tfevents.*"))
+        seen.append(sum(1 for _ in tf.data.TFRecordDataset([str(f) for f in files])))
+
+    fit(head, (x, y), (x, y), epochs=3, batch_size=4, patience=5, seed=0, log=False,
+        on_epoch=on_epoch)  # fmt: skip
+    writer.close()
+    # one file-version record, then two scalars (loss, accuracy) per epoch
+    assert seen == [3, 5, 7]
