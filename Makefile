@@ -9,12 +9,13 @@ STAMP := $(VENV)/.installed
 DEMO_MIN_ACCURACY ?= 0.75
 RUN_ARGS ?=
 
-.PHONY: help run test lint compile bench mutation clean kind-up kind-down minikube-up minikube-down \
+.PHONY: help run test test-fast lint compile bench mutation clean kind-up kind-down minikube-up minikube-down \
 	images images-offline e2e-containers
 
 help:
 	@echo "make run      - set up .venv, run the whole pipeline locally (kfp.local) on demo data"
 	@echo "make test     - set up .venv, lint and run the test suite"
+	@echo "make test-fast - the tests that start no pipeline (a quick loop while editing)"
 	@echo "make compile  - write pipeline.yaml for a Kubeflow cluster"
 	@echo "make bench    - notebook's way vs this project's, figures to bench/results.json"
 	@echo "make mutation - plant each bug of tests/mutations.py in a copy; every one must be caught"
@@ -37,6 +38,9 @@ run: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not e2e and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -20,7 +20,7 @@ import numpy as np
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
-from components import artifact, dataset, model, registry, report, split, storage
+from components import artifact, dataset, model, predictions, registry, report, split, storage
 from components.step import InputError
 
 
@@ -148,7 +148,7 @@ def evaluate(
         "model_sha256": artifact.served_files_sha256(model_dir),
         "warnings": data["warnings"] + training.get("warnings", []),
     }
-    _write_predictions(predictions_path, paths, classes, y_true, y_pred, probabilities)
+    predictions.write(predictions_path, paths, classes, y_true, y_pred, probabilities)
     check_consistency(evaluation, test, predictions_path)
     champion_version = (
         registry.production_version(registry_uri, model_name) if registry_uri else None
@@ -178,18 +178,3 @@ def evaluate(
     if summary_path:
         Path(summary_path).write_text(report.markdown(evaluation))
     return evaluation
-
-
-def _write_predictions(
-    path: str,
-    paths: list[str],
-    classes: list[str],
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    probabilities: np.ndarray,
-) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "true_class", "predicted_class", *(f"p_{c}" for c in classes)])
-        for p, t, q, probs in zip(paths, y_true, y_pred, probabilities, strict=True):
-            writer.writerow([p, classes[t], classes[q], *(f"{v:.6f}" for v in probs)])

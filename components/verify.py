@@ -9,14 +9,13 @@ would send them.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from components import dataset
+from components import dataset, predictions
 from components.step import InputError
 
 TOLERANCE = 1e-4
@@ -26,15 +25,6 @@ class VerificationError(InputError):
     """The written model does not reproduce the evaluation; it must not be published."""
 
 
-def read_predictions(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Evaluate's ``predictions.csv``: its classes and each test image's probabilities."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-        columns = [c for c in (rows[0] if rows else {}) if c.startswith("p_")]
-    probabilities = {r["path"]: np.array([float(r[c]) for c in columns]) for r in rows}
-    return [c[len("p_") :] for c in columns], probabilities
-
-
 def verify(
     model_dir: str, dataset_dir: str, predictions_path: str, tolerance: float = TOLERANCE
 ) -> dict:
@@ -42,7 +32,7 @@ def verify(
     ``tolerance`` of the evaluation's; returns what was checked."""
     from components import model  # TensorFlow
 
-    expected_classes, expected = read_predictions(predictions_path)
+    expected_classes, expected = predictions.read(predictions_path)
     test = [e.path for e in dataset.read_manifest(dataset_dir) if e.split == "test"]
     if sorted(test) != sorted(expected):
         raise VerificationError(

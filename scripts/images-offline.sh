@@ -14,8 +14,22 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 WORK=${SHAPES_IMAGES_WORK:-/var/tmp/shapes-images}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+# The Debian mirrors this machine's own apt uses (no host name is written here);
+# DEBIAN_MIRROR and DEBIAN_SECURITY_MIRROR override them.
+apt_mirror() {  # $1: security (the security archive) or main (any other)
+    {
+        grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
+        grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}'
+    } | if [ "$1" = security ]; then grep -e '-security'; else grep -v -e '-security'; fi |
+        head -n 1
+}
+MIRROR=${DEBIAN_MIRROR:-$(apt_mirror main || true)}
+SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-$(apt_mirror security || true)}
+if [ -z "$MIRROR" ] || [ -z "$SECURITY_MIRROR" ]; then
+    echo "error: no Debian mirror in this machine's apt sources; set DEBIAN_MIRROR and" \
+        "DEBIAN_SECURITY_MIRROR" >&2
+    exit 2
+fi
 SUITE=bookworm
 BASE_IMAGE=${SHAPES_BASE_IMAGE:-localhost/shapes-debian-base:$SUITE}
 # Settings podman needs on this kind of machine (host network, ulimits, runc).

@@ -1,10 +1,12 @@
 """Helpers the test modules share (fixtures are in conftest.py): model settings, the CLI
 as a user runs it, and ways to build and compare registries."""
 
+import io
 import json
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -73,6 +75,25 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=600,
     )
+
+
+def cli_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``shapes-pipeline ARGS`` in this process (for commands refused before any step runs:
+    the same code as :func:`cli`, without a new Python's start)."""
+    from components import cli as command_line
+
+    out, err, previous = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                command_line.main(list(args))
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def run(data, *options: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -108,14 +108,14 @@ MUTATIONS = [
     Mutation(
         "fine-tuned weights always kept, even when validation got worse",
         "components/train.py",
-        'kept = min(stage["val_loss"]) < min(history["val_loss"])',
+        'kept = not validated or min(stage["val_loss"]) < min(history["val_loss"])',
         "kept = True",
         (f"{TRAIN}::test_fine_tuning_that_worsens_validation_gives_back_the_head_only_model",),
     ),
     Mutation(
         "fine-tuned weights never kept, even when validation got better",
         "components/train.py",
-        'kept = min(stage["val_loss"]) < min(history["val_loss"])',
+        'kept = not validated or min(stage["val_loss"]) < min(history["val_loss"])',
         "kept = False",
         (f"{TRAIN}::test_fine_tuning_that_improves_validation_is_kept",),
     ),
@@ -216,9 +216,9 @@ MUTATIONS = [
     ),
     Mutation(
         "predict prints each image with another image's probabilities",
-        "pipeline.py",
-        "for path, row in zip(args.images, probabilities, strict=True):",
-        "for path, row in zip(args.images, probabilities[::-1], strict=True):",
+        "components/cli.py",
+        "for path, row in zip(images, probabilities, strict=True)",
+        "for path, row in zip(images, probabilities[::-1], strict=True)",
         (f"{E2E}::test_run_from_gcs_to_gcs",),
     ),
     # ------------------------------------------------ zip input
@@ -268,9 +268,9 @@ MUTATIONS = [
     # ------------------------------------------------ bad input before any step
     Mutation(
         "run starts the pipeline without checking the data first",
-        "pipeline.py",
-        "        classes = split.scan(\n",
-        "        classes = {} and split.scan(\n",
+        "components/preflight.py",
+        "    classes = split.scan(\n",
+        "    classes = {} and split.scan(\n",
         (f"{BAD}::test_the_cli_refuses_bad_files_in_one_line",),
     ),
 ]

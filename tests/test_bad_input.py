@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import registry_with_a_version, tree_bytes
+from helpers import FAST, cli, cli_here, registry_with_a_version, tree_bytes
 from PIL import Image
-from test_e2e import FAST, cli
 
 from components import archive
 from components.dataset import DataError, read_manifest
@@ -65,6 +64,7 @@ def test_odd_files_are_read_or_ignored_with_a_warning(demo_data, tmp_path):
         assert entry in warning
 
 
+@pytest.mark.e2e
 def test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache(
     demo_data, tmp_path, monkeypatch
 ):
@@ -160,7 +160,7 @@ def test_the_cli_refuses_bad_files_in_one_line(demo_data, tmp_path, case):
     shutil.copytree(demo_data, data)
     mutate(data)
     before = registry_with_a_version(tmp_path / "reg")
-    done = cli("run", "--data", str(data), "--registry", "reg", *FAST, cwd=tmp_path)
+    done = cli_here("run", "--data", str(data), "--registry", "reg", *FAST, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert message in done.stderr and "Traceback" not in done.stderr
     assert tree_bytes(tmp_path / "reg") == before and not (tmp_path / "runs").exists()
@@ -235,7 +235,7 @@ def test_a_file_that_is_not_a_zip(tmp_path):
 def test_the_cli_refuses_a_zip_bomb_in_one_line(demo_data, tmp_path):
     archive = _with_entry(demo_data, tmp_path / "shapes.zip", "shapes/b.png", b"\0" * 50 * 2**20)
     before = registry_with_a_version(tmp_path / "reg")
-    done = cli("run", "--data", str(archive), "--registry", "reg", *FAST, cwd=tmp_path)
+    done = cli_here("run", "--data", str(archive), "--registry", "reg", *FAST, cwd=tmp_path)
     assert done.returncode == 2 and "a zip bomb?" in done.stderr
     assert done.stderr.count("\n") == 1 and not (tmp_path / "runs").exists()
     assert tree_bytes(tmp_path / "reg") == before

@@ -16,6 +16,7 @@ from helpers import (
     LEARNING,
     assert_varied,
     cli,
+    cli_here,
     imagenet_mobilenet,
     registry_with_a_version,
     run,
@@ -236,7 +237,7 @@ def test_bad_input_stops_before_anything_runs(tmp_path, demo_data, case):
     data = _copy(demo_data, tmp_path)
     mutate(data)
     before = registry_with_a_version(tmp_path / "reg")
-    done = run(data, cwd=tmp_path)
+    done = cli_here("run", "--data", str(data), "--registry", "reg", *FAST, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
     assert message in done.stderr and str(tmp_path) in done.stderr
@@ -245,10 +246,10 @@ def test_bad_input_stops_before_anything_runs(tmp_path, demo_data, case):
 
 
 def test_missing_buckets_are_named(tmp_path, demo_data, bucket):
-    done = cli("run", "--data", "gs://no-such-bucket-xyz/shapes", *FAST, cwd=tmp_path)
+    done = cli_here("run", "--data", "gs://no-such-bucket-xyz/shapes", *FAST, cwd=tmp_path)
     assert done.returncode == 2 and "gs://no-such-bucket-xyz/shapes" in done.stderr
     data = upload_folder(bucket, demo_data, "shapes")
-    done = cli(
+    done = cli_here(
         "run", "--data", data, "--registry", "gs://no-registry-bucket/models", *FAST, cwd=tmp_path
     )
     assert (
@@ -264,7 +265,9 @@ def test_missing_buckets_are_named(tmp_path, demo_data, bucket):
 )
 def test_out_of_range_parameters_are_named(tmp_path, demo_data, option, value):
     before = registry_with_a_version(tmp_path / "reg")
-    done = cli("run", "--data", str(demo_data), "--registry", "reg", option, value, cwd=tmp_path)
+    done = cli_here(
+        "run", "--data", str(demo_data), "--registry", "reg", option, value, cwd=tmp_path
+    )
     assert done.returncode == 2 and done.stderr.startswith(f"error: {option} {value}: must be")
     assert tree_bytes(tmp_path / "reg") == before and not (tmp_path / "runs").exists()
 

@@ -21,9 +21,12 @@ from helpers import save_oracle
 from components import artifact, model, registry, storage
 from components import export as export_module
 from components.export import export
+from components.predictions import read as read_predictions
 from components.registry import PromotionConflict
 from components.step import InputError
-from components.verify import VerificationError, read_predictions, verify
+from components.verify import VerificationError, verify
+
+pytestmark = pytest.mark.slow  # trains, exports or starts a browser
 
 NAME = "shapes"
 

@@ -14,6 +14,8 @@ from PIL import Image
 from components.evaluate import evaluate
 from components.split import split_dataset
 
+pytestmark = pytest.mark.slow  # trains, exports or starts a browser
+
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 # Flags the machine's closed network needs (no background connections, no sandbox as root).

@@ -2,7 +2,7 @@
 object names that would escape the folder they are downloaded to are refused."""
 
 import pytest
-from test_e2e import FAST, cli
+from helpers import FAST, cli_here
 
 from components import registry, storage
 
@@ -32,7 +32,7 @@ def test_model_and_version_names_are_plain_segments(name, tmp_path):
 
 
 def test_a_model_name_leaving_the_registry_is_refused_before_anything_runs(demo_data, tmp_path):
-    done = cli(
+    done = cli_here(
         "run", "--data", str(demo_data), "--registry", "reg", "--model-name", "../../outside",
         *FAST, cwd=tmp_path,
     )  # fmt: skip

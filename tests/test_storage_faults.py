@@ -16,6 +16,8 @@ from test_e2e import cli
 from components import registry, storage
 from components.export import export
 
+pytestmark = pytest.mark.slow  # trains, exports or starts a browser
+
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 
 

@@ -14,6 +14,8 @@ from PIL import Image
 from components import model
 from components.train import WeightsError, augmented_views, build_backbone, train, unfreeze_top
 
+pytestmark = pytest.mark.slow  # trains, exports or starts a browser
+
 
 def test_model_artifact_is_the_full_image_to_probabilities_model(trained, split_dir):
     assert {p.name for p in trained.iterdir()} == {
