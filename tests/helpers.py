@@ -214,3 +214,24 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+
+def cluster_cli(*args: str, env: dict | None = None, tmp_path: Path) -> subprocess.CompletedProcess:
+    """``shapes-pipeline ARGS`` with a bare environment: only what the CronJob's pod has."""
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NO_PROXY": "127.0.0.1"}
+    if "PYTHONPATH" in os.environ:  # make mutation: the code under test is a copy
+        base["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return subprocess.run(
+        [sys.executable, "-m", "components.cli", *args],
+        env={**base, **(env or {})},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def only(api: "KfpApi", method: str, path: str) -> dict:
+    """The one request of ``method`` to ``path`` the API server recorded."""
+    (found,) = [r for r in api.requests if (r["method"], r["path"]) == (method, path)]
+    return found

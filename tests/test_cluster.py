@@ -3,13 +3,10 @@ Kubeflow Pipelines v2beta1 REST API does: the requests checked are the ones kfp'
 client sends."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import API, KfpApi
+from helpers import API, cluster_cli, only
 
 from components.cluster import kfp_cron
 from components.step import InputError
@@ -18,27 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 PARAMS = ["--data", "gs://shapes-data/raw", "--registry", "gs://shapes-models/registry"]
 
 
-def cli(*args: str, env: dict | None = None, tmp_path: Path) -> subprocess.CompletedProcess:
-    base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NO_PROXY": "127.0.0.1"}
-    if "PYTHONPATH" in os.environ:  # make mutation: the code under test is a copy
-        base["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    return subprocess.run(
-        [sys.executable, "-m", "components.cli", *args],
-        env={**base, **(env or {})},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def only(api: KfpApi, method: str, path: str) -> dict:
-    (found,) = [r for r in api.requests if (r["method"], r["path"]) == (method, path)]
-    return found
-
-
 def test_submit_creates_a_run_of_the_compiled_pipeline(api, tmp_path):
-    done = cli(
+    done = cluster_cli(
         "submit", "--host", api.url, "--token", "secret-token", "--experiment", "nightly",
         "--epochs", "50", *PARAMS, tmp_path=tmp_path,
     )  # fmt: skip
@@ -70,7 +48,7 @@ def test_submit_creates_a_run_of_the_compiled_pipeline(api, tmp_path):
 def test_submit_wait_follows_the_run_to_its_end(api, code, state, tmp_path):
     token = tmp_path / "token"
     token.write_text("mounted-sa-token")
-    done = cli(
+    done = cluster_cli(
         "submit", "--host", api.url, "--wait", "--poll-seconds", "0.05", *PARAMS,
         env={"KF_PIPELINES_SA_TOKEN_PATH": str(token)}, tmp_path=tmp_path,
     )  # fmt: skip
@@ -83,7 +61,7 @@ def test_submit_wait_follows_the_run_to_its_end(api, code, state, tmp_path):
 
 
 def test_schedule_creates_a_recurring_run_without_catch_up_one_at_a_time(api, tmp_path):
-    done = cli(
+    done = cluster_cli(
         "schedule", "--host", api.url, "--cron", "30 2 * * mon-fri", "--namespace", "team-a",
         *PARAMS, tmp_path=tmp_path,
     )  # fmt: skip
@@ -117,14 +95,14 @@ def test_schedule_creates_a_recurring_run_without_catch_up_one_at_a_time(api, tm
 )
 def test_bad_requests_are_refused_before_any_request(api, args, message, tmp_path):
     command, *rest = args
-    done = cli(command, "--host", api.url, *rest, tmp_path=tmp_path)
+    done = cluster_cli(command, "--host", api.url, *rest, tmp_path=tmp_path)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
     assert api.requests == []
 
 
 def test_gpu_node_selector_reaches_the_submitted_spec(api, tmp_path):
-    done = cli(
+    done = cluster_cli(
         "submit", "--host", api.url, "--gpu-node-selector",
         "cloud.google.com/gke-accelerator=nvidia-l4", *PARAMS, tmp_path=tmp_path,
     )  # fmt: skip

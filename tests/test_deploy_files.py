@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import API
-from test_cluster import cli, only
+from helpers import API, cluster_cli, only
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -83,7 +82,7 @@ def test_cronjob_submits_the_configured_pipeline(overlay, api, tmp_path):
     token.write_text("projected-token")
     env = {**config, "KFP_HOST": api.url}
     args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]
-    done = cli(
+    done = cluster_cli(
         *args,
         env={k: config[k] for k in ("SHAPES_IMAGE_REPOSITORY", "SHAPES_IMAGE_TAG")}
         | {"KF_PIPELINES_SA_TOKEN_PATH": str(token)},

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
 import pytest
-from test_e2e import cli
+from helpers import cli
 
 from components import registry, storage
 from components.export import export
