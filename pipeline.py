@@ -195,7 +195,7 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
 
         Args:
             data: The images: a folder (or gs:// prefix, or .zip) with one sub-folder of
-                images per class.
+                images per class. A local run without it uses demo shapes.
             registry: Where models are published: a folder or gs:// URI holding
                 <model_name>/<version>/ and <model_name>/LATEST (the production version).
             backbone: The keras.applications model to transfer from, e.g. MobileNet,

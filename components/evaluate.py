@@ -21,6 +21,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
 from components import artifact, dataset, model, predictions, registry, report, split, storage
+from components.facts import Evaluation, Gate
 from components.step import InputError
 
 
@@ -115,7 +116,7 @@ def evaluate(
     min_accuracy: float = 0.0,
     max_regression: float = 0.0,
     batch_size: int = 32,
-) -> dict:
+) -> Evaluation:
     """Writes predictions.csv, evaluation.json, the HTML report and (``summary_path``) its
     Markdown summary; returns the evaluation with the gate's decision.
 
@@ -134,7 +135,7 @@ def evaluate(
     labels = list(range(len(classes)))
     data = artifact.read_json(dataset_dir, split.FACTS)
     correct = int((y_true == y_pred).sum())
-    evaluation = {
+    evaluation: Evaluation = {
         "test_accuracy": float(accuracy_score(y_true, y_pred)),
         "accuracy_ci95": wilson_interval(correct, len(y_true)),
         "classes": classes,
@@ -159,15 +160,15 @@ def evaluate(
         "accuracy": champion_accuracy(production, files, y_true, classes, batch_size),
     }
     passed, reason = decide(evaluation["test_accuracy"], min_accuracy, max_regression, champion)
-    evaluation["gate"] = {
-        "passed": passed,
-        "reason": reason,
-        "champion_version": champion_version,
-        "champion_uri": production,
-        "champion_accuracy": champion and champion["accuracy"],
-        "min_accuracy": min_accuracy,
-        "max_regression": max_regression,
-    }
+    evaluation["gate"] = Gate(
+        passed=passed,
+        reason=reason,
+        champion_version=champion_version,
+        champion_uri=production,
+        champion_accuracy=champion and champion["accuracy"],
+        min_accuracy=min_accuracy,
+        max_regression=max_regression,
+    )
     Path(evaluation_path).write_text(json.dumps(evaluation, indent=2))
     history = artifact.read_json(model_dir, artifact.HISTORY_FILE)
     examples = [

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from components import artifact, dataset, storage
+from components.facts import Published
 from components.registry import (
     METADATA,
     PromotionConflict,
@@ -65,7 +66,7 @@ def export(
     registry: str,
     model_name: str,
     pipeline_run: dict | None = None,
-) -> dict:
+) -> Published:
     """Publishes the new version, makes it production and returns its metadata (with
     ``uri``). ``pipeline_run`` (the KFP run's id and name) goes into the metadata."""
     storage.check_bucket(registry)
@@ -92,7 +93,7 @@ def export(
         verification = verify_in_fresh_process(tmp, dataset_dir, predictions_path)
         version = new_version(content)
         uri = registry_path(registry, model_name, version)
-        metadata = {
+        metadata: Published = {
             "model_name": model_name,
             "version": version,
             "uri": uri,

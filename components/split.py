@@ -32,6 +32,7 @@ from components.dataset import (
     sha256_of,
     write_manifest,
 )
+from components.facts import SplitFacts
 
 
 def notebook_split(
@@ -219,7 +220,7 @@ def plan_split(
 
 def split_dataset(
     source: str, out_dir: str, *, seed: int, train_fraction: float, val_fraction: float
-) -> dict:
+) -> SplitFacts:
     """Writes ``out_dir/{train,val,test}/<class>/`` and ``manifest.csv``; returns the facts.
 
     Everything is checked before the first file is written.
@@ -237,12 +238,12 @@ def split_dataset(
                     shutil.copyfile(root / label / file, folder / file)
                     rel = f"{split_name}/{label}/{file}"
                     examples.append(Example(rel, label, split_name, hashes[label, file]))
-    facts = {
-        "source": source,
-        "classes": list(plan),
-        "counts": {s: {c: len(plan[c][s]) for c in plan} for s in SPLITS},
-        "manifest_sha256": write_manifest(examples, out_dir),
-        "warnings": warnings,
-    }
+    facts = SplitFacts(
+        source=source,
+        classes=list(plan),
+        counts={s: {c: len(plan[c][s]) for c in plan} for s in SPLITS},
+        manifest_sha256=write_manifest(examples, out_dir),
+        warnings=warnings,
+    )
     Path(out_dir, FACTS).write_text(json.dumps(facts, indent=2))
     return facts

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import artifact, dataset, model, storage
+from components.facts import TrainingFacts
 from components.fit import TensorBoardWriter, fit
 from components.step import InputError, package_versions
 
@@ -135,7 +136,7 @@ def train(
     fine_tune_layers: int = 0,
     fine_tune_lr: float = 1e-5,
     precision: str = "auto",
-) -> dict:
+) -> TrainingFacts:
     """Trains the head on cached features, optionally fine-tunes, saves the full model.
 
     Returns the facts the report and summary show.
@@ -209,7 +210,7 @@ def train(
         base.trainable = False
     training_seconds = time.perf_counter() - started
 
-    facts = {
+    facts: TrainingFacts = {
         "backbone": backbone,
         "weights": weights_used,
         "image_size": image_size,

@@ -17,6 +17,7 @@ import pytest
 from google.cloud import storage as gcs
 
 from components import model
+from components.facts import TrainingFacts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,18 +136,14 @@ def save_oracle(model_dir: Path, kernel: np.ndarray, bias: np.ndarray, classes: 
     dense = keras.layers.Dense(len(classes), activation="softmax")
     oracle = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
     dense.set_weights([kernel, bias])
-    facts = {
-        "backbone": "oracle",
-        "weights": "none",
-        "image_size": 32,
-        "epochs_run": 1,
-        "best_epoch": 1,
-        "head_epochs": 1,
-        "caching": "features of each image, computed once",
-        "devices": ["/physical_device:CPU:0"],
-        "precision": "float32",
-        "warnings": ["a test warning"],
-    }
+    facts = TrainingFacts(
+        backbone="oracle", weights="none", image_size=32, classes=classes,
+        devices=["/physical_device:CPU:0"], precision="float32",
+        caching="features of each image, computed once", augment=False, early_stopping=True,
+        epoch_limit=1, epochs_run=1, head_epochs=1, best_epoch=1, best_val_loss=1.0,
+        build_seconds=0.0, feature_seconds=0.0, head_seconds=0.0, training_seconds=0.0,
+        warnings=["a test warning"], packages={},
+    )  # fmt: skip
     history = {"loss": [1.0], "val_loss": [1.0], "accuracy": [0.5], "val_accuracy": [0.5]}
     classify = model.compiled(lambda x: oracle(x, training=False), 32)
     model.save(model_dir, classify, classes, history, facts)
