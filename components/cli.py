@@ -208,21 +208,35 @@ def cmd_models(args: argparse.Namespace) -> int:
     from components import registry
 
     try:
-        found = registry.versions(args.registry, args.model_name, must_exist=True)
+        found, problem = registry.listing(args.registry, args.model_name, must_exist=True)
     except InputError as e:
         fail(str(e))
     if args.output == "json":
         print(json.dumps(found, indent=2))
-        return EXIT_OK
-    if not found:
+    elif not found:
         print(f"no versions of {args.model_name} in {args.registry}")
-        return EXIT_OK
-    print(f"{'':2}{'version':<28}{'created':<27}{'test accuracy':>14}  backbone")
-    for v in found:
-        mark = "* " if v["production"] else "  "
-        accuracy = v["metrics"]["test_accuracy"]
-        print(f"{mark}{v['version']:<28}{v['created']:<27}{accuracy:>14.4f}  {v['backbone']}")
-    print("* production (LATEST)")
+    else:
+        print(f"{'':2}{'version':<28}{'created':<27}{'test accuracy':>14}  backbone")
+        for v in found:
+            mark = "* " if v["production"] else "  "
+            accuracy = v.get("metrics", {}).get("test_accuracy", float("nan"))
+            created, backbone = v.get("created", "?"), v.get("backbone", "?")
+            print(f"{mark}{v['version']:<28}{created:<27}{accuracy:>14.4f}  {backbone}")
+        print("! LATEST is broken: no production version" if problem else "* production (LATEST)")
+    if problem:
+        fail(problem)
+    return EXIT_OK
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from components import registry, storage
+
+    try:
+        before = registry.promote_to(args.registry, args.model_name, args.version)
+    except InputError as e:
+        fail(str(e))
+    was = before.strip() if before and storage.is_text(before) and before.strip() else None
+    print(f"{args.model_name}: production is now {args.version} (was {was or 'none'})")
     return EXIT_OK
 
 
@@ -347,6 +361,15 @@ def parser() -> argparse.ArgumentParser:
     add_model_options(pred, default_output="json")
     pred.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
 
+    promote = command(
+        "promote",
+        "make a published version production (a rollback, or the repair of a broken LATEST)",
+        cmd_promote,
+    )
+    promote.add_argument("--registry", required=True, help="a local folder or gs:// URI")
+    promote.add_argument("--version", required=True, help="a published version's name")
+    add_model_options(promote, default_output=None)
+
     models = command("models", "list a registry's versions", cmd_models)
     models.add_argument("--registry", required=True, help="a local folder or gs:// URI")
     add_model_options(models, default_output="table")
@@ -371,13 +394,14 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_options(parser: argparse.ArgumentParser, default_output: str) -> None:
+def add_model_options(parser: argparse.ArgumentParser, default_output: str | None) -> None:
     parser.add_argument(
         "--model-name", default=parameters.defaults()["model_name"], help="the registry's model"
     )
-    parser.add_argument(
-        "--output", choices=("table", "json"), default=default_output, help="how to print"
-    )
+    if default_output:
+        parser.add_argument(
+            "--output", choices=("table", "json"), default=default_output, help="how to print"
+        )
 
 
 def version() -> str:

@@ -35,7 +35,7 @@ def check_inputs(params: dict) -> str:
         params["data"], **{k: params[k] for k in ("seed", "train_fraction", "val_fraction")}
     )
     storage.check_bucket(params["registry"])
-    registry.path(params["registry"], params["model_name"])
+    registry.check(params["registry"], params["model_name"])
     if params["weights"] not in ("imagenet", "none", "auto"):
         storage.check_exists(params["weights"])
     images = sum(map(len, classes.values()))

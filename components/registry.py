@@ -27,16 +27,91 @@ def path(registry: str, model_name: str, *names: str) -> str:
     return storage.join(registry, model_name, *names)
 
 
+class RegistryError(InputError):
+    """Registry state that would jam a run; the message names the file and the repair."""
+
+
+def repair(registry: str, model_name: str) -> str:
+    return (
+        f"repair it with `shapes-pipeline promote --registry {registry} --model-name "
+        f"{model_name} --version <a published version>` (see `shapes-pipeline models`), or "
+        "remove LATEST if no version should be in production"
+    )
+
+
 def production_version(registry: str, model_name: str) -> str | None:
-    """The production version's name, or None before the first export."""
-    version = storage.read_text(path(registry, model_name, LATEST))
-    return version.strip() if version else None
+    """The production version's name, or None before the first export. A ``LATEST`` that
+    is empty, not text, or not a version's name is a RegistryError naming it."""
+    uri = path(registry, model_name, LATEST)
+    text = storage.read_text(uri)
+    if text is None:
+        return None
+    version = text.strip()
+    if not storage.is_text(text):
+        problem = "is not text"
+    elif not version:
+        problem = "is empty"
+    elif not NAME.fullmatch(version):
+        problem = f"names {version!r}, which is not a version of this model's folder"
+    else:
+        return version
+    raise RegistryError(f"{uri} {problem}; {repair(registry, model_name)}")
 
 
-def production(registry: str, model_name: str) -> str | None:
-    """The production version's URI, or None before the first export."""
-    version = production_version(registry, model_name)
-    return path(registry, model_name, version) if version else None
+def metadata(registry: str, model_name: str, version: str) -> dict | None:
+    """A version's metadata, None while it is not published; unreadable metadata is a
+    RegistryError naming the file."""
+    uri = path(registry, model_name, version, METADATA)
+    text = storage.read_text(uri)
+    if text is None:
+        return None
+    try:
+        found = json.loads(text)
+    except json.JSONDecodeError as e:
+        found = e
+    if not isinstance(found, dict):
+        raise RegistryError(
+            f"{uri}: not valid JSON metadata; restore it from a backup, or remove the version "
+            f"folder {path(registry, model_name, version)} if it is not in production"
+        )
+    return found
+
+
+def check(registry: str, model_name: str) -> None:
+    """Everything a run's export will need of the registry, checked before any step: a
+    folder it can write, a ``LATEST`` naming a published version, readable metadata."""
+    folder = path(registry, model_name)
+    if not storage.is_gcs(registry):
+        _check_writable(registry, folder)
+    current = production_version(registry, model_name)
+    names = storage.list_folders(folder)
+    published = {name for name in names if metadata(registry, model_name, name) is not None}
+    if current is not None and current not in published:
+        state = "is not published (no metadata.json)" if current in names else "does not exist"
+        raise RegistryError(
+            f"{path(registry, model_name, LATEST)} names version {current}, which {state}; "
+            f"{repair(registry, model_name)}"
+        )
+
+
+def _check_writable(registry: str, folder: str) -> None:
+    for target in (registry, folder):
+        if os.path.exists(target) and not os.path.isdir(target):
+            raise RegistryError(f"{target}: a file, not a registry folder; pass another --registry")
+    existing = next(p for p in (folder, *_parents(folder)) if os.path.exists(p))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RegistryError(
+            f"{existing}: cannot create or write the registry here (permission denied); "
+            "pass another --registry or give this user write access"
+        )
+
+
+def _parents(folder: str) -> list[str]:
+    parents, current = [], os.path.abspath(folder)
+    while os.path.dirname(current) != current:
+        current = os.path.dirname(current)
+        parents.append(current)
+    return parents
 
 
 class PromotionConflict(InputError):
@@ -65,10 +140,9 @@ def find_by_content(registry: str, model_name: str, content_sha256: str) -> dict
     versions whose name ends with the files' hash (as export names them) are read."""
     for name in reversed(storage.list_folders(path(registry, model_name))):
         if name.endswith(f"-{content_sha256[:8]}"):
-            text = storage.read_text(path(registry, model_name, name, METADATA))
-            metadata = json.loads(text) if text else {}
-            if metadata.get("content_sha256") == content_sha256:
-                return metadata
+            found = metadata(registry, model_name, name) or {}
+            if found.get("content_sha256") == content_sha256:
+                return found
     return None
 
 
@@ -76,27 +150,69 @@ def versions(registry: str, model_name: str, must_exist: bool = False) -> list[d
     """Every published version's metadata, oldest first, each with ``production`` set.
 
     ``must_exist``: a registry that is not there is an InputError, not an empty list."""
+    found, problem = listing(registry, model_name, must_exist)
+    if problem:
+        raise RegistryError(problem)
+    return found
+
+
+def listing(
+    registry: str, model_name: str, must_exist: bool = False
+) -> tuple[list[dict], str | None]:
+    """The published versions (as :func:`versions`) and what is wrong with ``LATEST``, if
+    anything, so a listing can show the versions and say why none is production."""
     if must_exist and not storage.is_gcs(registry) and not os.path.isdir(registry):
         raise InputError(f"{registry}: no such registry folder")
     if must_exist and storage.is_gcs(registry):
         storage.check_bucket(registry)
-    current = production_version(registry, model_name)
+    try:
+        current, problem = production_version(registry, model_name), None
+    except RegistryError as e:
+        current, problem = None, str(e)
     found = []
     for name in storage.list_folders(path(registry, model_name)):
-        text = storage.read_text(path(registry, model_name, name, METADATA))
-        if text is not None:  # a version is published once its metadata is there
-            found.append({**json.loads(text), "production": name == current})
-    return found
+        published = metadata(registry, model_name, name)
+        if published is not None:  # a version is published once its metadata is there
+            found.append({**published, "production": name == current})
+    if current and not any(v["production"] for v in found):
+        problem = (
+            f"{path(registry, model_name, LATEST)} names version {current}, which is not "
+            f"published; {repair(registry, model_name)}"
+        )
+    return found, problem
+
+
+def promote_to(registry: str, model_name: str, version: str) -> str | None:
+    """Makes a published version production, whatever ``LATEST`` holds now (a rollback, or
+    the repair of a damaged ``LATEST``), by the same compare-and-swap as export; returns
+    what ``LATEST`` held before."""
+    if metadata(registry, model_name, version) is None:
+        raise InputError(
+            f"{path(registry, model_name, version)}: no published version {version} (no "
+            f"{METADATA}); `shapes-pipeline models --registry {registry}` lists them"
+        )
+    latest = path(registry, model_name, LATEST)
+    before = storage.read_text(latest)
+    try:
+        storage.replace_text(latest, f"{version}\n", expected=before)
+    except storage.StorageConflict as e:
+        raise PromotionConflict(f"{model_name}: LATEST changed meanwhile ({e}); try again") from e
+    return before
 
 
 def resolve(uri: str, model_name: str) -> str:
     """A version folder as it is, or a registry's production version."""
     if storage.read_text(storage.join(uri, METADATA)) is not None:
         return uri
-    version = production(uri, model_name)
+    version = production_version(uri, model_name)
     if version is None:
         raise InputError(
             f"{uri}: neither a model version (no {METADATA}) nor a registry with a "
             f"production {model_name} (no {model_name}/{LATEST})"
         )
-    return version
+    if metadata(uri, model_name, version) is None:
+        raise RegistryError(
+            f"{path(uri, model_name, LATEST)} names version {version}, which is not published; "
+            f"{repair(uri, model_name)}"
+        )
+    return path(uri, model_name, version)

@@ -232,16 +232,32 @@ def _publish_gcs(local_dir: str, uri: str, marker: str) -> None:
 
 
 def read_text(uri: str) -> str | None:
-    """A small text file's content, or None where there is none."""
+    """A small text file's content, or None where there is none.
+
+    Bytes that are not UTF-8 come back as surrogates (``surrogateescape``), so a damaged
+    file can be told apart (``is_text``) and still be replaced by compare-and-swap."""
     if not is_gcs(uri):
         path = Path(uri)
-        return path.read_text() if path.is_file() else None
+        return _decode(path.read_bytes()) if path.is_file() else None
     bucket, name = _bucket(uri)
     with _reporting(uri):
         try:
-            return bucket.blob(name).download_as_text()
+            return _decode(bucket.blob(name).download_as_bytes())
         except gexc.NotFound:
             return None
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="surrogateescape")
+
+
+def is_text(text: str) -> bool:
+    """True for text read by :func:`read_text` from valid UTF-8 without control bytes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return not any(ord(c) < 32 and c not in "\n\r\t" for c in text)
 
 
 def replace_text(uri: str, text: str, expected: str | None) -> None:
@@ -257,7 +273,11 @@ def replace_text(uri: str, text: str, expected: str | None) -> None:
             with _reporting(uri):
                 blob = bucket.get_blob(name)
                 generation = blob.generation if blob else 0
-                current = blob.download_as_text(if_generation_match=generation) if blob else None
+                current = (
+                    _decode(blob.download_as_bytes(if_generation_match=generation))
+                    if blob
+                    else None
+                )
                 _check_current(uri, current, expected)
                 bucket.blob(name).upload_from_string(text, if_generation_match=generation)
         except gexc.PreconditionFailed as e:
@@ -269,7 +289,7 @@ def replace_text(uri: str, text: str, expected: str | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        _check_current(uri, path.read_text() if path.is_file() else None, expected)
+        _check_current(uri, _decode(path.read_bytes()) if path.is_file() else None, expected)
         staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}")
         staging.write_text(text)
         os.replace(staging, path)

@@ -54,21 +54,31 @@ def test_mistakes_are_refused_in_one_line_writing_nothing(demo_data, tmp_path, c
 PROBE = """
 import contextlib, io, json, sys
 from components import cli
+codes = []
 for arguments in json.loads(sys.argv[1]):
-    with contextlib.suppress(SystemExit), contextlib.redirect_stderr(io.StringIO()):
-        cli.main(["run", "--data", sys.argv[2], *arguments])
-print("tensorflow imported" if "tensorflow" in sys.modules else "no tensorflow")
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            cli.main(["run", "--data", sys.argv[2], *arguments])
+        except SystemExit as e:
+            codes.append(e.code)
+print("tensorflow imported" if "tensorflow" in sys.modules else "no tensorflow", set(codes))
 """
 
 
 def test_no_mistake_needs_tensorflow_to_be_refused(demo_data, tmp_path):
-    """All of them in one new Python: not one imports TensorFlow."""
-    cases = json.dumps([arguments for arguments, _ in MISTAKES.values()])
+    """All of them in one new Python, and a registry that is a file or whose LATEST is
+    empty: not one imports TensorFlow."""
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "jammed" / "shapes-classifier").mkdir(parents=True)
+    (tmp_path / "jammed" / "shapes-classifier" / "LATEST").write_text("")
+    registries = [["--registry", "a-file"], ["--registry", "jammed"]]
+    cases = json.dumps([arguments for arguments, _ in MISTAKES.values()] + registries)
     done = subprocess.run(
         [sys.executable, "-c", PROBE, cases, str(demo_data)],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert done.stdout.strip() == "no tensorflow", done.stderr
+    assert done.stdout.strip() == "no tensorflow {2}", done.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_backbones_are_the_installed_keras_applications():
