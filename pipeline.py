@@ -99,6 +99,7 @@ def evaluate(
     model_name: str,
     min_accuracy: float,
     max_regression: float,
+    allow_class_change: bool,
 ) -> bool:
     """Returns the gate's decision: export or not (see ``components.evaluate.decide``)."""
     from components.step import step
@@ -117,6 +118,7 @@ def evaluate(
             model_name=model_name,
             min_accuracy=min_accuracy,
             max_regression=max_regression,
+            allow_class_change=allow_class_change,
         )
         gate = result["gate"]
         evaluation.metadata["gate"] = gate
@@ -189,6 +191,7 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
         val_fraction: float = 0.1,
         min_accuracy: float = 0.9,
         max_regression: float = 0.0,
+        allow_class_change: bool = False,
         model_name: str = "shapes-classifier",
     ) -> Outputs:
         """Transfer learning on a folder of class folders of images, gated by a champion.
@@ -220,6 +223,8 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
             min_accuracy: The least test accuracy a model needs to be published.
             max_regression: How much worse than the production model, on the same test
                 images, a new model may be and still replace it.
+            allow_class_change: Let a model whose classes differ from the production
+                model's replace it (otherwise the gate refuses it).
             model_name: The model's name in the registry.
         """
         split_task = split(
@@ -257,6 +262,7 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
             model_name=model_name,
             min_accuracy=min_accuracy,
             max_regression=max_regression,
+            allow_class_change=allow_class_change,
         )
         eval_task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("8G")
         # The gate compares with the registry's production model, which is not an input:

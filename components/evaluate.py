@@ -35,35 +35,64 @@ def wilson_interval(correct: int, total: int) -> tuple[float, float]:
     return float(interval.low), float(interval.high)
 
 
-def champion_accuracy(
+def score_champion(
     uri: str, files: list[Path], y_true: np.ndarray, classes: list[str], batch_size: int
-) -> float | None:
-    """The production model's accuracy on this run's test images (``files``, labelled
-    ``y_true``); None if it cannot be compared (other classes, or a format older than
-    serving from encoded images)."""
+) -> dict:
+    """The production model (``uri``), scored on this run's test images (``files``, labelled
+    ``y_true``): ``accuracy`` None where it cannot be compared (other classes, or a format
+    older than serving from encoded images); ``classes`` its classes, None if unknown."""
     with storage.local_tree(uri) as local:
         try:
             predict, champion_classes = model.load(local, batch_size)
         except InputError:  # an older format: nothing to compare with
-            return None
+            return {"uri": uri, "accuracy": None, "classes": None}
         if champion_classes != classes:
-            return None
-        return float(accuracy_score(y_true, predict(files).argmax(axis=1)))
+            return {"uri": uri, "accuracy": None, "classes": champion_classes}
+        accuracy = float(accuracy_score(y_true, predict(files).argmax(axis=1)))
+        return {"uri": uri, "accuracy": accuracy, "classes": champion_classes}
+
+
+def class_change(classes: list[str], champion: dict | None) -> tuple[list[str], list[str]]:
+    """The classes this model adds to, and loses from, the production model's."""
+    if not champion or champion["classes"] is None:
+        return [], []
+    return sorted(set(classes) - set(champion["classes"])), sorted(
+        set(champion["classes"]) - set(classes)
+    )
 
 
 def decide(
-    accuracy: float, min_accuracy: float, max_regression: float, champion: dict | None
+    accuracy: float,
+    min_accuracy: float,
+    max_regression: float,
+    champion: dict | None,
+    change: tuple[list[str], list[str]] = ([], []),
+    allow_class_change: bool = False,
 ) -> tuple[bool, str]:
     """The gate: at least ``min_accuracy``, and (where there is a production model with the
-    same classes) not worse than it by more than ``max_regression`` on the same images."""
+    same classes) not worse than it by more than ``max_regression`` on the same images. A
+    model whose classes differ from production's (``change``: added, lost) replaces it only
+    with ``allow_class_change``."""
     if accuracy < min_accuracy:
         return False, f"test accuracy {accuracy:.4f} is below min_accuracy {min_accuracy}"
     if champion is None:
         return True, f"no production model yet; test accuracy {accuracy:.4f} >= {min_accuracy}"
+    added, lost = change
+    if added or lost:
+        what = f"classes added {added or 'none'}, lost {lost or 'none'}"
+        if not allow_class_change:
+            return False, (
+                f"the production model {champion['uri']} has other classes ({what}); "
+                "allow_class_change lets this model replace it"
+            )
+        return True, (
+            f"the classes change ({what}), which allow_class_change permits; test accuracy "
+            f"{accuracy:.4f} >= {min_accuracy}"
+        )
     if champion["accuracy"] is None:
         return True, (
-            f"the production model {champion['uri']} cannot be compared (other classes or an "
-            f"older format); test accuracy {accuracy:.4f} >= {min_accuracy}"
+            f"the production model {champion['uri']} cannot be compared (an older format); "
+            f"test accuracy {accuracy:.4f} >= {min_accuracy}"
         )
     if accuracy < champion["accuracy"] - max_regression:
         return False, (
@@ -115,6 +144,7 @@ def evaluate(
     model_name: str = "shapes-classifier",
     min_accuracy: float = 0.0,
     max_regression: float = 0.0,
+    allow_class_change: bool = False,
     batch_size: int = 32,
 ) -> Evaluation:
     """Writes predictions.csv, evaluation.json, the HTML report and (``summary_path``) its
@@ -155,11 +185,12 @@ def evaluate(
         registry.production_version(registry_uri, model_name) if registry_uri else None
     )
     production = champion_version and registry.path(registry_uri, model_name, champion_version)
-    champion = production and {
-        "uri": production,
-        "accuracy": champion_accuracy(production, files, y_true, classes, batch_size),
-    }
-    passed, reason = decide(evaluation["test_accuracy"], min_accuracy, max_regression, champion)
+    champion = production and score_champion(production, files, y_true, classes, batch_size)
+    added, lost = class_change(classes, champion)
+    passed, reason = decide(
+        evaluation["test_accuracy"], min_accuracy, max_regression, champion, (added, lost),
+        allow_class_change,
+    )  # fmt: skip
     evaluation["gate"] = Gate(
         passed=passed,
         reason=reason,
@@ -168,6 +199,8 @@ def evaluate(
         champion_accuracy=champion and champion["accuracy"],
         min_accuracy=min_accuracy,
         max_regression=max_regression,
+        classes_added=added,
+        classes_lost=lost,
     )
     Path(evaluation_path).write_text(json.dumps(evaluation, indent=2))
     history = artifact.read_json(model_dir, artifact.HISTORY_FILE)

@@ -60,6 +60,8 @@ class Gate(TypedDict):
     champion_accuracy: float | None
     min_accuracy: float
     max_regression: float
+    classes_added: list[str]  # this model's classes that production lacks
+    classes_lost: list[str]  # production's classes that this model lacks
 
 
 class Evaluation(TypedDict):

@@ -163,7 +163,13 @@ def _gate(evaluation: dict) -> str:
         else ""
     )
     verdict = "passed (export publishes this model)" if gate["passed"] else "BLOCKED (not exported)"
-    return f"Gate {verdict}: {gate['reason']}.{champion}"
+    added, lost = gate.get("classes_added"), gate.get("classes_lost")
+    change = (
+        f" Classes added: {', '.join(added) or 'none'}; lost: {', '.join(lost) or 'none'}."
+        if added or lost
+        else ""
+    )
+    return f"Gate {verdict}: {gate['reason']}.{champion}{change}"
 
 
 def _per_class_rows(evaluation: dict) -> list[list[str]]:

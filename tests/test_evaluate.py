@@ -183,7 +183,7 @@ def test_inconsistent_evaluation_is_an_error(colour_data, edit_evaluation, edit_
         (0.95, None, True, "no production model yet"),
         (0.95, {"uri": "reg/m/v1", "accuracy": 0.97}, False, "worse than the production"),
         (0.95, {"uri": "reg/m/v1", "accuracy": 0.96}, True, "within max_regression 0.01"),
-        (0.95, {"uri": "reg/m/v1", "accuracy": None}, True, "cannot be compared"),
+        (0.95, {"uri": "reg/m/v1", "accuracy": None, "classes": None}, True, "cannot be"),
     ],
 )
 def test_gate_decision(accuracy, champion, passed, reason):
@@ -210,3 +210,21 @@ def test_champion_is_scored_on_this_runs_test_images(colour_data):
 
     result, _ = _evaluate(colour_data, "model", **gate)
     assert result["gate"]["passed"] and result["gate"]["champion_accuracy"] == 1.0
+
+
+def test_a_model_with_other_classes_does_not_replace_production_by_default(colour_data):
+    """Production knows blue and green only; this model adds red. Refused, unless the
+    user allows the change; the report and the gate say which classes changed."""
+    version = colour_data / "reg" / "shapes-classifier" / "v1"
+    kernel = np.zeros((3, 2), np.float32)
+    kernel[2, 0] = kernel[1, 1] = ORACLE_GAIN
+    save_oracle(version, kernel, np.zeros(2, np.float32), ["blue", "green"])
+    (version.parent / "LATEST").write_text("v1\n")
+    gate = {"registry_uri": str(colour_data / "reg"), "min_accuracy": 0.5}
+    result, _ = _evaluate(colour_data, **gate)
+    assert result["test_accuracy"] == 1.0 and not result["gate"]["passed"]
+    assert (result["gate"]["classes_added"], result["gate"]["classes_lost"]) == (["red"], [])
+    assert "has other classes (classes added ['red'], lost none)" in result["gate"]["reason"]
+    assert "Classes added: red; lost: none." in (colour_data / "report.html").read_text()
+    result, _ = _evaluate(colour_data, **gate, allow_class_change=True)
+    assert result["gate"]["passed"] and "allow_class_change permits" in result["gate"]["reason"]
