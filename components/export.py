@@ -81,6 +81,8 @@ def export(
             "compared against; nothing published"
         )
     training = evaluation["training"]
+    for left in storage.remove_stale_staging(registry_path(registry, model_name)):
+        print(f"removed {left}, left by an export that did not finish")
     with tempfile.TemporaryDirectory(prefix="shapes-export-") as tmp:
         shutil.copytree(Path(model_dir, artifact.SERVING_DIR), Path(tmp, artifact.SERVING_DIR))
         artifact.write_labels(tmp, artifact.read_labels(model_dir))

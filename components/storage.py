@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -198,11 +199,49 @@ def publish_tree(local_dir: str, uri: str, marker: str) -> None:
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         shutil.copytree(local_dir, staging, dirs_exist_ok=True)
+        _readable_by_all(staging)
         os.rename(staging, target)  # fails where another writer's folder is already there
     except OSError as e:
         raise StorageConflict(f"{uri}: already exists, not overwritten ({e})") from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _readable_by_all(folder: Path) -> None:
+    """Folders 0755, files 0644, whatever the process's umask: a published version is read
+    by other users (a serving process, a colleague's ``predict``)."""
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def remove_stale_staging(folder: str, older_than_s: float = 3600) -> list[str]:
+    """Removes what killed publishes left in ``folder`` (hidden staging folders locally,
+    objects under ``.staging/`` on GCS) once older than ``older_than_s``; returns them.
+    Younger ones may belong to a publish still running."""
+    if is_gcs(folder):
+        bucket, prefix = _bucket(folder)
+        cutoff = time.time() - older_than_s
+        with _reporting(folder):
+            stale = [
+                b
+                for b in bucket.list_blobs(prefix=f"{prefix}/{STAGING}/")
+                if b.time_created is None or b.time_created.timestamp() <= cutoff
+            ]
+            for blob in stale:
+                blob.delete()
+        return [f"gs://{bucket.name}/{b.name}" for b in stale]
+    root = Path(folder)
+    cutoff = time.time() - older_than_s
+    stale = [
+        p
+        for p in (root.iterdir() if root.is_dir() else [])
+        if re.fullmatch(r"\..+\.[a-z0-9_]{8}", p.name)  # tempfile.mkdtemp's, in publish_tree
+        and p.is_dir()
+        and p.stat().st_mtime <= cutoff
+    ]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return [str(p) for p in stale]
 
 
 def _publish_gcs(local_dir: str, uri: str, marker: str) -> None:

@@ -189,8 +189,8 @@ MUTATIONS = [
     Mutation(
         "the production model scored on the test images in another order than their labels",
         "components/evaluate.py",
-        "return float(accuracy_score(y_true, predict(files).argmax(axis=1)))",
-        "return float(accuracy_score(y_true, predict(files[::-1]).argmax(axis=1)))",
+        "accuracy = float(accuracy_score(y_true, predict(files).argmax(axis=1)))",
+        "accuracy = float(accuracy_score(y_true, predict(files[::-1]).argmax(axis=1)))",
         (f"{EVALUATE}::test_champion_is_scored_on_this_runs_test_images",),
     ),
     Mutation(
@@ -272,5 +272,38 @@ MUTATIONS = [
         "    classes = split.scan(\n",
         "    classes = {} and split.scan(\n",
         (f"{BAD}::test_the_cli_refuses_bad_files_in_one_line",),
+    ),
+    Mutation(
+        "a model with other classes replaces production without allow_class_change",
+        "components/evaluate.py",
+        "        if not allow_class_change:\n",
+        "        if False:\n",
+        (f"{EVALUATE}::test_a_model_with_other_classes_does_not_replace_production_by_default",),
+    ),
+    # ------------------------------------------------ registry state before any step
+    Mutation(
+        "an empty LATEST is taken for no production model",
+        "components/registry.py",
+        '    elif not version:\n        problem = "is empty"\n',
+        "    elif not version:\n        return None\n",
+        (
+            "tests/test_registry.py::test_a_jammed_registry_stops_run_models_and_predict_in_one_line",
+        ),
+    ),
+    Mutation(
+        "LATEST naming an unpublished version let through before the run",
+        "components/registry.py",
+        "    if current is not None and current not in published:",
+        "    if False:",
+        (
+            "tests/test_registry.py::test_a_jammed_registry_stops_run_models_and_predict_in_one_line",
+        ),
+    ),
+    Mutation(
+        "promote accepts a version that is not published",
+        "components/registry.py",
+        "    if metadata(registry, model_name, version) is None:\n        raise InputError(",
+        "    if False:\n        raise InputError(",
+        ("tests/test_registry.py::test_promote_rolls_back_and_refuses_what_is_not_published",),
     ),
 ]

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -415,3 +416,43 @@ def test_a_crash_midway_leaves_the_registry_as_it_was(
     facts = run_export(trained, split_dir, evaluated, root)
     assert published(root) == [facts["version"]]
     assert registry.production_version(root, NAME) == facts["version"]
+
+
+def test_published_versions_are_readable_by_other_users(trained, split_dir, evaluated, tmp_path):
+    """Folders 0755 and files 0644, even from a process whose umask is 077."""
+    previous = os.umask(0o077)
+    try:
+        facts = run_export(trained, split_dir, evaluated, str(tmp_path / "registry"))
+    finally:
+        os.umask(previous)
+    version = Path(facts["uri"])
+    modes = {p.stat().st_mode & 0o777 for p in [version, *version.rglob("*")] if p.is_dir()}
+    assert modes == {0o755}
+    assert {p.stat().st_mode & 0o777 for p in version.rglob("*") if p.is_file()} == {0o644}
+
+
+def test_staging_left_by_a_killed_export_is_removed_once_an_hour_old(
+    trained, split_dir, evaluated, tmp_path
+):
+    folder = tmp_path / "registry" / NAME
+    old, fresh = (
+        folder / ".20250101T000000Z-dead.abcd1234",
+        folder / ".20250101T000000Z-beef.x1y2z3w4",
+    )
+    for staging in (old, fresh):
+        (staging / "saved_model").mkdir(parents=True)
+    os.utime(old, (time.time() - 3700, time.time() - 3700))
+    run_export(trained, split_dir, evaluated, str(tmp_path / "registry"))
+    assert not old.exists() and fresh.exists()
+    assert ".20250101T000000Z-beef.x1y2z3w4" not in str(
+        registry.versions(str(tmp_path / "registry"), NAME)
+    )
+
+
+def test_stale_staging_on_gcs(strict_bucket):
+    strict_bucket.blob(f"registry/{NAME}/.staging/v-123/saved_model.pb").upload_from_string(b"x")
+    folder = f"gs://{strict_bucket.name}/registry/{NAME}"
+    assert storage.remove_stale_staging(folder) == []  # seconds old: may be a running export
+    (removed,) = storage.remove_stale_staging(folder, older_than_s=0)
+    assert removed.endswith("/.staging/v-123/saved_model.pb")
+    assert not list(strict_bucket.list_blobs(prefix=f"registry/{NAME}/.staging/"))
