@@ -23,6 +23,8 @@ from kfp.dsl import (
     Output,
 )
 
+from components.dataset import MAX_PIXELS  # the one default, beside its check
+
 PIPELINE_NAME = "shapes-transfer-learning"
 # The images every step runs in; one setting, read when the pipeline is defined.
 IMAGE_REPOSITORY = os.environ.get("SHAPES_IMAGE_REPOSITORY", "shapes-pipeline")
@@ -33,7 +35,12 @@ GPU_IMAGE = f"{IMAGE_REPOSITORY}-gpu:{IMAGE_TAG}"
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def split(
-    data: str, seed: int, train_fraction: float, val_fraction: float, dataset: Output[Dataset]
+    data: str,
+    seed: int,
+    train_fraction: float,
+    val_fraction: float,
+    max_image_pixels: int,
+    dataset: Output[Dataset],
 ):
     from components.step import step
 
@@ -41,8 +48,9 @@ def split(
         from components.split import split_dataset
 
         facts = split_dataset(
-            data, dataset.path, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction
-        )
+            data, dataset.path, seed=seed, train_fraction=train_fraction,
+            val_fraction=val_fraction, max_pixels=max_image_pixels,
+        )  # fmt: skip
         dataset.metadata.update(facts)
 
 
@@ -192,6 +200,7 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
         min_accuracy: float = 0.9,
         max_regression: float = 0.0,
         allow_class_change: bool = False,
+        max_image_pixels: int = MAX_PIXELS,
         model_name: str = "shapes-classifier",
     ) -> Outputs:
         """Transfer learning on a folder of class folders of images, gated by a champion.
@@ -225,11 +234,14 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
                 images, a new model may be and still replace it.
             allow_class_change: Let a model whose classes differ from the production
                 model's replace it (otherwise the gate refuses it).
+            max_image_pixels: The largest image accepted, in pixels (width x height);
+                larger ones are refused before training, naming the file.
             model_name: The model's name in the registry.
         """
         split_task = split(
-            data=data, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction
-        )
+            data=data, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction,
+            max_image_pixels=max_image_pixels,
+        )  # fmt: skip
         split_task.set_cpu_request("1").set_memory_request("2G").set_memory_limit("4G")
 
         train_task = train(

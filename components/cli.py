@@ -176,9 +176,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     try:
         images = image_files(args.images)
-        version = registry.resolve(args.model, args.model_name)
         for image in images:
             dataset.check_image(image)
+        version = registry.resolve(args.model, args.model_name)
         from components import model  # TensorFlow, only once the inputs are known to be good
 
         with storage.local_tree(version) as local:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from components.step import InputError
 MANIFEST = "manifest.csv"
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
+# Pillow's names of the formats TensorFlow's decode_image reads.
+DECODABLE = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP"})
+MAX_PIXELS = 40_000_000  # per image: a 10000x10000 PNG can be 12 KB and take 1.5 GB
 
 
 class DataError(InputError):
@@ -38,18 +42,38 @@ def sha256_of(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def check_image(path: str | Path, shown_as: str | None = None) -> None:
-    """Decodes the whole file, so truncated or mislabelled files fail here, not in training.
+def check_image(
+    path: str | Path, shown_as: str | None = None, max_pixels: int = MAX_PIXELS
+) -> None:
+    """Accepts exactly what the model's decoder (TensorFlow's ``decode_image``) reads: PNG,
+    JPEG, GIF, BMP (uncompressed) and WebP, whatever the file is named, of at most
+    ``max_pixels``; decodes the whole file, so truncated files fail here, not in training.
 
     ``shown_as`` names the file in the error as the user knows it (e.g. its ``gs://`` URI).
     """
+    shown = shown_as or str(path)
     try:
-        with Image.open(path) as image:
-            image.load()
-    except Image.DecompressionBombError as e:  # more than twice PIL's MAX_IMAGE_PIXELS
-        raise DataError(f"{shown_as or path}: image too large ({e})") from e
+        with warnings.catch_warnings():  # the size is checked below, against max_pixels
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                kind, (width, height) = image.format, image.size
+                if kind not in DECODABLE or (kind == "BMP" and image.info.get("compression")):
+                    raise DataError(
+                        f"{shown}: a {kind} image, which the model cannot decode; use "
+                        "PNG, JPEG, GIF, BMP (uncompressed) or WebP"
+                    )
+                if width * height > max_pixels:
+                    raise DataError(
+                        f"{shown}: {width}x{height} pixels, more than max_image_pixels "
+                        f"{max_pixels}; shrink it or raise the limit"
+                    )
+                image.load()
+    except Image.DecompressionBombError as e:  # more than twice Pillow's own limit
+        raise DataError(f"{shown}: image too large ({e})") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{shown_as or path}: not a readable image ({e})") from e
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{shown}: not a readable image ({e})") from e
 
 
 def load_image(path: str | Path, image_size: int) -> np.ndarray:

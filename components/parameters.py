@@ -73,6 +73,7 @@ RANGES: dict[str, tuple[float, float | None]] = {
     "fine_tune_lr": (1e-8, 1.0),
     "min_accuracy": (0.0, 1.0),
     "max_regression": (0.0, 1.0),
+    "max_image_pixels": (1, 1_000_000_000),
 }
 
 

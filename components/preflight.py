@@ -32,7 +32,9 @@ def absolute(uri: str) -> str:
 def check_inputs(params: dict) -> str:
     """Raises InputError for bad data, registry or weights; else says what data was found."""
     classes = split.scan(
-        params["data"], **{k: params[k] for k in ("seed", "train_fraction", "val_fraction")}
+        params["data"],
+        **{k: params[k] for k in ("seed", "train_fraction", "val_fraction")},
+        max_pixels=params["max_image_pixels"],
     )
     storage.check_bucket(params["registry"])
     registry.check(params["registry"], params["model_name"])

@@ -25,6 +25,7 @@ from pathlib import Path
 from components import archive, storage
 from components.dataset import (
     IMAGE_SUFFIXES,
+    MAX_PIXELS,
     SPLITS,
     DataError,
     Example,
@@ -84,7 +85,7 @@ def local_source(source: str) -> Iterator[Path]:
         yield Path(local)
 
 
-def find_images(root: Path, source: str) -> dict[str, list[str]]:
+def find_images(root: Path, source: str, max_pixels: int = MAX_PIXELS) -> dict[str, list[str]]:
     """Class name -> image file names, after checking every image decodes.
 
     ``source`` is the name the user gave (a local path or ``gs://`` URI), used in errors.
@@ -100,7 +101,8 @@ def find_images(root: Path, source: str) -> dict[str, list[str]]:
         if not files:
             raise DataError(f"{storage.join(source, name)}: class folder has no images")
         for file in files:
-            check_image(root / name / file, shown_as=storage.join(source, name, file))
+            shown = storage.join(source, name, file)
+            check_image(root / name / file, shown_as=shown, max_pixels=max_pixels)
         found[name] = files
     return found
 
@@ -163,10 +165,16 @@ def content_checks(
 
 
 def prepare(
-    root: Path, source: str, *, seed: int, train_fraction: float, val_fraction: float
+    root: Path,
+    source: str,
+    *,
+    seed: int,
+    train_fraction: float,
+    val_fraction: float,
+    max_pixels: int = MAX_PIXELS,
 ) -> tuple[dict[str, dict[str, list[str]]], dict[tuple[str, str], str], list[str]]:
     """The plan, every image's hash and the warnings, after every check; writes nothing."""
-    images = find_images(root, source)
+    images = find_images(root, source, max_pixels)
     plan = plan_split(
         images, source, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction
     )
@@ -187,7 +195,8 @@ def prepare(
 def scan(source: str, **split: float) -> dict[str, list[str]]:
     """Validates a data folder without writing anything: what ``run`` checks before starting.
 
-    ``split``: ``seed``, ``train_fraction`` and ``val_fraction``, as the split step gets them.
+    ``split``: ``seed``, ``train_fraction``, ``val_fraction`` and ``max_pixels``, as the
+    split step gets them.
     """
     with local_source(source) as root:
         plan, _, _ = prepare(root, source, **split)
@@ -219,7 +228,13 @@ def plan_split(
 
 
 def split_dataset(
-    source: str, out_dir: str, *, seed: int, train_fraction: float, val_fraction: float
+    source: str,
+    out_dir: str,
+    *,
+    seed: int,
+    train_fraction: float,
+    val_fraction: float,
+    max_pixels: int = MAX_PIXELS,
 ) -> SplitFacts:
     """Writes ``out_dir/{train,val,test}/<class>/`` and ``manifest.csv``; returns the facts.
 
@@ -228,8 +243,9 @@ def split_dataset(
     examples = []
     with local_source(source) as root:
         plan, hashes, warnings = prepare(
-            root, source, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction
-        )
+            root, source, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction,
+            max_pixels=max_pixels,
+        )  # fmt: skip
         for label, parts in plan.items():
             for split_name, files in parts.items():
                 folder = Path(out_dir, split_name, label)

@@ -125,7 +125,22 @@ def _too_many_pixels(d: Path) -> None:
     Image.new("1", (14000, 13000)).save(d / "circles" / "bomb.png")
 
 
+def _other_format(kind: str):
+    """A real image in a format Pillow reads and the model's decoder does not, named .png."""
+    return lambda d: shape_image("RGB", 32).save(d / "circles" / f"really-{kind.lower()}.png", kind)
+
+
+def _huge(d: Path) -> None:
+    # 10000 x 10000 pixels in a few KB: over max_image_pixels (40 million by default)
+    Image.new("1", (10000, 10000)).save(d / "circles" / "huge.png")
+
+
 BAD = {
+    "tiff-named-png": (_other_format("TIFF"), "really-tiff.png: a TIFF image, which the model"),
+    "ico-named-png": (_other_format("ICO"), "really-ico.png: a ICO image, which the model"),
+    "ppm-named-png": (_other_format("PPM"), "really-ppm.png: a PPM image, which the model"),
+    "pcx-named-png": (_other_format("PCX"), "really-pcx.png: a PCX image, which the model"),
+    "over-max-pixels": (_huge, "huge.png: 10000x10000 pixels, more than max_image_pixels"),
     "truncated-png": (_truncated, "circles/truncated.png: not a readable image"),
     "zero-byte": (lambda d: (d / "circles" / "empty.png").write_bytes(b""), "empty.png: not a"),
     "text-named-png": (lambda d: (d / "circles" / "t.png").write_text("hi"), "t.png: not a"),
@@ -153,7 +168,9 @@ def test_bad_files_stop_the_run_before_training_naming_them(demo_data, tmp_path,
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("case", ["truncated-png", "too-many-pixels", "class-with-one-image"])
+@pytest.mark.parametrize(
+    "case", ["truncated-png", "too-many-pixels", "class-with-one-image", "tiff-named-png"]
+)
 def test_the_cli_refuses_bad_files_in_one_line(demo_data, tmp_path, case):
     mutate, message = BAD[case]
     data = tmp_path / "data"
@@ -262,3 +279,10 @@ def test_each_archive_limit_refuses_an_archive_past_it(tmp_path, limits, message
     assert str(error.value).startswith("small.zip: ") and message in str(error.value)
     assert not (tmp_path / "out").exists()
     assert archive.extract(path, tmp_path / "ok", shown_as="small.zip").name == "shapes"
+
+
+def test_predict_refuses_what_the_model_cannot_decode_in_one_line(tmp_path):
+    shape_image("RGB", 32).save(tmp_path / "scan.png", "TIFF")
+    done = cli_here("predict", "--model", "registry", str(tmp_path / "scan.png"), cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert f"{tmp_path / 'scan.png'}: a TIFF image, which the model cannot decode" in done.stderr
