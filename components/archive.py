@@ -18,6 +18,13 @@ from pathlib import Path, PurePosixPath
 from components.dataset import DataError
 
 SKIPPED = "__MACOSX"  # resource forks that macOS's archiver adds; not data
+READABLE_COMPRESSION = {
+    zipfile.ZIP_STORED,
+    zipfile.ZIP_DEFLATED,
+    zipfile.ZIP_BZIP2,
+    zipfile.ZIP_LZMA,
+}
+MAX_NAME_BYTES = 255  # a path component, on ext4, XFS, APFS and NTFS alike
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,9 @@ def check_entries(
             )
         if stat.S_ISLNK(info.external_attr >> 16):
             raise DataError(f"{shown_as}: entry {info.filename!r} is a symbolic link")
+        unreadable = _unreadable(info)
+        if unreadable:
+            raise DataError(f"{shown_as}: entry {info.filename!r} {unreadable}")
         if (
             info.file_size > limits.ratio * max(info.compress_size, 1)
             and info.file_size > limits.ratio_from_bytes
@@ -63,7 +73,39 @@ def check_entries(
         total += info.file_size
         if total > limits.total_bytes:
             raise DataError(f"{shown_as}: inflates to more than {limits.total_bytes} bytes")
+    packed = sum(info.compress_size for info in infos)
+    if total > limits.ratio * max(packed, 1) and total > limits.ratio_from_bytes:
+        raise DataError(
+            f"{shown_as}: its entries inflate {packed} bytes to {total} (more than "
+            f"{limits.ratio}x as a whole): a zip bomb?"
+        )
+    _check_names(infos, shown_as)
     return [i for i in infos if PurePosixPath(i.filename).parts[:1] != (SKIPPED,)]
+
+
+def _unreadable(info: zipfile.ZipInfo) -> str | None:
+    """Why zipfile could not unpack the entry, if it could not."""
+    if info.flag_bits & 0x1:
+        return "is encrypted; unpack the archive with its password and zip it again"
+    if info.compress_type not in READABLE_COMPRESSION:
+        return f"uses compression method {info.compress_type}, which cannot be read here"
+    return None
+
+
+def _check_names(infos: list[zipfile.ZipInfo], shown_as: str) -> None:
+    """No name both a file and a folder; no name longer than a filesystem takes."""
+    files = {i.filename.rstrip("/") for i in infos if not i.is_dir()}
+    folders = {str(p) for i in infos for p in PurePosixPath(i.filename).parents} - {"."}
+    clash = sorted(files & folders)
+    if clash:
+        raise DataError(f"{shown_as}: {clash[0]!r} is both a file and a folder in the archive")
+    for info in infos:
+        for part in PurePosixPath(info.filename).parts:
+            if len(part.encode()) > MAX_NAME_BYTES:
+                raise DataError(
+                    f"{shown_as}: entry {info.filename!r} has a name longer than "
+                    f"{MAX_NAME_BYTES} bytes, which no usual filesystem takes"
+                )
 
 
 def extract(

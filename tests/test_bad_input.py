@@ -286,3 +286,61 @@ def test_predict_refuses_what_the_model_cannot_decode_in_one_line(tmp_path):
     done = cli_here("predict", "--model", "registry", str(tmp_path / "scan.png"), cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert f"{tmp_path / 'scan.png'}: a TIFF image, which the model cannot decode" in done.stderr
+
+
+def _patched(path: Path, field: str, value: int) -> None:
+    """The first entry's ``flags`` or compression ``method``, in both of its headers (as
+    another archiver would write them: Python's zipfile writes neither encryption nor AES)."""
+    data = bytearray(path.read_bytes())
+    offsets = {"flags": (6, 8), "method": (8, 10)}[field]
+    for signature, offset in zip((b"PK\x03\x04", b"PK\x01\x02"), offsets, strict=True):
+        at = data.index(signature) + offset
+        data[at : at + 2] = value.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+
+
+def _entries(path: Path, names: list[str], data: bytes = b"x") -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in names:
+            z.writestr(name, data)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda p: [_entries(p, ["shapes/a/1.png"]), _patched(p, "flags", 0x1)],
+            "'shapes/a/1.png' is encrypted",
+        ),
+        (
+            lambda p: [_entries(p, ["shapes/a/1.png"]), _patched(p, "method", 99)],
+            "uses compression method 99, which cannot be read here",
+        ),
+        (
+            lambda p: _entries(p, ["shapes/a", "shapes/a/1.png"]),
+            "'shapes/a' is both a file and a folder",
+        ),
+        (
+            lambda p: _entries(p, [f"shapes/a/{'x' * 300}.png"]),
+            "has a name longer than 255 bytes",
+        ),
+    ],
+    ids=["encrypted", "compression-method", "file-and-folder", "name-too-long"],
+)
+def test_archives_that_cannot_be_unpacked_are_one_line(tmp_path, make, message):
+    path = tmp_path / "data.zip"
+    make(path)
+    with pytest.raises(DataError) as error:
+        archive.extract(path, tmp_path / "out", shown_as="data.zip")
+    assert str(error.value).startswith("data.zip: ") and message in str(error.value)
+    assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
+
+
+def test_the_ratio_limit_also_holds_for_the_archive_as_a_whole(tmp_path):
+    """Each entry below the size from which its own ratio is checked; all of them past it."""
+    path = tmp_path / "many.zip"
+    _entries(path, [f"shapes/a/{i}.png" for i in range(4)], data=b"\0" * 2000)
+    limits = archive.Limits(ratio=10, ratio_from_bytes=5000)
+    with pytest.raises(DataError, match=r"inflate \d+ bytes to 8000 \(more than 10x as a whole"):
+        archive.extract(path, tmp_path / "out", shown_as="many.zip", limits=limits)
+    assert not (tmp_path / "out").exists()
