@@ -413,7 +413,11 @@ def version() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(parser(), argv)
-    sys.exit(args.func(args))
+    try:
+        code = args.func(args)
+    except OSError as e:  # a path the system refused (permissions, a full disk): one line
+        fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,8 @@ def check_image(
                 image.load()
     except Image.DecompressionBombError as e:  # more than twice Pillow's own limit
         raise DataError(f"{shown}: image too large ({e})") from e
+    except PermissionError as e:
+        raise DataError(f"{shown}: cannot read this file (permission denied)") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, DataError):
             raise

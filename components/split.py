@@ -90,14 +90,16 @@ def find_images(root: Path, source: str, max_pixels: int = MAX_PIXELS) -> dict[s
 
     ``source`` is the name the user gave (a local path or ``gs://`` URI), used in errors.
     """
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    entries = checked_entries(root, root, source)
+    classes = sorted(d.name for d in entries if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
         raise DataError(
             f"{source}: found {len(classes)} class folder(s) {classes}, need at least 2"
         )
     found = {}
     for name in classes:
-        files = sorted(f.name for f in (root / name).iterdir() if is_image_file(f))
+        inside = checked_entries(root / name, root, source)
+        files = sorted(f.name for f in inside if is_image_file(f))
         if not files:
             raise DataError(f"{storage.join(source, name)}: class folder has no images")
         for file in files:
@@ -105,6 +107,29 @@ def find_images(root: Path, source: str, max_pixels: int = MAX_PIXELS) -> dict[s
             check_image(root / name / file, shown_as=shown, max_pixels=max_pixels)
         found[name] = files
     return found
+
+
+def checked_entries(folder: Path, root: Path, source: str) -> list[Path]:
+    """What ``folder`` holds, refusing what would break a later step or a log line: names
+    that are not UTF-8 or hold control characters (shown escaped), links leading out of the
+    data folder, and what cannot be read."""
+    shown = storage.join(source, folder.relative_to(root).as_posix()) if folder != root else source
+    try:
+        entries = list(folder.iterdir())
+    except PermissionError as e:
+        raise DataError(f"{shown}: cannot read this folder (permission denied)") from e
+    for entry in entries:
+        if not entry.name.isprintable():  # control characters, or bytes that are not UTF-8
+            raise DataError(
+                f"{shown}: holds {entry.name!r}, a name that is not UTF-8 or has control "
+                "characters; rename it"
+            )
+        if entry.is_symlink() and not entry.resolve().is_relative_to(root.resolve()):
+            raise DataError(
+                f"{storage.join(shown, entry.name)}: a link to {entry.resolve()}, outside the "
+                "data folder; copy what it points to into the folder instead"
+            )
+    return entries
 
 
 def is_image_file(path: Path) -> bool:

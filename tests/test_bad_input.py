@@ -2,8 +2,11 @@
 warning in the report) or stops the run before training with one line naming it."""
 
 import json
+import os
 import shutil
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -344,3 +347,60 @@ def test_the_ratio_limit_also_holds_for_the_archive_as_a_whole(tmp_path):
     with pytest.raises(DataError, match=r"inflate \d+ bytes to 8000 \(more than 10x as a whole"):
         archive.extract(path, tmp_path / "out", shown_as="many.zip", limits=limits)
     assert not (tmp_path / "out").exists()
+
+
+def _odd_name(d: Path) -> None:
+    (d / "squares").rename(d / "squ\nares")
+
+
+def _not_utf8(d: Path) -> None:
+    source = (d / "circles" / "circle_000.png").read_bytes()
+    with open(os.path.join(os.fsencode(d / "circles"), b"caf\xe9.png"), "wb") as f:
+        f.write(source)
+
+
+def _link_outside(d: Path) -> None:
+    outside = d.parent / "elsewhere.png"
+    shutil.copyfile(d / "circles" / "circle_000.png", outside)
+    (d / "circles" / "link.png").symlink_to(outside)
+
+
+NAMES = {
+    "control-character": (_odd_name, "holds 'squ\\nares', a name that is not UTF-8 or has"),
+    "not-utf8": (_not_utf8, "circles: holds 'caf\\udce9.png', a name that is not UTF-8"),
+    "link-outside": (_link_outside, "circles/link.png: a link to"),
+}
+
+
+@pytest.mark.parametrize("case", NAMES)
+def test_names_that_could_break_a_step_or_a_log_line_are_refused(demo_data, tmp_path, case):
+    """One line, the name shown escaped, before any step; the registry unchanged."""
+    mutate, message = NAMES[case]
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    mutate(data)
+    before = registry_with_a_version(tmp_path / "reg")
+    done = cli_here("run", "--data", str(data), "--registry", "reg", *FAST, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert tree_bytes(tmp_path / "reg") == before and not (tmp_path / "runs").exists()
+
+
+def test_unreadable_folders_and_files_are_named(demo_data, tmp_path):
+    """As root, only without the capabilities that override file permissions."""
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
+    for locked, message in (
+        (data / "circles" / "circle_000.png", "circle_000.png: cannot read this file"),
+        (data / "squares", "squares: cannot read this folder (permission denied)"),
+    ):
+        locked.chmod(0)
+        done = subprocess.run(
+            [*(prefix if os.geteuid() == 0 else []), sys.executable, "-m", "components.cli",
+             "run", "--data", str(data), "--registry", "reg", *FAST],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        locked.chmod(0o755)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert message in done.stderr
