@@ -337,6 +337,10 @@ def test_archives_that_cannot_be_unpacked_are_one_line(tmp_path, make, message):
         archive.extract(path, tmp_path / "out", shown_as="data.zip")
     assert str(error.value).startswith("data.zip: ") and message in str(error.value)
     assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
+    before = registry_with_a_version(tmp_path / "reg")
+    done = cli_here("run", "--data", str(path), "--registry", "reg", *FAST, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr
+    assert tree_bytes(tmp_path / "reg") == before and not (tmp_path / "runs").exists()
 
 
 def test_the_ratio_limit_also_holds_for_the_archive_as_a_whole(tmp_path):

@@ -4,11 +4,13 @@ in one line with exit status 2; --version, --config, --dry-run, --output."""
 import json
 import subprocess
 import sys
+import zipfile
 
 import keras
 import pytest
 import yaml
 from helpers import cli_here, registry_with_a_version, tree_bytes
+from PIL import Image
 
 from components import parameters
 
@@ -58,7 +60,7 @@ codes = []
 for arguments in json.loads(sys.argv[1]):
     with contextlib.redirect_stderr(io.StringIO()):
         try:
-            cli.main(["run", "--data", sys.argv[2], *arguments])
+            cli.main(["run", *arguments])
         except SystemExit as e:
             codes.append(e.code)
 print("tensorflow imported" if "tensorflow" in sys.modules else "no tensorflow", set(codes))
@@ -67,14 +69,21 @@ print("tensorflow imported" if "tensorflow" in sys.modules else "no tensorflow",
 
 def test_no_mistake_needs_tensorflow_to_be_refused(demo_data, tmp_path):
     """All of them in one new Python, and a registry that is a file or whose LATEST is
-    empty: not one imports TensorFlow."""
+    empty, a TIFF named .png and a zip bomb: not one imports TensorFlow."""
     (tmp_path / "a-file").write_text("")
     (tmp_path / "jammed" / "shapes-classifier").mkdir(parents=True)
     (tmp_path / "jammed" / "shapes-classifier" / "LATEST").write_text("")
-    registries = [["--registry", "a-file"], ["--registry", "jammed"]]
-    cases = json.dumps([arguments for arguments, _ in MISTAKES.values()] + registries)
+    data = ["--data", str(demo_data)]
+    registries = [[*data, "--registry", "a-file"], [*data, "--registry", "jammed"]]
+    (tmp_path / "tiff" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "tiff" / "a" / "scan.png", "TIFF")
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("shapes/a/bomb.png", b"\0" * 50 * 2**20)
+    bad_data = [["--data", str(tmp_path / "tiff")], ["--data", str(tmp_path / "bomb.zip")]]
+    mistakes = [[*data, *arguments] for arguments, _ in MISTAKES.values()]
+    cases = json.dumps(mistakes + registries + bad_data)
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, cases, str(demo_data)],
+        [sys.executable, "-c", PROBE, cases],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.stdout.strip() == "no tensorflow {2}", done.stderr
