@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 from google.cloud import storage as gcs
 
-from components import model
+from components import model, storage
 from components.facts import TrainingFacts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -232,3 +234,42 @@ def only(api: "KfpApi", method: str, path: str) -> dict:
     """The one request of ``method`` to ``path`` the API server recorded."""
     (found,) = [r for r in api.requests if (r["method"], r["path"]) == (method, path)]
     return found
+
+
+class Interleaving:
+    """Forces the interleaving a race test is about: whoever passes its check first waits
+    there, before writing, until the other writer has passed its check too, or is waiting
+    for the lock that should keep it out. So both writers act on the same stale check
+    unless a lock or a precondition stops one, every time, whatever the threads' timing."""
+
+    def __init__(self, monkeypatch, check: str):
+        self.ready: set[int] = set()
+        self.changed = threading.Condition()
+        checked = getattr(storage, check)
+        flock = storage.fcntl.flock
+
+        def check_then_wait(*args):
+            result = checked(*args)
+            self._arrive(wait=True)
+            return result
+
+        def announce_then_lock(*args):
+            self._arrive(wait=False)
+            return flock(*args)
+
+        monkeypatch.setattr(storage, check, check_then_wait)
+        monkeypatch.setattr(storage.fcntl, "flock", announce_then_lock)
+
+    def _arrive(self, wait: bool) -> None:
+        with self.changed:
+            self.ready.add(threading.get_ident())
+            self.changed.notify_all()
+            if wait and not self.changed.wait_for(lambda: len(self.ready) >= 2, timeout=60):
+                raise AssertionError("the second writer never came")
+
+
+def race(job, inputs: list) -> list:
+    """Runs ``job`` on both inputs at once; each result or raised exception."""
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(job, x) for x in inputs]
+    return [f.exception() or f.result() for f in futures]

@@ -26,6 +26,7 @@ TRAIN = "tests/test_train.py"
 SPLIT = "tests/test_split.py"
 EVALUATE = "tests/test_evaluate.py"
 BAD = "tests/test_bad_input.py"
+ARCHIVE = "tests/test_archive.py"
 E2E = "tests/test_e2e.py"
 
 MUTATIONS = [
@@ -216,7 +217,7 @@ MUTATIONS = [
     ),
     Mutation(
         "predict prints each image with another image's probabilities",
-        "components/cli.py",
+        "components/cli_models.py",
         "for path, row in zip(images, probabilities, strict=True)",
         "for path, row in zip(images, probabilities[::-1], strict=True)",
         (f"{E2E}::test_run_from_gcs_to_gcs",),
@@ -227,35 +228,35 @@ MUTATIONS = [
         "components/archive.py",
         "if len(infos) > limits.entries:",
         "if False:",
-        (f"{BAD}::test_each_archive_limit_refuses_an_archive_past_it",),
+        (f"{ARCHIVE}::test_each_archive_limit_refuses_an_archive_past_it",),
     ),
     Mutation(
         "zip total-size limit removed",
         "components/archive.py",
         "if total > limits.total_bytes:",
         "if False:",
-        (f"{BAD}::test_each_archive_limit_refuses_an_archive_past_it",),
+        (f"{ARCHIVE}::test_each_archive_limit_refuses_an_archive_past_it",),
     ),
     Mutation(
         "zip ratio (bomb) limit removed",
         "components/archive.py",
         "info.file_size > limits.ratio * max(info.compress_size, 1)",
         "False",
-        (f"{BAD}::test_each_archive_limit_refuses_an_archive_past_it",),
+        (f"{ARCHIVE}::test_each_archive_limit_refuses_an_archive_past_it",),
     ),
     Mutation(
         "zip entries with '..' unpacked",
         "components/archive.py",
         '            or ".." in parts\n',
         "",
-        (f"{BAD}::test_unsafe_archives_are_refused_before_anything_is_written",),
+        (f"{ARCHIVE}::test_unsafe_archives_are_refused_before_anything_is_written",),
     ),
     Mutation(
         "zip symbolic links unpacked",
         "components/archive.py",
         "if stat.S_ISLNK(info.external_attr >> 16):",
         "if False:",
-        (f"{BAD}::test_unsafe_archives_are_refused_before_anything_is_written",),
+        (f"{ARCHIVE}::test_unsafe_archives_are_refused_before_anything_is_written",),
     ),
     # ------------------------------------------------ secrets
     Mutation(
@@ -340,14 +341,14 @@ MUTATIONS = [
         "components/archive.py",
         "if total > limits.ratio * max(packed, 1) and total > limits.ratio_from_bytes:",
         "if False:",
-        (f"{BAD}::test_the_ratio_limit_also_holds_for_the_archive_as_a_whole",),
+        (f"{ARCHIVE}::test_the_ratio_limit_also_holds_for_the_archive_as_a_whole",),
     ),
     Mutation(
         "encrypted zip entries let through to a traceback",
         "components/archive.py",
         "    if info.flag_bits & 0x1:",
         "    if False:",
-        (f"{BAD}::test_archives_that_cannot_be_unpacked_are_one_line",),
+        (f"{ARCHIVE}::test_archives_that_cannot_be_unpacked_are_one_line",),
     ),
     Mutation(
         "published versions keep the exporting process's umask",

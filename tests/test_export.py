@@ -12,12 +12,11 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import save_oracle
+from helpers import Interleaving, race, save_oracle
 
 from components import artifact, model, registry, storage
 from components import export as export_module
@@ -200,38 +199,6 @@ def test_a_rerun_after_a_failure_past_publishing_does_not_store_the_model_twice(
     assert registry.production_version(root, NAME) == stored["version"]
 
 
-class Interleaving:
-    """Forces the interleaving a race test is about: whoever passes its check first waits
-    there, before writing, until the other writer has passed its check too, or is waiting
-    for the lock that should keep it out. So both writers act on the same stale check
-    unless a lock or a precondition stops one, every time, whatever the threads' timing."""
-
-    def __init__(self, monkeypatch, check: str):
-        self.ready: set[int] = set()
-        self.changed = threading.Condition()
-        checked = getattr(storage, check)
-        flock = storage.fcntl.flock
-
-        def check_then_wait(*args):
-            result = checked(*args)
-            self._arrive(wait=True)
-            return result
-
-        def announce_then_lock(*args):
-            self._arrive(wait=False)
-            return flock(*args)
-
-        monkeypatch.setattr(storage, check, check_then_wait)
-        monkeypatch.setattr(storage.fcntl, "flock", announce_then_lock)
-
-    def _arrive(self, wait: bool) -> None:
-        with self.changed:
-            self.ready.add(threading.get_ident())
-            self.changed.notify_all()
-            if wait and not self.changed.wait_for(lambda: len(self.ready) >= 2, timeout=60):
-                raise AssertionError("the second writer never came")
-
-
 def test_two_writers_racing_for_the_same_version_name(registry_uri, tmp_path, monkeypatch):
     """Same model, same second (so the same name and the same files, but each its own
     metadata), both past the "is the name free?" check: one creates the version, the other
@@ -328,13 +295,6 @@ def test_a_writer_landing_between_check_and_write_loses_to_the_precondition(
     with pytest.raises(storage.StorageConflict, match="changed by another writer meanwhile"):
         storage.replace_text(uri, "ours\n", expected=None)
     assert storage.read_text(uri) == "theirs\n"
-
-
-def race(job, inputs: list) -> list:
-    """Runs ``job`` on both inputs at once; each result or raised exception."""
-    with ThreadPoolExecutor(2) as pool:
-        futures = [pool.submit(job, x) for x in inputs]
-    return [f.exception() or f.result() for f in futures]
 
 
 def assert_servable(metadata: dict, split_dir, evaluated) -> None:
