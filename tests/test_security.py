@@ -43,8 +43,8 @@ def test_a_model_name_leaving_the_registry_is_refused_before_anything_runs(demo_
 def test_a_tampered_latest_cannot_point_outside_the_registry(tmp_path):
     (tmp_path / "reg" / "shapes").mkdir(parents=True)
     (tmp_path / "reg" / "shapes" / "LATEST").write_text("../../../etc\n")
-    with pytest.raises(registry.InputError, match="name '../../../etc'"):
-        registry.production(str(tmp_path / "reg"), "shapes")
+    with pytest.raises(registry.RegistryError, match="names '../../../etc', which is not a"):
+        registry.resolve(str(tmp_path / "reg"), "shapes")
 
 
 def test_object_names_escaping_the_download_folder_are_refused(strict_bucket, tmp_path):
