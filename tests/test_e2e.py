@@ -20,6 +20,7 @@ from helpers import (
     imagenet_mobilenet,
     registry_with_a_version,
     run,
+    save_oracle,
     tree_bytes,
     upload_folder,
 )
@@ -336,3 +337,20 @@ def test_two_runs_sharing_a_pipeline_root_each_find_their_own(tmp_path, demo_dat
         assert summary["model_uri"].startswith(str(tmp_path / f"reg-{i}"))
     assert quiet.splitlines()[0].startswith("training ") and "[1/4]" not in quiet
     assert "Executing task" in verbose and "@shapes-event" in verbose and "\x1b[" not in verbose
+
+
+@pytest.mark.e2e
+def test_a_model_with_other_classes_is_refused_and_production_kept(tmp_path, demo_data):
+    """Production knows two of the three classes (as when a class folder was skipped): the
+    run ends with exit status 3, naming the class added, and the registry is unchanged."""
+    version = tmp_path / "reg" / "shapes-classifier" / "20260101T000000Z-0123abcd"
+    save_oracle(version, np.eye(3, 2, dtype=np.float32), np.zeros(2), ["circles", "squares"])
+    (version / "metadata.json").write_text(json.dumps({"version": version.name}))
+    (version.parent / "LATEST").write_text(f"{version.name}\n")
+    before = tree_bytes(tmp_path / "reg")
+    done = run(demo_data, "--min-accuracy", "0", cwd=tmp_path)
+    assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["gate"]["classes_added"] == ["triangles"] and not summary["exported"]
+    assert "has other classes (classes added ['triangles'], lost none)" in done.stdout
+    assert tree_bytes(tmp_path / "reg") == before
