@@ -227,6 +227,14 @@ def summarize(
         "split": _inside(outputs["dataset"].path, run_dir),
         "train": _inside(outputs["model"].path, run_dir),
     }
+    # Each step's seconds and peak memory: from its end event, else (a runner that lost the
+    # last lines of a container's log) from the metadata of its output, if it ran here.
+    figures = {
+        step: ended.get(step) or (made_here.get(step, True) and outputs[output].metadata) or {}
+        for step, output in (("split", "dataset"), ("train", "model"), ("evaluate", "evaluation"))
+    }
+    figures["export"] = ended.get("export", {})
+    logs_written = {p.stem for p in (run_dir / "logs").glob("*.log")}
     report_html = run_dir / "report.html"  # the KFP artifact has no extension
     report_html.write_bytes(Path(outputs["report"].path).read_bytes())
     return Summary(
@@ -257,12 +265,12 @@ def summarize(
         devices=training["devices"],
         training=training,
         timings_s={
-            **{step: round(ended[step]["seconds"], 2) if step in ended else 0.0 for step in STEPS},
+            **{s: round(figures[s].get("seconds", 0.0), 2) for s in STEPS},
             "total": round(seconds, 2),
         },
-        peak_memory_mb={s: ended[s]["peak_memory_mb"] if s in ended else None for s in STEPS},
+        peak_memory_mb={s: figures[s].get("peak_memory_mb") for s in STEPS},
         run_dir=str(run_dir),
-        logs={step: str(run_dir / "logs" / f"{step}.log") for step in STEPS if step in ended},
+        logs={s: str(run_dir / "logs" / f"{s}.log") for s in STEPS if s in logs_written},
         reused=[step for step, here in made_here.items() if not here],
     )
 
