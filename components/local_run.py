@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import re
 import sys
 import time
@@ -192,8 +191,6 @@ def run_locally(
         enable_caching=cache,
         cache_root=str(Path(pipeline_root).resolve() / ".kfp_cache"),
     )
-    # TensorFlow's C++ start-up notices (INFO) say nothing about the run: warnings and up.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     started = time.perf_counter()
     logs = StepLogs(run_dir / "logs", console)
     try:
