@@ -47,7 +47,7 @@ class TrainingFacts(TypedDict):
     fine_tune_epochs: NotRequired[int]
     fine_tune_kept: NotRequired[bool]
     fine_tune_seconds: NotRequired[float]
-    save_seconds: NotRequired[float]
+    save_seconds: NotRequired[float]  # in the step's metadata and the summary only
 
 
 class Gate(TypedDict):

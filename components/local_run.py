@@ -211,7 +211,9 @@ def summarize(
     from components import report
 
     evaluation: Evaluation = json.loads(Path(outputs["evaluation"].path).read_text())
-    training: TrainingFacts = evaluation["training"]
+    # The train step's own metadata also holds what came after training.json was written
+    # (the SavedModel's save time), and its step's seconds and peak memory.
+    training: TrainingFacts = {**evaluation["training"], **outputs["model"].metadata}
     gate = evaluation["gate"]
     published = (
         registry.find_by_content(

@@ -84,6 +84,9 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert set(summary["logs"]) == {"split", "train", "evaluate", "export"}
     assert summary["parameters"]["epochs"] == 5 and summary["parameters"]["seed"] == 230
     assert summary["best_epoch"] == summary["training"]["best_epoch"] >= 1
+    # what make bench reads: every phase of the train step, the SavedModel's save included
+    phases = {f"{p}_seconds" for p in ("build", "feature", "head", "training", "save")}
+    assert phases <= set(summary["training"])
     # three figures and a thumbnail of each of the 9 test images (mistakes and correct ones)
     assert Path(summary["report_uri"]).read_text().count("data:image/png;base64,") == 3 + 9
     assert Path(summary["report_html"]).read_text() == Path(summary["report_uri"]).read_text()
