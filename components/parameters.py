@@ -59,8 +59,8 @@ MIN_IMAGE_SIZE = {"InceptionResNetV2": 75, "InceptionV3": 75, "Xception": 71}
 SMALLEST_IMAGE = 32
 WEIGHTS = ("imagenet", "none", "auto")
 
-# Numeric parameters: (smallest, largest), inclusive; None is unbounded.
-RANGES: dict[str, tuple[float, float | None]] = {
+# Numeric parameters: (smallest, largest), inclusive.
+RANGES: dict[str, tuple[float, float]] = {
     "image_size": (SMALLEST_IMAGE, 1024),
     "epochs": (1, 100_000),
     "batch_size": (1, 4096),
@@ -93,7 +93,7 @@ def check(params: dict[str, Any]) -> None:
     """Raises InputError, naming the option and what is allowed, for the first bad value."""
     for name, (low, high) in RANGES.items():
         value = params[name]
-        if not low <= value <= (high if high is not None else value):
+        if not low <= value <= high:
             raise InputError(f"{option(name)} {value}: must be between {low} and {high}")
     if params["train_fraction"] + params["val_fraction"] >= 1:
         raise InputError(
