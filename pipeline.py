@@ -1,4 +1,9 @@
-"""The Kubeflow pipeline: split -> train -> evaluate -> export (only past the gate).
+"""The Kubeflow pipeline: split -> plan -> extract (fanned out) -> train -> evaluate ->
+export (only past the gate).
+
+Split writes the data set as TFRecord shards; plan turns ``extract_workers`` into groups of
+shards; ``dsl.ParallelFor`` runs one extract task (the frozen backbone, on a GPU) per
+group, and ``dsl.Collected`` hands every group's feature shards to train and evaluate.
 
 Each component is a thin wrapper: its body imports the step from ``components`` (the
 project's image has the package installed) and turns the step's result into KFP artifacts.
@@ -9,7 +14,7 @@ for a cluster's GPUs. ``python pipeline.py`` writes ``pipeline.yaml``. The comma
 """
 
 import os
-from typing import NamedTuple
+from typing import List, NamedTuple  # noqa: UP035 (KFP reads typing.List)
 
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import (
@@ -23,7 +28,8 @@ from kfp.dsl import (
     Output,
 )
 
-from components.dataset import MAX_PIXELS  # the one default, beside its check
+from components.dataset import MAX_PIXELS  # the defaults, beside what they bound
+from components.shards import DEFAULT_FEATURE_MEMORY_MB, DEFAULT_SHARD_MB
 
 PIPELINE_NAME = "shapes-transfer-learning"
 # The images every step runs in; one setting, read when the pipeline is defined.
@@ -40,6 +46,7 @@ def split(
     train_fraction: float,
     val_fraction: float,
     max_image_pixels: int,
+    shard_mb: float,
     dataset: Output[Dataset],
 ):
     from components.step import step
@@ -49,14 +56,53 @@ def split(
 
         facts = split_dataset(
             data, dataset.path, seed=seed, train_fraction=train_fraction,
-            val_fraction=val_fraction, max_pixels=max_image_pixels,
+            val_fraction=val_fraction, max_pixels=max_image_pixels, shard_mb=shard_mb,
         )  # fmt: skip
         dataset.metadata.update(facts)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def plan(dataset: Input[Dataset], extract_workers: int) -> List[int]:  # noqa: UP006
+    """The extract groups: one per worker, never more than there are shards."""
+    from components.step import step
+
+    with step("plan", {}):
+        from components.shards import groups
+
+        return groups(dataset.path, extract_workers)
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def extract(
+    dataset: Input[Dataset],
+    group: int,
+    groups: int,
+    backbone: str,
+    weights: str,
+    image_size: int,
+    batch_size: int,
+    seed: int,
+    augment: bool,
+    augment_views: int,
+    features: Output[Dataset],
+):
+    from components.step import step
+
+    with step("extract", features.metadata, group=group):
+        from components.extract import extract
+
+        facts = extract(
+            dataset.path, features.path, group=group, groups=groups, backbone_name=backbone,
+            weights=weights, image_size=image_size, batch_size=batch_size, seed=seed,
+            augment=augment, augment_views=augment_views,
+        )  # fmt: skip
+        features.metadata.update({k: v for k, v in facts.items() if k != "shards"})
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def train(
     dataset: Input[Dataset],
+    features: Input[List[Dataset]],  # noqa: UP006
     backbone: str,
     weights: str,
     image_size: int,
@@ -65,9 +111,9 @@ def train(
     patience: int,
     seed: int,
     augment: bool,
-    augment_views: int,
     fine_tune_layers: int,
     fine_tune_lr: float,
+    feature_memory_mb: int,
     model: Output[Model],
 ):
     from components.step import step
@@ -77,8 +123,9 @@ def train(
 
         facts = train(
             dataset.path,
+            [f.path for f in features],
             model.path,
-            backbone=backbone,
+            backbone_name=backbone,
             weights=weights,
             image_size=image_size,
             epochs=epochs,
@@ -86,9 +133,9 @@ def train(
             patience=patience,
             seed=seed,
             augment=augment,
-            augment_views=augment_views,
             fine_tune_layers=fine_tune_layers,
             fine_tune_lr=fine_tune_lr,
+            feature_memory_mb=feature_memory_mb,
         )
         model.metadata.update(facts)
 
@@ -96,6 +143,7 @@ def train(
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def evaluate(
     dataset: Input[Dataset],
+    features: Input[List[Dataset]],  # noqa: UP006
     model: Input[Model],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
@@ -108,6 +156,8 @@ def evaluate(
     min_accuracy: float,
     max_regression: float,
     allow_class_change: bool,
+    serving_sample: int,
+    gate_sample: int,
 ) -> bool:
     """Returns the gate's decision: export or not (see ``components.evaluate.decide``)."""
     from components.step import step
@@ -117,6 +167,7 @@ def evaluate(
 
         result = evaluate(
             dataset.path,
+            [f.path for f in features],
             model.path,
             predictions_path=predictions.path,
             report_path=report.path,
@@ -127,6 +178,8 @@ def evaluate(
             min_accuracy=min_accuracy,
             max_regression=max_regression,
             allow_class_change=allow_class_change,
+            serving_sample=serving_sample,
+            gate_sample=gate_sample,
         )
         gate = result["gate"]
         evaluation.metadata["gate"] = gate
@@ -176,9 +229,27 @@ def export(
         registered_model.metadata.update(facts)
 
 
-def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1):
-    """The pipeline; training asks for ``gpus`` GPUs (0: a CPU-only cluster such as kind)
-    and ``gpu_node_selector`` pins it to labelled GPU nodes."""
+DEFAULT_EXTRACT_WORKERS = 2
+
+
+def make_pipeline(
+    gpu_node_selector: dict[str, str] | None = None,
+    gpus: int = 1,
+    extract_parallelism: int = DEFAULT_EXTRACT_WORKERS,
+):
+    """The pipeline; extract and train each ask for ``gpus`` GPUs (0: a CPU-only cluster such
+    as kind), ``gpu_node_selector`` pins them to labelled GPU nodes, and at most
+    ``extract_parallelism`` extract tasks run at once (KFP needs this number when compiling).
+    """
+
+    def on_gpus(task: dsl.PipelineTask) -> None:
+        if gpus:
+            task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+            kubernetes.add_toleration(
+                task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"
+            )
+        for key, value in (gpu_node_selector or {}).items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
 
     @dsl.pipeline(name=PIPELINE_NAME)
     def shapes_pipeline(
@@ -201,6 +272,11 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
         max_regression: float = 0.0,
         allow_class_change: bool = False,
         max_image_pixels: int = MAX_PIXELS,
+        shard_mb: float = DEFAULT_SHARD_MB,
+        extract_workers: int = DEFAULT_EXTRACT_WORKERS,
+        feature_memory_mb: int = DEFAULT_FEATURE_MEMORY_MB,
+        serving_sample: int = 256,
+        gate_sample: int = 5000,
         model_name: str = "shapes-classifier",
     ) -> Outputs:
         """Transfer learning on a folder of class folders of images, gated by a champion.
@@ -236,16 +312,39 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
                 model's replace it (otherwise the gate refuses it).
             max_image_pixels: The largest image accepted, in pixels (width x height);
                 larger ones are refused before training, naming the file.
+            shard_mb: Target size of one TFRecord shard of the data set, in MB.
+            extract_workers: Feature extraction tasks (each reads its share of the
+                shards, on its own GPU); never more than there are shards.
+            feature_memory_mb: Training holds the extracted features in memory up to this
+                many MB, and streams them from their shards above it.
+            serving_sample: Test images (a stratified sample) scored through the served
+                model's serving_default from their bytes, which must match evaluation.
+            gate_sample: The production model is scored on the test images, or on a
+                stratified sample of this many when there are more.
             model_name: The model's name in the registry.
         """
         split_task = split(
             data=data, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction,
-            max_image_pixels=max_image_pixels,
+            max_image_pixels=max_image_pixels, shard_mb=shard_mb,
         )  # fmt: skip
-        split_task.set_cpu_request("1").set_memory_request("2G").set_memory_limit("4G")
+        split_task.set_cpu_request("2").set_memory_request("2G").set_memory_limit("4G")
+        dataset = split_task.outputs["dataset"]
+
+        plan_task = plan(dataset=dataset, extract_workers=extract_workers)
+        plan_task.set_cpu_request("1").set_memory_request("512M").set_memory_limit("1G")
+
+        with dsl.ParallelFor(plan_task.output, parallelism=extract_parallelism) as group:
+            extract_task = extract(
+                dataset=dataset, group=group, groups=extract_workers, backbone=backbone,
+                weights=weights, image_size=image_size, batch_size=batch_size, seed=seed,
+                augment=augment, augment_views=augment_views,
+            )  # fmt: skip
+            extract_task.set_cpu_request("4").set_memory_request("4G").set_memory_limit("8G")
+            on_gpus(extract_task)
 
         train_task = train(
-            dataset=split_task.outputs["dataset"],
+            dataset=dataset,
+            features=dsl.Collected(extract_task.outputs["features"]),
             backbone=backbone,
             weights=weights,
             image_size=image_size,
@@ -254,27 +353,24 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
             patience=patience,
             seed=seed,
             augment=augment,
-            augment_views=augment_views,
             fine_tune_layers=fine_tune_layers,
             fine_tune_lr=fine_tune_lr,
+            feature_memory_mb=feature_memory_mb,
         )
-        train_task.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
-        if gpus:
-            train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
-            kubernetes.add_toleration(
-                train_task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"
-            )
-        for key, value in (gpu_node_selector or {}).items():
-            kubernetes.add_node_selector(train_task, label_key=key, label_value=value)
+        train_task.set_cpu_request("4").set_memory_request("8G").set_memory_limit("16G")
+        on_gpus(train_task)
 
         eval_task = evaluate(
-            dataset=split_task.outputs["dataset"],
+            dataset=dataset,
+            features=dsl.Collected(extract_task.outputs["features"]),
             model=train_task.outputs["model"],
             registry=registry,
             model_name=model_name,
             min_accuracy=min_accuracy,
             max_regression=max_regression,
             allow_class_change=allow_class_change,
+            serving_sample=serving_sample,
+            gate_sample=gate_sample,
         )
         eval_task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("8G")
         # The gate compares with the registry's production model, which is not an input:
@@ -283,7 +379,7 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
 
         with dsl.If(eval_task.outputs["Output"] == True, name="gate"):  # noqa: E712
             export_task = export(
-                dataset=split_task.outputs["dataset"],
+                dataset=dataset,
                 model=train_task.outputs["model"],
                 evaluation=eval_task.outputs["evaluation"],
                 predictions=eval_task.outputs["predictions"],
@@ -296,7 +392,7 @@ def make_pipeline(gpu_node_selector: dict[str, str] | None = None, gpus: int = 1
             export_task.set_caching_options(False)  # a cached export would publish nothing
 
         return Outputs(
-            dataset=split_task.outputs["dataset"],
+            dataset=dataset,
             model=train_task.outputs["model"],
             evaluation=eval_task.outputs["evaluation"],
             report=eval_task.outputs["report"],

@@ -28,7 +28,7 @@ EPILOG = """\
 exit status: 0 success; 1 a step failed (its log is named); 2 bad usage or bad input
 (nothing was run or written); 3 the run finished but the gate refused to export the model.
 """
-CLUSTER_ONLY = ("gpus", "gpu_node_selector")
+CLUSTER_ONLY = ("gpus", "gpu_node_selector", "extract_parallelism")
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -114,7 +114,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from components import cluster
 
     try:
-        cluster.compile_pipeline(args.output, args.gpus, args.gpu_node_selector)
+        cluster.compile_pipeline(
+            args.output, args.gpus, args.gpu_node_selector, args.extract_parallelism
+        )
     except InputError as e:
         fail(str(e))
     print(f"wrote {args.output}")
@@ -157,7 +159,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from components import cluster
 
     params, _ = cluster_request(args)
-    with cluster.compiled(args.gpus, args.gpu_node_selector) as package:
+    with cluster.compiled(args.gpus, args.gpu_node_selector, args.extract_parallelism) as package:
         client = cluster.client(args.host, args.namespace, args.token)
         run_id = cluster.submit(
             client, package, params, experiment=args.experiment, namespace=args.namespace,
@@ -176,7 +178,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from components import cluster
 
     params, cron = cluster_request(args)
-    with cluster.compiled(args.gpus, args.gpu_node_selector) as package:
+    with cluster.compiled(args.gpus, args.gpu_node_selector, args.extract_parallelism) as package:
         recurring_id = cluster.schedule(
             cluster.client(args.host, args.namespace, args.token), package, params, cron=cron,
             experiment=args.experiment, namespace=args.namespace, name=args.name,
@@ -194,7 +196,7 @@ def cluster_request(args: argparse.Namespace) -> tuple[dict, str | None]:
     try:
         parameters.check(params)
         cron = cluster.check_request(params, getattr(args, "cron", None))
-        cluster.check_compile_options(args.gpus, args.gpu_node_selector)
+        cluster.check_compile_options(args.gpus, args.gpu_node_selector, args.extract_parallelism)
     except InputError as e:
         fail(str(e))
     return params, cron
@@ -297,14 +299,24 @@ def parser() -> argparse.ArgumentParser:
 
 def add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--gpus", type=int, default=1, help="GPUs for training (0: a CPU-only cluster)"
+        "--gpus",
+        type=int,
+        default=1,
+        help="GPUs for each extract task and for training (0: a CPU-only cluster)",
+    )
+    parser.add_argument(
+        "--extract-parallelism",
+        type=int,
+        default=parameters.defaults()["extract_workers"],
+        help="extract tasks running at once (KFP fixes it when compiling; "
+        "--extract-workers sets how many there are)",
     )
     parser.add_argument(
         "--gpu-node-selector",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a node label the training pod must match (repeatable)",
+        help="a node label the extract and training pods must match (repeatable)",
     )
 
 

@@ -20,6 +20,7 @@ import kfp
 from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH
 from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
+from components.parameters import RANGES
 from components.step import InputError
 
 # The ranges of the fields of KFP's cron format (robfig/cron, seconds first).
@@ -151,34 +152,43 @@ def schedule(
     return recurring.recurring_run_id
 
 
-def check_compile_options(gpus: int, gpu_node_selector: list[str]) -> dict[str, str]:
-    """``--gpus`` and ``--gpu-node-selector`` (an empty one is none, as a ConfigMap may
-    leave it) as the node selector to compile with."""
+def check_compile_options(
+    gpus: int, gpu_node_selector: list[str], extract_parallelism: int = 1
+) -> dict[str, str]:
+    """``--gpus``, ``--extract-parallelism`` and ``--gpu-node-selector`` (an empty one is
+    none, as a ConfigMap may leave it) as the node selector to compile with."""
     given = [kv for kv in gpu_node_selector if kv]
     bad = [kv for kv in given if "=" not in kv.strip("=")]
     if bad:
         raise InputError(f"--gpu-node-selector {bad[0]}: expected KEY=VALUE")
     if gpus < 0:
         raise InputError(f"--gpus {gpus}: must be at least 0")
+    low, high = RANGES["extract_workers"]
+    if not low <= extract_parallelism <= high:
+        raise InputError(
+            f"--extract-parallelism {extract_parallelism}: must be between {low} and {high}"
+        )
     return dict(kv.split("=", 1) for kv in given)
 
 
-def compile_pipeline(output: str, gpus: int, gpu_node_selector: list[str]) -> None:
+def compile_pipeline(
+    output: str, gpus: int, gpu_node_selector: list[str], extract_parallelism: int
+) -> None:
     from kfp import compiler
 
     from pipeline import make_pipeline
 
-    selector = check_compile_options(gpus, gpu_node_selector)
-    compiler.Compiler().compile(make_pipeline(selector, gpus), output)
+    selector = check_compile_options(gpus, gpu_node_selector, extract_parallelism)
+    compiler.Compiler().compile(make_pipeline(selector, gpus, extract_parallelism), output)
 
 
 @contextmanager
-def compiled(gpus: int, gpu_node_selector: list[str]) -> Iterator[str]:
+def compiled(gpus: int, gpu_node_selector: list[str], extract_parallelism: int) -> Iterator[str]:
     """The pipeline compiled for the cluster into a temporary file, which kfp's client
     uploads."""
     with tempfile.TemporaryDirectory() as tmp:
         package = f"{tmp}/pipeline.yaml"
-        compile_pipeline(package, gpus, gpu_node_selector)
+        compile_pipeline(package, gpus, gpu_node_selector, extract_parallelism)
         yield package
 
 

@@ -43,10 +43,20 @@ def new_version(content_sha256: str) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{content_sha256[:8]}"
 
 
-def verify_in_fresh_process(model_dir: str, dataset_dir: str, predictions_path: str) -> dict:
+def verify_in_fresh_process(
+    model_dir: str, dataset_dir: str, predictions_path: str, sample: int
+) -> dict:
     """:func:`components.verify.verify` in a new Python process; its result, or the error."""
     done = subprocess.run(
-        [sys.executable, "-m", "components.verify", model_dir, dataset_dir, predictions_path],
+        [
+            sys.executable,
+            "-m",
+            "components.verify",
+            model_dir,
+            dataset_dir,
+            predictions_path,
+            str(sample),
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
@@ -87,12 +97,18 @@ def export(
         shutil.copytree(Path(model_dir, artifact.SERVING_DIR), Path(tmp, artifact.SERVING_DIR))
         artifact.write_labels(tmp, artifact.read_labels(model_dir))
         content = artifact.tree_sha256(tmp)
+        if content != evaluation["model_sha256"]:
+            raise VerificationError(
+                f"{model_dir}: the files to publish (sha256 {content[:12]}) are not the files "
+                f"evaluate scored ({evaluation['model_sha256'][:12]}); nothing published"
+            )
         stored = find_by_content(registry, model_name, content)
         if stored:  # a rerun (say, after a failure past publishing): no second copy
             print(f"version {stored['version']} already holds this model; not published again")
             promote(registry, model_name, stored["version"], replaces=champion)
             return stored
-        verification = verify_in_fresh_process(tmp, dataset_dir, predictions_path)
+        sample = evaluation["serving_check"]["images"]
+        verification = verify_in_fresh_process(tmp, dataset_dir, predictions_path, sample)
         version = new_version(content)
         uri = registry_path(registry, model_name, version)
         metadata: Published = {

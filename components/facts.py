@@ -17,6 +17,53 @@ class SplitFacts(TypedDict):
     classes: list[str]
     counts: dict[str, dict[str, int]]  # split -> class -> images
     manifest_sha256: str
+    shards: int
+    shard_mb: float
+    warnings: list[str]
+
+
+class Shard(TypedDict):
+    """One image shard of a data set (``shards.json``)."""
+
+    file: str  # relative to the data set, e.g. ``train/train-00000.tfrecord``
+    split: str
+    count: int
+    bytes: int
+    classes: dict[str, int]  # class -> images in this shard
+
+
+class ShardIndex(TypedDict):
+    shard_mb: float
+    classes: list[str]
+    shards: list[Shard]
+
+
+class FeatureShard(TypedDict):
+    """One feature shard an extract task wrote, from the image shard ``source``."""
+
+    file: str
+    source: str
+    split: str
+    count: int  # records: images times views
+    bytes: int
+    dtype: str
+
+
+class FeatureIndex(TypedDict):
+    """An extract task's output (``features.json``)."""
+
+    backbone: str
+    weights: str
+    image_size: int
+    dim: int
+    augment_views: int  # 0: none
+    group: int
+    groups: int
+    shards: list[FeatureShard]
+    devices: list[str]
+    precision: str
+    seconds: float
+    images: int
     warnings: list[str]
 
 
@@ -28,8 +75,10 @@ class TrainingFacts(TypedDict):
     image_size: int
     classes: list[str]
     devices: list[str]
+    replicas: int  # devices training ran on (MirroredStrategy with several GPUs)
     precision: str
     caching: str
+    features_in_memory: bool  # False: streamed from the feature shards
     augment: bool
     early_stopping: bool  # False without a validation split: the last epoch is kept
     epoch_limit: int
@@ -62,6 +111,9 @@ class Gate(TypedDict):
     max_regression: float
     classes_added: list[str]  # this model's classes that production lacks
     classes_lost: list[str]  # production's classes that this model lacks
+    compared_images: int  # test images both models were scored on (0: no production model)
+    compared_sampled: bool  # a stratified sample of the test split (at most gate_sample)
+    challenger_accuracy: float | None  # this model's accuracy on those images
 
 
 class Evaluation(TypedDict):
@@ -76,6 +128,7 @@ class Evaluation(TypedDict):
     data: SplitFacts
     training: TrainingFacts
     model_sha256: str  # the evaluated model files' hash: what export must publish
+    serving_check: dict  # images scored through serving_default, and the largest difference
     warnings: list[str]
     gate: Gate
 

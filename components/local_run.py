@@ -16,9 +16,11 @@ import io
 import json
 import re
 import sys
+import threading
 import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -28,7 +30,7 @@ from components import registry
 from components.facts import Evaluation, Summary, TrainingFacts
 from components.step import parse_event
 
-STEPS = ("split", "train", "evaluate", "export")
+STEPS = ("split", "plan", "extract", "train", "evaluate", "export")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 TAIL_LINES = 20
 
@@ -79,7 +81,11 @@ class Console:
 
 class StepLogs(io.TextIOBase):
     """kfp.local's stdout during a run: each line goes to the running step's log (before
-    the first step, to ``run.log``), and the steps' events to the console."""
+    the first step, to ``run.log``), and the steps' events to the console.
+
+    kfp.local runs a ``ParallelFor``'s tasks on threads at once: their lines share one log
+    (``extract.log``), and the step ends when every task that started has ended.
+    """
 
     def __init__(self, log_dir: Path, console: Console):
         self.log_dir, self.console = log_dir, console
@@ -87,26 +93,26 @@ class StepLogs(io.TextIOBase):
         self.files = {"run": open(log_dir / "run.log", "w")}  # noqa: SIM115 (closed in close)
         self.current = "run"
         self.started: dict[str, float] = {}
+        self.running: Counter[str] = Counter()
         self.ended: dict[str, dict] = {}
         self._pending = ""
+        self._lock = threading.RLock()  # kfp.local prints an indent through us
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        self._pending += text
-        *lines, self._pending = self._pending.split("\n")
-        for line in lines:
-            self._line(line)
+        with self._lock:
+            self._pending += text
+            *lines, self._pending = self._pending.split("\n")
+            for line in lines:
+                self._line(line)
         return len(text)
 
     def _line(self, line: str) -> None:
         event = parse_event(ANSI.sub("", line).strip())
         if event and event["event"] == "start" and event["step"] in STEPS:
-            self.current = event["step"]
-            self.files[self.current] = open(self.log_dir / f"{self.current}.log", "w")  # noqa: SIM115
-            self.started[self.current] = time.monotonic()
-            self.console.say(f"{self._label(self.current)}  started")
+            self._start(event)
         self.files[self.current].write(ANSI.sub("", line) + "\n")
         self.files[self.current].flush()
         self.console.raw(line)
@@ -118,8 +124,34 @@ class StepLogs(io.TextIOBase):
                 f"loss {event['loss']:.4f}  val_loss {_number(event.get('val_loss'))}"
             )
         elif event["event"] == "end" and event["step"] in STEPS:
-            self.ended[event["step"]] = event
-            self.console.say(f"{self._label(event['step'])}  {'.' * 8}  {event['seconds']:.1f} s")
+            self._end(event)
+
+    def _start(self, event: dict) -> None:
+        step = event["step"]
+        self.current = step
+        if step not in self.files:
+            self.files[step] = open(self.log_dir / f"{step}.log", "w")  # noqa: SIM115
+            self.started[step] = time.monotonic()
+        self.running[step] += 1
+        group = f" (group {event['group']})" if "group" in event else ""
+        self.console.say(f"{self._label(step)}  started{group}")
+
+    def _end(self, event: dict) -> None:
+        """A step's end; for a step of several tasks, its seconds are from the first start
+        to the last end, and its peak memory the largest task's."""
+        step = event["step"]
+        self.running[step] -= 1
+        before = self.ended.get(step, {})
+        self.ended[step] = {
+            **event,
+            "seconds": round(time.monotonic() - self.started[step], 2)
+            if before
+            else event["seconds"],
+            "peak_memory_mb": max(event["peak_memory_mb"], before.get("peak_memory_mb", 0)),
+            "tasks": before.get("tasks", 0) + 1,
+        }
+        group = f" (group {event['group']})" if "group" in event else ""
+        self.console.say(f"{self._label(step)}  {'.' * 8}  {event['seconds']:.1f} s{group}")
 
     @staticmethod
     def _label(step: str) -> str:
@@ -128,7 +160,7 @@ class StepLogs(io.TextIOBase):
     def failed(self) -> StepFailed:
         """The step that started and did not end, with its error line and log's end."""
         self.flush_pending()
-        running = [s for s in self.started if s not in self.ended]
+        running = [s for s in self.started if self.running[s] > 0]
         step = running[-1] if running else "run"
         log = self.log_dir / f"{step}.log"
         lines = [line for line in log.read_text().splitlines() if line.strip()]
@@ -213,7 +245,8 @@ def summarize(
     evaluation: Evaluation = json.loads(Path(outputs["evaluation"].path).read_text())
     # The train step's own metadata also holds what came after training.json was written
     # (the SavedModel's save time), and its step's seconds and peak memory.
-    training: TrainingFacts = {**evaluation["training"], **outputs["model"].metadata}
+    # (KFP's metadata holds every number as a float: training.json's own values win.)
+    training: TrainingFacts = {**outputs["model"].metadata, **evaluation["training"]}
     gate = evaluation["gate"]
     published = (
         registry.find_by_content(
@@ -232,7 +265,7 @@ def summarize(
         step: ended.get(step) or (made_here.get(step, True) and outputs[output].metadata) or {}
         for step, output in (("split", "dataset"), ("train", "model"), ("evaluate", "evaluation"))
     }
-    figures["export"] = ended.get("export", {})
+    figures.update({s: ended.get(s, {}) for s in ("plan", "extract", "export")})
     logs_written = {p.stem for p in (run_dir / "logs").glob("*.log")}
     report_html = run_dir / "report.html"  # the KFP artifact has no extension
     report_html.write_bytes(Path(outputs["report"].path).read_bytes())

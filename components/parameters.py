@@ -74,6 +74,13 @@ RANGES: dict[str, tuple[float, float]] = {
     "min_accuracy": (0.0, 1.0),
     "max_regression": (0.0, 1.0),
     "max_image_pixels": (1, 1_000_000_000),
+    "shard_mb": (0.01, 10_000),
+    # Tens of tasks, each taking many shards: KFP backends cap loop sizes and collected
+    # artifacts (Vertex at 100).
+    "extract_workers": (1, 100),
+    "feature_memory_mb": (0, 1_000_000),
+    "serving_sample": (1, 100_000),
+    "gate_sample": (1, 10_000_000),
 }
 
 

@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-CORRECT_SAMPLE = 12  # correct predictions shown beside every misclassified one
+CORRECT_SAMPLE = 12  # correct predictions shown beside the misclassified ones
+MAX_WRONG = 200  # misclassified images shown at most (a large test split has thousands)
 THUMBNAIL = 96  # pixels
 
 
@@ -24,10 +25,11 @@ THUMBNAIL = 96  # pixels
 class Example:
     """One test image's prediction, for the gallery."""
 
-    path: Path
+    path: str  # the manifest's path; ``image`` is the encoded image, read from its shard
     true_class: str
     predicted_class: str
     confidence: float  # the probability of the predicted class
+    image: bytes = b""
 
     @property
     def correct(self) -> bool:
@@ -45,8 +47,8 @@ def _png(fig: plt.Figure) -> str:
     return _data_uri(buffer.getvalue())
 
 
-def thumbnail(path: Path) -> str:
-    with Image.open(path) as image:
+def thumbnail(encoded: bytes) -> str:
+    with Image.open(io.BytesIO(encoded)) as image:
         small = image.convert("RGB")
         small.thumbnail((THUMBNAIL, THUMBNAIL))
         buffer = io.BytesIO()
@@ -102,28 +104,38 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def gallery(examples: list[Example]) -> str:
-    """Every misclassified image, then an evenly spread sample of correct ones."""
+def _spread(items: list, most: int) -> list:
+    picks = np.linspace(0, len(items) - 1, min(most, len(items))).round()
+    return [items[int(i)] for i in picks]
+
+
+def shown(examples: list[Example]) -> tuple[list[Example], list[Example]]:
+    """The gallery's misclassified and correct images: every mistake up to ``MAX_WRONG``,
+    else an evenly spread sample of them, and an evenly spread sample of correct ones."""
     wrong = [e for e in examples if not e.correct]
     right = [e for e in examples if e.correct]
-    picks = np.linspace(0, len(right) - 1, min(CORRECT_SAMPLE, len(right))).round()
-    sample = [right[int(i)] for i in picks]
+    return _spread(wrong, MAX_WRONG), _spread(right, CORRECT_SAMPLE)
+
+
+def gallery(examples: list[Example], wrong: list[Example], right: list[Example]) -> str:
+    """``wrong`` and ``right`` (see :func:`shown`, with their images) out of ``examples``."""
+    n_wrong = sum(not e.correct for e in examples)
 
     def cards(chosen: list[Example]) -> str:
         return "".join(
             f'<figure class="{"ok" if e.correct else "wrong"}">'
-            f'<img alt="{html.escape(e.path.name)}" src="{thumbnail(e.path)}">'
-            f"<figcaption>{html.escape(e.path.name)}<br>true: {html.escape(e.true_class)}<br>"
+            f'<img alt="{html.escape(Path(e.path).name)}" src="{thumbnail(e.image)}">'
+            f"<figcaption>{html.escape(Path(e.path).name)}<br>true: {html.escape(e.true_class)}<br>"
             f"predicted: {html.escape(e.predicted_class)} ({e.confidence:.0%})</figcaption>"
             "</figure>"
             for e in chosen
         )
 
     return (
-        f"<h3>Misclassified: {len(wrong)} of {len(examples)}</h3>"
+        f"<h3>Misclassified: {len(wrong)} shown of {n_wrong}, of {len(examples)}</h3>"
         f'<div class="gallery">{cards(wrong) or "<p>none</p>"}</div>'
-        f"<h3>Correct: {len(sample)} of {len(right)}</h3>"
-        f'<div class="gallery">{cards(sample)}</div>'
+        f"<h3>Correct: {len(right)} of {len(examples) - n_wrong}</h3>"
+        f'<div class="gallery">{cards(right)}</div>'
     )
 
 
@@ -155,8 +167,14 @@ def _accuracy(evaluation: dict) -> str:
 
 def _gate(evaluation: dict) -> str:
     gate = evaluation["gate"]
+    on = (
+        f"a stratified sample of {gate['compared_images']} test images (this model: "
+        f"{gate['challenger_accuracy']:.4f})"
+        if gate.get("compared_sampled")
+        else "these test images"
+    )
     champion = (
-        f" Production model: {gate['champion_uri']}, accuracy on these test images "
+        f" Production model: {gate['champion_uri']}, accuracy on {on} "
         + ("n/a" if gate["champion_accuracy"] is None else f"{gate['champion_accuracy']:.4f}")
         + "."
         if gate["champion_uri"]
@@ -187,7 +205,13 @@ def _per_class_rows(evaluation: dict) -> list[list[str]]:
 PER_CLASS_HEADER = ["class", "precision", "recall", "f1-score", "support"]
 
 
-def render(evaluation: dict, history: dict[str, list[float]], examples: list[Example]) -> str:
+def render(
+    evaluation: dict,
+    history: dict[str, list[float]],
+    examples: list[Example],
+    shown_examples: tuple[list[Example], list[Example]],
+) -> str:
+    """The report; ``shown_examples`` (from :func:`shown`, with images) go in the gallery."""
     classes, training = evaluation["classes"], evaluation["training"]
     counts = evaluation["data"]["counts"]
     count_rows = [[c, *(str(counts[s][c]) for s in ("train", "val", "test"))] for c in classes]
@@ -226,7 +250,7 @@ figure img {{ width: {THUMBNAIL}px; height: {THUMBNAIL}px; object-fit: contain; 
 <h2>Training curves</h2>
 <img alt="loss and accuracy curves" src="{curves}">
 <h2>Test images</h2>
-{gallery(examples)}
+{gallery(examples, *shown_examples)}
 </body></html>
 """
 

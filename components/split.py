@@ -1,4 +1,4 @@
-"""Step 1: split a folder of class sub-folders into train, validation and test.
+"""Step 1: split a folder of class sub-folders into train, validation and test shards.
 
 Train/test follows the notebook exactly (per class: sorted files, shuffled by a fresh
 ``random.Random(seed)``, the first ``int(train_fraction * n)`` to train), so the real Basic
@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from components import archive, storage
+from components import archive, shards, storage
 from components.dataset import (
     IMAGE_SUFFIXES,
     MAX_PIXELS,
@@ -85,8 +85,12 @@ def local_source(source: str) -> Iterator[Path]:
         yield Path(local)
 
 
-def find_images(root: Path, source: str, max_pixels: int = MAX_PIXELS) -> dict[str, list[str]]:
-    """Class name -> image file names, after checking every image decodes.
+def find_images(
+    root: Path, source: str, max_pixels: int = MAX_PIXELS
+) -> tuple[dict[str, list[str]], dict[tuple[str, str], str]]:
+    """Class name -> image file names, and (class, file) -> sha256, after checking every
+    image decodes. The checks run on a thread per core (decoding and hashing release
+    Python's lock); the first bad file in sorted order is the one reported.
 
     ``source`` is the name the user gave (a local path or ``gs://`` URI), used in errors.
     """
@@ -102,11 +106,16 @@ def find_images(root: Path, source: str, max_pixels: int = MAX_PIXELS) -> dict[s
         files = sorted(f.name for f in inside if is_image_file(f))
         if not files:
             raise DataError(f"{storage.join(source, name)}: class folder has no images")
-        for file in files:
-            shown = storage.join(source, name, file)
-            check_image(root / name / file, shown_as=shown, max_pixels=max_pixels)
         found[name] = files
-    return found
+    keys = [(c, f) for c, files in found.items() for f in files]
+
+    def inspect(key: tuple[str, str]) -> str:
+        check_image(root / key[0] / key[1], storage.join(source, *key), max_pixels)
+        return sha256_of(root / key[0] / key[1])
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        hashes = dict(zip(keys, pool.map(inspect, keys), strict=True))
+    return found, hashes
 
 
 def checked_entries(folder: Path, root: Path, source: str) -> list[Path]:
@@ -199,11 +208,10 @@ def prepare(
     max_pixels: int = MAX_PIXELS,
 ) -> tuple[dict[str, dict[str, list[str]]], dict[tuple[str, str], str], list[str]]:
     """The plan, every image's hash and the warnings, after every check; writes nothing."""
-    images = find_images(root, source, max_pixels)
+    images, hashes = find_images(root, source, max_pixels)
     plan = plan_split(
         images, source, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction
     )
-    hashes = {(c, f): sha256_of(root / c / f) for c, files in images.items() for f in files}
     warnings = content_checks(hashes, plan, source)
     ignored = ignored_entries(root, list(images))
     if ignored:
@@ -260,30 +268,35 @@ def split_dataset(
     train_fraction: float,
     val_fraction: float,
     max_pixels: int = MAX_PIXELS,
+    shard_mb: float = shards.DEFAULT_SHARD_MB,
 ) -> SplitFacts:
-    """Writes ``out_dir/{train,val,test}/<class>/`` and ``manifest.csv``; returns the facts.
+    """Writes ``manifest.csv``, the TFRecord shards of every split (``shards.json``
+    indexes them) and ``split.json``; returns the facts.
 
-    Everything is checked before the first file is written.
+    Everything is checked before the first file is written; images are read one at a time.
     """
-    examples = []
     with local_source(source) as root:
         plan, hashes, warnings = prepare(
             root, source, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction,
             max_pixels=max_pixels,
         )  # fmt: skip
+        examples, files = [], []
         for label, parts in plan.items():
-            for split_name, files in parts.items():
-                folder = Path(out_dir, split_name, label)
-                folder.mkdir(parents=True, exist_ok=True)
-                for file in files:
-                    shutil.copyfile(root / label / file, folder / file)
+            for split_name, names in parts.items():
+                for file in names:
                     rel = f"{split_name}/{label}/{file}"
                     examples.append(Example(rel, label, split_name, hashes[label, file]))
+                    files.append(root / label / file)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        sources = [f"{e.label}/{f.name}" for e, f in zip(examples, files, strict=True)]
+        index = shards.write(out_dir, examples, files, sources, list(plan), shard_mb, seed)
     facts = SplitFacts(
         source=source,
         classes=list(plan),
         counts={s: {c: len(plan[c][s]) for c in plan} for s in SPLITS},
         manifest_sha256=write_manifest(examples, out_dir),
+        shards=len(index["shards"]),
+        shard_mb=shard_mb,
         warnings=warnings,
     )
     Path(out_dir, FACTS).write_text(json.dumps(facts, indent=2))

@@ -41,14 +41,14 @@ def parse_event(line: str) -> dict | None:
 
 
 @contextmanager
-def step(name: str, metadata: dict) -> Iterator[None]:
+def step(name: str, metadata: dict, **fields: object) -> Iterator[None]:
     """Records the step's seconds and peak memory (the process's maximum resident set) in
     ``metadata`` and in its ``start``/``end`` events; turns an :class:`InputError` into one
-    line.
+    line. ``fields`` go into both events (an extract task's ``group``).
 
     The line goes to the step's log and the step exits non-zero, without a traceback.
     """
-    event("start", step=name)
+    event("start", step=name, **fields)
     started = time.perf_counter()
     try:
         yield
@@ -56,7 +56,13 @@ def step(name: str, metadata: dict) -> Iterator[None]:
         raise SystemExit(f"error: {e}") from None
     metadata["seconds"] = round(time.perf_counter() - started, 2)
     metadata["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    event("end", step=name, seconds=metadata["seconds"], peak_memory_mb=metadata["peak_memory_mb"])
+    event(
+        "end",
+        step=name,
+        seconds=metadata["seconds"],
+        peak_memory_mb=metadata["peak_memory_mb"],
+        **fields,
+    )
 
 
 def package_versions(*names: str) -> dict[str, str | None]:

@@ -1,14 +1,14 @@
-"""Step 2: transfer training with a frozen backbone and the notebook's head.
+"""Step 3: train the notebook's head on the extracted features, optionally fine-tune.
 
-The frozen backbone gives the same features for an image in every epoch, so it runs once
-over train and validation images and the head trains on the cached features; the result is
-the same model the notebook's way would give, without recomputing the backbone every epoch.
+The frozen backbone gives the same features for an image in every epoch, so extract ran it
+once and the head trains on its feature shards; the result is the same model the
+notebook's way would give, without recomputing the backbone every epoch. Features are held
+in memory while they fit ``feature_memory_mb``, and streamed from their shards above it.
+Fine-tuning needs pixels: it streams the image shards, decoded on every core.
 """
 
 from __future__ import annotations
 
-import logging
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,115 +16,32 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components import artifact, dataset, model, storage
+from components import artifact, backbone, dataset, model, shards
 from components.facts import TrainingFacts
 from components.fit import TensorBoardWriter, fit
-from components.step import InputError, package_versions
-
-log = logging.getLogger(__name__)
+from components.step import package_versions
 
 
-class WeightsError(InputError):
-    """Backbone weights that cannot be had; the message names them."""
-
-
-def build_backbone(name: str, weights: str, image_size: int) -> tuple[keras.Model, str, list[str]]:
-    """The backbone without its top, the weights actually used, and warnings for the report.
-
-    ``weights``: ``imagenet`` (Keras' download), ``none``, ``auto`` (imagenet if it can be
-    had, else random init with a warning), or a local or ``gs://`` weights file.
-    """
-    cls = model.backbone_class(name)
-    shape = (image_size, image_size, 3)
-
-    def make(w: str | None) -> keras.Model:
-        try:
-            return cls(include_top=False, weights=w, input_shape=shape)
-        except ValueError as e:  # Keras' way of saying the size or the weights do not fit
-            raise InputError(f"backbone {name} at image_size {image_size}: {e}") from e
-
-    if weights == "none":
-        return make(None), "none", []
-    if weights in ("imagenet", "auto"):
-        try:
-            return make("imagenet"), "imagenet", []
-        except Exception as e:  # Keras raises plain Exceptions for a failed download
-            if weights == "imagenet":
-                raise WeightsError(
-                    f"weights=imagenet: cannot load ImageNet weights for {name} ({e})"
-                ) from e
-            warning = (
-                f"ImageNet weights for {name} could not be loaded ({type(e).__name__}: {e}); "
-                "the backbone is RANDOMLY INITIALISED and accuracy will be poor. Pass --weights "
-                "with a weights file to fix this."
+def _features(feature_dirs: list[str], dataset_dir: str, expected: dict) -> tuple[dict, dict]:
+    """The feature index and each split's feature shards, checked against this training."""
+    found = {}
+    for split in ("train", "val"):
+        index, found[split] = shards.feature_shards(feature_dirs, split, dataset_dir)
+    for key, value in expected.items():
+        if index[key] != value:
+            raise dataset.DataError(
+                f"{feature_dirs[0]}: features extracted with {key} {index[key]}, "
+                f"but training was given {value}"
             )
-            log.warning(warning)
-            return make(None), "none", [warning]
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = storage.copy_to_local(weights, f"{tmp}/backbone.weights.h5")
-            storage.check_exists(local)
-            return make(local), weights, []
-        except (InputError, OSError) as e:
-            raise WeightsError(f"{weights}: cannot load these weights into {name} ({e})") from e
-
-
-def devices(precision: str = "auto") -> list[str]:
-    """Logs the devices TensorFlow found and sets the precision policy.
-
-    ``auto`` is mixed precision on a GPU: float16 compute with float32 weights (and a
-    float32 output layer, see ``model.head``) roughly doubles throughput there; on a CPU it
-    would only slow things down, so ``auto`` is float32 there.
-    """
-    found = [d.name for d in tf.config.list_physical_devices()]
-    if precision == "auto":
-        gpu = bool(tf.config.list_physical_devices("GPU"))
-        precision = "mixed_float16" if gpu else "float32"
-    keras.mixed_precision.set_global_policy(precision)
-    log.warning("devices: %s; precision: %s", found, keras.mixed_precision.global_policy().name)
-    return found
-
-
-def augmented_views(x: np.ndarray, views: int, seed: int) -> np.ndarray:
-    """``views`` randomly rotated, flipped, zoomed and shifted copies of every image.
-
-    Drawings of shapes keep their class under any rotation or flip, so the ranges are wide;
-    the background is extended from the edge rather than filled with black.
-    """
-    augment = keras.Sequential(
-        [
-            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-            keras.layers.RandomRotation(0.5, fill_mode="nearest", seed=seed),
-            keras.layers.RandomZoom(0.15, fill_mode="nearest", seed=seed),
-            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed),
-        ]
-    )
-    return np.concatenate([np.asarray(augment(x, training=True)) for _ in range(views)])
-
-
-def unfreeze_top(backbone: keras.Model, layers: int) -> int:
-    """Makes the top ``layers`` weight-carrying layers trainable, batch norm excepted.
-
-    Batch-norm layers stay frozen (and the backbone is called with ``training=False``), so
-    their statistics keep the values the backbone was trained with.
-    """
-    candidates = [
-        layer
-        for layer in backbone.layers
-        if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    backbone.trainable = True
-    chosen = set(map(id, candidates[-layers:])) if layers else set()
-    for layer in backbone.layers:
-        layer.trainable = id(layer) in chosen
-    return len(chosen)
+    return index, found
 
 
 def train(
     dataset_dir: str,
+    feature_dirs: list[str],
     model_dir: str,
     *,
-    backbone: str,
+    backbone_name: str,
     weights: str,
     image_size: int,
     epochs: int,
@@ -132,43 +49,57 @@ def train(
     patience: int,
     seed: int,
     augment: bool = False,
-    augment_views: int = 8,
     fine_tune_layers: int = 0,
     fine_tune_lr: float = 1e-5,
+    feature_memory_mb: float = shards.DEFAULT_FEATURE_MEMORY_MB,
     precision: str = "auto",
 ) -> TrainingFacts:
-    """Trains the head on cached features, optionally fine-tunes, saves the full model.
+    """Trains the head on the features of ``feature_dirs`` (every extract task's output),
+    optionally fine-tunes, saves the full image -> probabilities model.
 
     Returns the facts the report and summary show.
     """
     started = time.perf_counter()
-    found = devices(precision)
+    found = backbone.devices(precision)
+    strategy = backbone.strategy()
     keras.utils.set_random_seed(seed)
     classes = dataset.class_names(dataset.read_manifest(dataset_dir))
-    base, weights_used, warnings = build_backbone(backbone, weights, image_size)
-    base.trainable = False
-    features = model.feature_extractor(base, backbone, image_size)
-    images = {
-        s: dataset.load_split(dataset_dir, s, image_size, classes)[:2] for s in ("train", "val")
-    }
-    if augment:
-        x, y = images["train"]
-        images["train"] = (augmented_views(x, augment_views, seed), np.tile(y, augment_views))
-        caching = (
-            f"features of {augment_views} augmented views of each training image, computed once"
+    index, feature_files = _features(
+        feature_dirs, dataset_dir, {"backbone": backbone_name, "image_size": image_size}
+    )
+    with strategy.scope():
+        base, weights_used, warnings = backbone.build_backbone(backbone_name, weights, image_size)
+        base.trainable = False
+        features = model.feature_extractor(base, backbone_name, image_size)
+        head = model.head(index["dim"], len(classes), seed=seed)
+    if weights_used != index["weights"]:
+        raise dataset.DataError(
+            f"{feature_dirs[0]}: features extracted with weights {index['weights']}, but "
+            f"training loaded {weights_used}; extract and train must use the same backbone"
         )
-    else:
-        caching = "features of each image, computed once"
     build_seconds = time.perf_counter() - started
 
     clock = time.perf_counter()
-    extract = model.compiled(lambda x: features(x, training=False), image_size)
-    cached = {
-        s: (model.batched(extract, batch_size)(x), y) for s, (x, y) in images.items() if len(y)
+    feature_mb = sum(s["bytes"] for f in feature_files.values() for _, s in f) / 1e6
+    in_memory = feature_mb <= feature_memory_mb
+    data = {
+        split: (
+            shards.load_features(files, index["dim"])[:2]
+            if in_memory
+            else shards.stream_features(files, index["dim"], batch_size, seed, split == "train")
+        )
+        for split, files in feature_files.items()
+        if files
     }
+    views = index["augment_views"]
+    augmented = f" and of {views} augmented views of each training image" if views else ""
+    held = "held in memory" if in_memory else "streamed from shards"
+    caching = (
+        f"features of each image{augmented}, extracted once by {index['groups']} task(s); "
+        f"{feature_mb:.1f} MB {held}"
+    )
     feature_seconds = time.perf_counter() - clock
 
-    head = model.head(features.output_shape[-1], len(classes), seed=seed)
     tensorboard = TensorBoardWriter(Path(model_dir, artifact.TENSORBOARD_DIR))
     settings = {
         "epochs": epochs,
@@ -176,18 +107,29 @@ def train(
         "patience": patience,
         "seed": seed,
         "on_epoch": tensorboard,
+        "strategy": strategy,
     }
-    validated = "val" in cached  # val_fraction 0: no early stopping, the last epoch is kept
+    validated = "val" in data  # val_fraction 0: no early stopping, the last epoch is kept
     clock = time.perf_counter()
-    history = fit(head, cached["train"], cached["val"] if validated else None, **settings)
+    history = fit(head, data["train"], data["val"] if validated else None, **settings)
     head_seconds = time.perf_counter() - clock
     head_epochs = len(history["loss"])
 
     tuned = {}
     if fine_tune_layers:
-        classifier = model.classifier(features, head)
+        with strategy.scope():
+            classifier = model.classifier(features, head)
         head_only = classifier.get_weights()
-        unfrozen = unfreeze_top(base, fine_tune_layers)
+        unfrozen = backbone.unfreeze_top(base, fine_tune_layers)
+        images = {
+            split: shards.stream_images(
+                dataset_dir, split, image_size, batch_size, seed, shuffle=split == "train"
+            )
+            for split in data
+        }
+        if augment:
+            augment_fn = backbone.augmenter(seed)
+            images["train"] = images["train"].map(lambda x, y: (augment_fn(x, training=True), y))
         clock = time.perf_counter()
         stage = fit(
             classifier,
@@ -211,13 +153,15 @@ def train(
     training_seconds = time.perf_counter() - started
 
     facts: TrainingFacts = {
-        "backbone": backbone,
+        "backbone": backbone_name,
         "weights": weights_used,
         "image_size": image_size,
         "classes": classes,
         "devices": found,
+        "replicas": strategy.num_replicas_in_sync,
         "precision": keras.mixed_precision.global_policy().name,
         "caching": caching,
+        "features_in_memory": in_memory,
         "augment": augment,
         "early_stopping": validated,
         "epoch_limit": epochs,
@@ -240,9 +184,9 @@ def train(
         },
     }
     clock = time.perf_counter()
-    # The serving function calls the traced feature extractor: no second trace of the backbone.
+    extract = model.compiled(lambda x: features(x, training=False), image_size)
     classify = model.compiled(lambda x: head(extract(x), training=False), image_size)
     tensorboard.close()
-    model.save(model_dir, classify, classes, history, facts)
+    model.save(model_dir, classify, classes, history, facts, head)
     facts["save_seconds"] = round(time.perf_counter() - clock, 2)
     return facts

@@ -3,7 +3,8 @@
 Export runs it as ``python -m components.verify`` in a fresh process, so nothing left in
 memory from training or evaluation (traced functions, variables) can stand in for the
 files: only what is on disk is loaded, and it is fed the test images' bytes as a client
-would send them.
+would send them: a stratified sample of the test images (the same one evaluate checked
+serving on), read from the data set's shards.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -26,14 +26,22 @@ class VerificationError(InputError):
 
 
 def verify(
-    model_dir: str, dataset_dir: str, predictions_path: str, tolerance: float = TOLERANCE
+    model_dir: str,
+    dataset_dir: str,
+    predictions_path: str,
+    sample: int,
+    tolerance: float = TOLERANCE,
 ) -> dict:
-    """Same classes, same predicted class for every test image, probabilities within
-    ``tolerance`` of the evaluation's; returns what was checked."""
+    """Same classes, and on evaluate's stratified sample of ``sample`` test images the same
+    predicted class and probabilities within ``tolerance`` of the evaluation's; returns
+    what was checked."""
     from components import model  # TensorFlow
+    from components.evaluate import score_images, stratified_sample
 
     expected_classes, expected = predictions.read(predictions_path)
-    test = [e.path for e in dataset.read_manifest(dataset_dir) if e.split == "test"]
+    manifest = dataset.read_manifest(dataset_dir)
+    rows = [i for i, e in enumerate(manifest) if e.split == "test"]
+    test = [manifest[i].path for i in rows]
     if sorted(test) != sorted(expected):
         raise VerificationError(
             f"{predictions_path}: does not hold the test images of {dataset_dir}"
@@ -43,9 +51,12 @@ def verify(
         raise VerificationError(
             f"{model_dir}: classes {classes}, but evaluation scored {expected_classes}"
         )
-    served = predict([Path(dataset_dir, p) for p in test])
+    labels = dataset.label_indices([manifest[i] for i in rows], classes, dataset_dir)
+    chosen = stratified_sample(labels, sample)
+    served = score_images(predict, dataset_dir, np.asarray(rows)[chosen])
     worst = 0.0
-    for path, row in zip(test, served, strict=True):
+    for i in chosen:
+        path, row = test[i], served[rows[i]]
         if row.argmax() != expected[path].argmax():
             raise VerificationError(
                 f"{path}: the written model predicts {classes[row.argmax()]}, "
@@ -58,7 +69,7 @@ def verify(
                 f"(more than {tolerance})"
             )
         worst = max(worst, difference)
-    return {"images": len(test), "max_difference": worst, "tolerance": tolerance}
+    return {"images": len(chosen), "max_difference": worst, "tolerance": tolerance}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,9 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("model_dir")
     cli.add_argument("dataset_dir")
     cli.add_argument("predictions")
+    cli.add_argument("sample", type=int)
     args = cli.parse_args(argv)
     try:
-        result = verify(args.model_dir, args.dataset_dir, args.predictions)
+        result = verify(args.model_dir, args.dataset_dir, args.predictions, args.sample)
     except InputError as e:
         sys.exit(f"error: {e}")
     print(json.dumps(result))

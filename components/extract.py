@@ -1,0 +1,108 @@
+"""Step 2: the frozen backbone over one group of image shards, as feature shards.
+
+The pipeline runs one task per group (``dsl.ParallelFor``); a task reads only its own
+shards (every ``groups``-th one, from ``group``), so its cost is its share of the data and a
+rerun writes the same files. Features of a frozen backbone are the same in every epoch, so
+training reads them instead of running the backbone again; with ``augment_views``, each
+training image also gets that many augmented views' features, a batch at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from components import backbone, model, shards
+from components.facts import FeatureIndex, FeatureShard
+
+# Test features stay float32: evaluation checks them through the head against the served
+# model fed the same images' bytes, within 1e-4; float16 rounding alone is larger.
+DTYPES = {"train": "float16", "val": "float16", "test": "float32"}
+
+
+def extract(
+    dataset_dir: str,
+    out_dir: str,
+    *,
+    group: int,
+    groups: int,
+    backbone_name: str,
+    weights: str,
+    image_size: int,
+    batch_size: int,
+    seed: int,
+    augment: bool = False,
+    augment_views: int = 8,
+    precision: str = "auto",
+) -> FeatureIndex:
+    """Writes ``out_dir/features.json`` and a feature shard per image shard of the group."""
+    started = time.perf_counter()
+    found = backbone.devices(precision)
+    index = shards.read_index(dataset_dir)
+    mine = shards.of_group(index, group, groups)
+    base, weights_used, warnings = backbone.build_backbone(backbone_name, weights, image_size)
+    base.trainable = False
+    features = model.feature_extractor(base, backbone_name, image_size)
+    run = model.compiled(lambda x: features(x, training=False), image_size)
+    decode = tf.function(lambda images: shards.decode_batch(images, image_size))
+    views = augment_views if augment else 0
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[FeatureShard] = []
+    images = 0
+    for shard in mine:
+        source = Path(dataset_dir, shard["file"])
+        name = Path(shard["file"]).name
+        dtype = DTYPES[shard["split"]]
+        # one augmenter per shard, seeded by its place in the index: grouping-independent
+        augment_fn = backbone.augmenter(seed + index["shards"].index(shard))
+        counted = 0
+        with tf.io.TFRecordWriter(str(out / name)) as writer:
+            for batch in shards.records(source, shard["bytes"], shards.parse_images, batch_size):
+                x = decode(batch["image"])
+                passes = [(0, x)]
+                if shard["split"] == "train":
+                    passes += [(v, augment_fn(x, training=True)) for v in range(1, views + 1)]
+                for view, images_in in passes:
+                    values = np.asarray(run(images_in)).astype(dtype)
+                    for row_features, label, row in zip(
+                        values, batch["label"], batch["row"], strict=True
+                    ):
+                        writer.write(
+                            shards.feature_example(row_features.tobytes(), label, row, view)
+                        )
+                counted += len(batch["row"])
+        shards.count_records(source, shard["count"], counted)
+        images += counted
+        written.append(
+            FeatureShard(
+                file=name,
+                source=shard["file"],
+                split=shard["split"],
+                count=counted * (1 + (views if shard["split"] == "train" else 0)),
+                bytes=(out / name).stat().st_size,
+                dtype=dtype,
+            )
+        )
+    facts = FeatureIndex(
+        backbone=backbone_name,
+        weights=weights_used,
+        image_size=image_size,
+        dim=int(features.output_shape[-1]),
+        augment_views=views,
+        group=group,
+        groups=groups,
+        shards=written,
+        devices=found,
+        precision=keras.mixed_precision.global_policy().name,
+        seconds=round(time.perf_counter() - started, 2),
+        images=images,
+        warnings=warnings,
+    )
+    Path(out, shards.FEATURE_INDEX).write_text(json.dumps(facts, indent=2))
+    return facts
