@@ -92,7 +92,7 @@ def extract(
         from components.extract import extract
 
         facts = extract(
-            dataset.path, features.path, group=group, groups=groups, backbone_name=backbone,
+            dataset.path, features.path, group=group, groups=groups, backbone=backbone,
             weights=weights, image_size=image_size, batch_size=batch_size, seed=seed,
             augment=augment, augment_views=augment_views,
         )  # fmt: skip
@@ -125,7 +125,7 @@ def train(
             dataset.path,
             [f.path for f in features],
             model.path,
-            backbone_name=backbone,
+            backbone=backbone,
             weights=weights,
             image_size=image_size,
             epochs=epochs,

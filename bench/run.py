@@ -122,14 +122,10 @@ def measure_in_process(dataset_dir: Path, backbone: str, image_size: int) -> dic
     import keras
     import numpy as np
 
-    from components import dataset, model
+    from components import model
 
     keras.utils.set_random_seed(0)
-    classes = dataset.class_names(dataset.read_manifest(dataset_dir))
-    data = {
-        s: dataset.load_split(dataset_dir, s, image_size, classes)[:2]
-        for s in ("train", "val", "test")
-    }
+    data = {s: shards.load_pixels(dataset_dir, s, image_size) for s in ("train", "val", "test")}
     base = getattr(keras.applications, backbone)(
         include_top=False, weights=None, input_shape=(image_size, image_size, 3)
     )

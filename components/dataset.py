@@ -1,4 +1,4 @@
-"""The split data set as every step sees it: the manifest, the class order, the pixels.
+"""The split data set as every step sees it: the manifest, the class order, the checks.
 
 The manifest is the one source of truth for which image is in which split and with which
 label; train and evaluate both read images and labels from it in manifest order, so
@@ -78,17 +78,6 @@ def check_image(
         raise DataError(f"{shown}: not a readable image ({e})") from e
 
 
-def load_image(path: str | Path, image_size: int) -> np.ndarray:
-    """RGB float32 pixels in [0, 255] at ``image_size`` square; the model does its own scaling.
-
-    Decoded by the same TensorFlow function the served model applies to the bytes it gets,
-    so training, evaluation and serving see identical pixels.
-    """
-    from components.model import decode  # imported here: split never pays for TensorFlow
-
-    return np.asarray(decode(Path(path).read_bytes(), image_size))
-
-
 def write_manifest(examples: list[Example], dataset_dir: str | Path) -> str:
     """Writes ``manifest.csv`` and returns its sha256, which identifies the data set."""
     path = Path(dataset_dir, MANIFEST)
@@ -108,16 +97,6 @@ def read_manifest(dataset_dir: str | Path) -> list[Example]:
 def class_names(examples: list[Example]) -> list[str]:
     """The class order every step uses: sorted folder names, as Keras' directory loaders do."""
     return sorted({e.label for e in examples})
-
-
-def load_split(
-    dataset_dir: str | Path, split: str, image_size: int, classes: list[str]
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Pixels, integer labels (indices into ``classes``) and relative paths, in manifest order."""
-    examples = [e for e in read_manifest(dataset_dir) if e.split == split]
-    pixels = [load_image(Path(dataset_dir, e.path), image_size) for e in examples]
-    x = np.stack(pixels) if pixels else np.zeros((0, image_size, image_size, 3), np.float32)
-    return x, label_indices(examples, classes, dataset_dir), [e.path for e in examples]
 
 
 def label_indices(

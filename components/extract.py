@@ -17,7 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components import backbone, model, shards
+from components import backbone as nets
+from components import model, shards
 from components.facts import FeatureIndex, FeatureShard
 
 # Test features stay float32: evaluation checks them through the head against the served
@@ -31,7 +32,7 @@ def extract(
     *,
     group: int,
     groups: int,
-    backbone_name: str,
+    backbone: str,
     weights: str,
     image_size: int,
     batch_size: int,
@@ -42,12 +43,12 @@ def extract(
 ) -> FeatureIndex:
     """Writes ``out_dir/features.json`` and a feature shard per image shard of the group."""
     started = time.perf_counter()
-    found = backbone.devices(precision)
+    found = nets.devices(precision)
     index = shards.read_index(dataset_dir)
     mine = shards.of_group(index, group, groups)
-    base, weights_used, warnings = backbone.build_backbone(backbone_name, weights, image_size)
+    base, weights_used, warnings = nets.build_backbone(backbone, weights, image_size)
     base.trainable = False
-    features = model.feature_extractor(base, backbone_name, image_size)
+    features = model.feature_extractor(base, backbone, image_size)
     run = model.compiled(lambda x: features(x, training=False), image_size)
     decode = tf.function(lambda images: shards.decode_batch(images, image_size))
     views = augment_views if augment else 0
@@ -60,7 +61,7 @@ def extract(
         name = Path(shard["file"]).name
         dtype = DTYPES[shard["split"]]
         # one augmenter per shard, seeded by its place in the index: grouping-independent
-        augment_fn = backbone.augmenter(seed + index["shards"].index(shard))
+        augment_fn = nets.augmenter(seed + index["shards"].index(shard))
         counted = 0
         with tf.io.TFRecordWriter(str(out / name)) as writer:
             for batch in shards.records(source, shard["bytes"], shards.parse_images, batch_size):
@@ -90,7 +91,7 @@ def extract(
             )
         )
     facts = FeatureIndex(
-        backbone=backbone_name,
+        backbone=backbone,
         weights=weights_used,
         image_size=image_size,
         dim=int(features.output_shape[-1]),

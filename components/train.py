@@ -16,7 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components import artifact, backbone, dataset, model, shards
+from components import artifact, dataset, model, shards
+from components import backbone as nets
 from components.facts import TrainingFacts
 from components.fit import TensorBoardWriter, fit
 from components.step import package_versions
@@ -41,7 +42,7 @@ def train(
     feature_dirs: list[str],
     model_dir: str,
     *,
-    backbone_name: str,
+    backbone: str,
     weights: str,
     image_size: int,
     epochs: int,
@@ -60,17 +61,17 @@ def train(
     Returns the facts the report and summary show.
     """
     started = time.perf_counter()
-    found = backbone.devices(precision)
-    strategy = backbone.strategy()
+    found = nets.devices(precision)
+    strategy = nets.strategy()
     keras.utils.set_random_seed(seed)
     classes = dataset.class_names(dataset.read_manifest(dataset_dir))
     index, feature_files = _features(
-        feature_dirs, dataset_dir, {"backbone": backbone_name, "image_size": image_size}
+        feature_dirs, dataset_dir, {"backbone": backbone, "image_size": image_size}
     )
     with strategy.scope():
-        base, weights_used, warnings = backbone.build_backbone(backbone_name, weights, image_size)
+        base, weights_used, warnings = nets.build_backbone(backbone, weights, image_size)
         base.trainable = False
-        features = model.feature_extractor(base, backbone_name, image_size)
+        features = model.feature_extractor(base, backbone, image_size)
         head = model.head(index["dim"], len(classes), seed=seed)
     if weights_used != index["weights"]:
         raise dataset.DataError(
@@ -120,7 +121,7 @@ def train(
         with strategy.scope():
             classifier = model.classifier(features, head)
         head_only = classifier.get_weights()
-        unfrozen = backbone.unfreeze_top(base, fine_tune_layers)
+        unfrozen = nets.unfreeze_top(base, fine_tune_layers)
         images = {
             split: shards.stream_images(
                 dataset_dir, split, image_size, batch_size, seed, shuffle=split == "train"
@@ -128,7 +129,7 @@ def train(
             for split in data
         }
         if augment:
-            augment_fn = backbone.augmenter(seed)
+            augment_fn = nets.augmenter(seed)
             images["train"] = images["train"].map(lambda x, y: (augment_fn(x, training=True), y))
         clock = time.perf_counter()
         stage = fit(
@@ -153,7 +154,7 @@ def train(
     training_seconds = time.perf_counter() - started
 
     facts: TrainingFacts = {
-        "backbone": backbone_name,
+        "backbone": backbone,
         "weights": weights_used,
         "image_size": image_size,
         "classes": classes,

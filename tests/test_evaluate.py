@@ -8,18 +8,20 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import assert_varied, save_oracle
+from helpers import assert_varied, images_by_path, save_oracle, save_oracle_features
 from PIL import Image
 
-from components.dataset import MANIFEST, read_manifest, write_manifest
+from components import shards
+from components.dataset import read_manifest, write_manifest
 from components.evaluate import (
     ConsistencyError,
     check_consistency,
     decide,
     evaluate,
+    stratified_sample,
     wilson_interval,
 )
-from components.report import Example, gallery
+from components.report import MAX_WRONG, Example, gallery, shown
 from components.split import split_dataset
 
 COLOURS = {
@@ -54,12 +56,14 @@ def colour_data(tmp_path):
     for cls, channel in enumerate(channel_of_class):
         kernel[channel, cls] = ORACLE_GAIN
     save_oracle(tmp_path / "model", kernel, np.zeros(3, np.float32), list(COLOURS))
+    save_oracle_features(tmp_path / "ds", tmp_path / "features")
     return tmp_path
 
 
 def _evaluate(root, model_dir="model", **gate):
     result = evaluate(
         str(root / "ds"),
+        [str(root / "features")],
         str(root / model_dir),
         predictions_path=str(root / "predictions.csv"),
         report_path=str(root / "report.html"),
@@ -87,28 +91,58 @@ def test_predictions_are_aligned_with_their_labels(colour_data):
 
 def test_each_prediction_is_its_own_images_score(colour_data):
     """Every row of predictions.csv is what the served model gives that image alone."""
-    _, rows = _evaluate(colour_data)
+    result, rows = _evaluate(colour_data)
     served = tf.saved_model.load(str(colour_data / "model" / "saved_model" / "1"))
+    images = images_by_path(colour_data / "ds")
     alone = [
-        served.signatures["serving_default"](
-            image_bytes=tf.constant([(colour_data / "ds" / r["path"]).read_bytes()])
-        )["probabilities"].numpy()[0]
+        served.signatures["serving_default"](image_bytes=tf.constant([images[r["path"]]]))[
+            "probabilities"
+        ].numpy()[0]
         for r in rows
     ]
     written = np.array([[float(r[f"p_{c}"]) for c in COLOURS] for r in rows])
     assert_varied(written)  # so two rows swapped, even of one class, would fail below
     np.testing.assert_allclose(written, alone, atol=2e-6)
+    assert result["serving_check"]["images"] == 12 and result["serving_check"]["tolerance"] == 1e-4
 
 
-def test_alignment_does_not_depend_on_file_order(colour_data):
-    """Shuffle the manifest (as a shuffling loader would the images): still every label matches."""
+def test_alignment_does_not_depend_on_record_order(colour_data):
+    """Feature records in another order (as another grouping of shards would give): the
+    same predictions, each on its own row."""
+    _, before = _evaluate(colour_data)
+    for path in (colour_data / "features").glob("*.tfrecord"):
+        records = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+        random.Random(3).shuffle(records)
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for record in records:
+                writer.write(record)
+    result, after = _evaluate(colour_data)
+    assert result["test_accuracy"] == 1.0 and after == before
+
+
+def test_a_manifest_that_does_not_match_the_shards_is_refused(colour_data):
+    """Rows reordered in the manifest: the shards' rows now carry other labels. No report."""
     examples = read_manifest(colour_data / "ds")
     random.Random(3).shuffle(examples)
     write_manifest(examples, colour_data / "ds")
-    result, rows = _evaluate(colour_data)
-    assert result["test_accuracy"] == 1.0
-    assert [r["path"] for r in rows] == [e.path for e in examples if e.split == "test"]
-    assert (colour_data / "ds" / MANIFEST).exists()
+    with pytest.raises(ConsistencyError, match="not the manifest's test rows"):
+        _evaluate(colour_data)
+    assert not (colour_data / "report.html").exists()
+
+
+def test_serving_that_differs_from_the_features_path_is_refused(colour_data):
+    """Features that are not what the served model computes (here, every mean colour 1%
+    brighter): the sampled serving check names the image; no report is written."""
+    for path in (colour_data / "features").glob("*.tfrecord"):
+        parse = shards.parse_features("float32", 3)
+        batches = list(tf.data.TFRecordDataset(str(path)).batch(100).map(parse).as_numpy_iterator())
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for b in batches:
+                for f, label, row in zip(b["features"], b["label"], b["row"], strict=True):
+                    writer.write(shards.feature_example((f * 1.01).tobytes(), label, row, 0))
+    with pytest.raises(ConsistencyError, match=r"test/\w+/\d+\.png: serving_default gives"):
+        _evaluate(colour_data)
+    assert not (colour_data / "report.html").exists()
 
 
 def test_report_and_evaluation_files(colour_data):
@@ -117,7 +151,7 @@ def test_report_and_evaluation_files(colour_data):
     # three figures (confusion counts, row-normalised, curves) and 12 correct thumbnails
     assert page.count('src="data:image/png;base64,') == 3 + 12
     assert "1.0000 (95% CI 0.758-1.000, Wilson)" in page and "WARNING: a test warning" in page
-    assert "Misclassified: 0 of 12" in page and str(colour_data / "src") in page
+    assert "Misclassified: 0 shown of 0, of 12" in page and str(colour_data / "src") in page
     for name in COLOURS:
         assert f"<td>{name}</td>" in page
     stored = json.loads((colour_data / "evaluation.json").read_text())
@@ -135,11 +169,20 @@ def test_wilson_interval():
 
 
 def test_gallery_shows_every_mistake_and_a_sample_of_correct_ones(colour_data):
-    image = next((colour_data / "src" / "red").iterdir())
-    examples = [Example(image, "red", "blue", 0.6)] * 2 + [Example(image, "red", "red", 0.9)] * 30
-    page = gallery(examples)
+    image = next((colour_data / "src" / "red").iterdir()).read_bytes()
+    examples = [Example("test/red/a.png", "red", "blue", 0.6, image)] * 2 + [
+        Example("test/red/b.png", "red", "red", 0.9, image)
+    ] * 30
+    page = gallery(examples, *shown(examples))
     assert page.count('class="wrong"') == 2 and page.count('class="ok"') == 12
-    assert "Misclassified: 2 of 32" in page and "predicted: blue (60%)" in page
+    assert "Misclassified: 2 shown of 2, of 32" in page and "predicted: blue (60%)" in page
+
+
+def test_gallery_of_a_large_test_split_shows_a_bounded_sample_of_mistakes():
+    examples = [Example(f"test/a/{i}.png", "a", "b", 0.6) for i in range(5000)]
+    wrong, right = shown(examples)
+    assert len(wrong) == MAX_WRONG and right == []
+    assert wrong[0].path == "test/a/0.png" and wrong[-1].path == "test/a/4999.png"
 
 
 def _checked(colour_data, edit_evaluation=None, edit_rows=None):
@@ -210,6 +253,34 @@ def test_champion_is_scored_on_this_runs_test_images(colour_data):
 
     result, _ = _evaluate(colour_data, "model", **gate)
     assert result["gate"]["passed"] and result["gate"]["champion_accuracy"] == 1.0
+    assert result["gate"]["compared_images"] == 12 and not result["gate"]["compared_sampled"]
+
+
+def test_the_champion_on_a_large_test_split_is_scored_on_a_stratified_sample(colour_data):
+    """gate_sample below the test split: both models are compared on the same stratified
+    sample (each class in its share), and the report says so."""
+    version = colour_data / "reg" / "shapes-classifier" / "v1"
+    shutil.copytree(colour_data / "model", version)
+    (version.parent / "LATEST").write_text("v1\n")
+    kernel = np.zeros((3, 3), np.float32)
+    kernel[2, 0] = kernel[1, 1] = kernel[1, 2] = ORACLE_GAIN  # red always wrong
+    save_oracle(colour_data / "worse", kernel, np.zeros(3, np.float32), list(COLOURS))
+    gate = {"registry_uri": str(colour_data / "reg"), "min_accuracy": 0.5, "gate_sample": 6}
+    result, _ = _evaluate(colour_data, "worse", **gate)
+    assert result["gate"]["compared_images"] == 6 and result["gate"]["compared_sampled"]
+    assert result["gate"]["challenger_accuracy"] == pytest.approx(4 / 6)  # 2 per class
+    assert result["gate"]["champion_accuracy"] == 1.0 and not result["gate"]["passed"]
+    assert "on a sample of 6 test images is worse" in result["gate"]["reason"]
+    assert "a stratified sample of 6 test images" in (colour_data / "report.html").read_text()
+
+
+def test_stratified_sample_keeps_each_class_share():
+    labels = np.array([0] * 600 + [1] * 300 + [2] * 100)
+    chosen = stratified_sample(labels, 100, seed=0)
+    assert np.bincount(labels[chosen]).tolist() == [60, 30, 10]
+    assert len(set(chosen.tolist())) == 100
+    np.testing.assert_array_equal(chosen, stratified_sample(labels, 100, seed=0))
+    assert len(stratified_sample(labels, 5000)) == 1000
 
 
 def test_a_model_with_other_classes_does_not_replace_production_by_default(colour_data):

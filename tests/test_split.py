@@ -1,6 +1,7 @@
 """Split semantics: the notebook's exact train/test rule, a clean validation carve, clear errors."""
 
 import csv
+import hashlib
 import json
 import os
 import random
@@ -8,7 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import tensorflow as tf
 
+from components import shards
 from components.dataset import DataError, class_names, read_manifest, sha256_of
 from components.demo_data import generate
 from components.split import carve_validation, content_checks, notebook_split, split_dataset
@@ -79,10 +82,28 @@ def test_split_step_writes_the_pinned_split(seed, demo_data, tmp_path):
         str(tmp_path / "src"), str(tmp_path / "out"), seed=seed, train_fraction=0.8,
         val_fraction=0.1,
     )  # fmt: skip
+    sources = shard_sources(tmp_path / "out")
     for label in ("circles", "squares", "triangles"):
         for part, expected in PINNED[seed].items():
-            written = sorted(p.name for p in (tmp_path / "out" / part / label).iterdir())
+            written = sorted(
+                Path(src).name
+                for src, split in sources
+                if src.startswith(label + "/") and split == part
+            )
             assert written == sorted(expected)
+
+
+def shard_sources(dataset_dir: Path) -> list[tuple[str, str]]:
+    """(source path, split) of every record in the data set's shards."""
+    import tensorflow as tf
+
+    found = []
+    for shard in shards.read_index(dataset_dir)["shards"]:
+        for record in tf.data.TFRecordDataset(str(dataset_dir / shard["file"])):
+            example = tf.train.Example.FromString(record.numpy())
+            source = example.features.feature["source"].bytes_list.value[0].decode()
+            found.append((source, shard["split"]))
+    return found
 
 
 def test_validation_is_carved_from_train_only_and_deterministic():
@@ -93,7 +114,7 @@ def test_validation_is_carved_from_train_only_and_deterministic():
     assert carve_validation(train, 231, 0.1)[1] != val
 
 
-def test_split_writes_folders_and_manifest(demo_data, split_dir):
+def test_split_writes_shards_and_manifest(demo_data, split_dir):
     examples = read_manifest(split_dir)
     assert class_names(examples) == ["circles", "squares", "triangles"]
     for label in ("circles", "squares", "triangles"):
@@ -105,12 +126,71 @@ def test_split_writes_folders_and_manifest(demo_data, split_dir):
         originals = sorted(os.listdir(demo_data / label))
         _, expected_test = notebook(originals)
         assert sorted(Path(e.path).name for e in by_split["test"]) == sorted(expected_test)
-    for e in examples:
-        assert e.path == f"{e.split}/{e.label}/{Path(e.path).name}"
-        assert sha256_of(split_dir / e.path) == e.sha256
-        assert sha256_of(demo_data / e.label / Path(e.path).name) == e.sha256
+    records = {}
+    for shard in shards.read_index(split_dir)["shards"]:
+        for record in tf.data.TFRecordDataset(str(split_dir / shard["file"])):
+            feature = tf.train.Example.FromString(record.numpy()).features.feature
+            row = feature["row"].int64_list.value[0]
+            assert row not in records
+            records[row] = (shard["split"], {k: v for k, v in feature.items()})
+    assert sorted(records) == list(range(len(examples)))
+    classes = class_names(examples)
+    for row, e in enumerate(examples):
+        split, feature = records[row]
+        image = feature["image"].bytes_list.value[0]
+        original = demo_data / e.label / Path(e.path).name
+        assert e.path == f"{e.split}/{e.label}/{Path(e.path).name}" and split == e.split
+        assert image == original.read_bytes()  # the file's own bytes, not re-encoded
+        assert hashlib.sha256(image).hexdigest() == e.sha256 == sha256_of(original)
+        assert feature["sha256"].bytes_list.value[0].decode() == e.sha256
+        assert feature["label"].int64_list.value[0] == classes.index(e.label)
+        assert feature["class"].bytes_list.value[0].decode() == e.label
+        assert feature["path"].bytes_list.value[0].decode() == e.path
+        assert feature["source"].bytes_list.value[0].decode() == f"{e.label}/{original.name}"
     with open(split_dir / "manifest.csv") as f:
         assert next(csv.reader(f)) == ["path", "class", "split", "sha256"]
+
+
+def test_shards_are_cut_at_shard_mb_and_indexed_per_class(demo_data, tmp_path):
+    facts = split_dataset(
+        str(demo_data), str(tmp_path / "out"), seed=230, train_fraction=0.8, val_fraction=0.1,
+        shard_mb=0.004,
+    )  # fmt: skip
+    index = shards.read_index(tmp_path / "out")
+    assert facts["shards"] == len(index["shards"]) > 3
+    examples = read_manifest(tmp_path / "out")
+    for split in ("train", "val", "test"):
+        mine = [s for s in index["shards"] if s["split"] == split]
+        assert [s["file"] for s in mine] == [
+            f"{split}/{split}-{n:05d}.tfrecord" for n in range(len(mine))
+        ]
+        totals = {c: sum(s["classes"].get(c, 0) for s in mine) for c in index["classes"]}
+        assert totals == facts["counts"][split]
+        assert sum(s["count"] for s in mine) == sum(e.split == split for e in examples)
+    for shard in index["shards"]:
+        assert (tmp_path / "out" / shard["file"]).stat().st_size == shard["bytes"]
+        # cut once past the target: at most one image beyond it
+        assert shard["count"] == 1 or shard["bytes"] < 0.004e6 + 2 * max_image_bytes(demo_data)
+    train_shards = [s for s in index["shards"] if s["split"] == "train"]
+    assert any(len(s["classes"]) > 1 for s in train_shards)  # shuffled, not one class per shard
+
+
+def max_image_bytes(folder: Path) -> int:
+    return max(p.stat().st_size for p in folder.rglob("*.png"))
+
+
+@pytest.mark.slow
+def test_the_manifest_of_the_demo_data_is_the_one_before_sharding(tmp_path):
+    """300 demo images (``generate(per_class=100, seed=0)``): the manifest the per-file
+    layout wrote (its sha256, measured with the code before sharding) is still written."""
+    generate(str(tmp_path / "demo"), per_class=100, seed=0)
+    facts = split_dataset(
+        str(tmp_path / "demo"), str(tmp_path / "out"), seed=230, train_fraction=0.8,
+        val_fraction=0.1,
+    )  # fmt: skip
+    assert facts["manifest_sha256"] == (
+        "4f551bf7d64a43ca9a61e17ddd3e83af4917c6d992ec3ac40398ac005509d044"
+    )
 
 
 def test_any_number_of_classes(tmp_path):

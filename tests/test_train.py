@@ -1,5 +1,6 @@
 """Training: the model artifact, backbone weights from every source, early stopping."""
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -8,11 +9,19 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import LEARNS, SMALL, imagenet_mobilenet, upload_folder
+from helpers import (
+    LEARNS,
+    SMALL,
+    feature_dirs,
+    imagenet_mobilenet,
+    split_images,
+    train_model,
+    upload_folder,
+)
 from PIL import Image
 
-from components import model
-from components.train import WeightsError, augmented_views, build_backbone, train, unfreeze_top
+from components import model, shards
+from components.backbone import WeightsError, augmenter, build_backbone, unfreeze_top
 
 pytestmark = pytest.mark.slow  # trains, exports or starts a browser
 
@@ -31,7 +40,7 @@ def test_model_artifact_is_the_full_image_to_probabilities_model(trained, split_
     }
     predict, classes = model.load(trained)
     assert classes == ["circles", "squares", "triangles"]
-    files = sorted((split_dir / "test").rglob("*.png"))
+    files = split_images(split_dir)
     probabilities = predict(files)
     assert probabilities.shape == (len(files), 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
@@ -48,7 +57,7 @@ def test_saved_model_gives_the_keras_models_probabilities_on_raw_pixels(tmp_path
     features = model.feature_extractor(backbone, "VGG16", 32)
     head = model.head(features.output_shape[-1], 3)
     classify = model.compiled(lambda x: head(features(x, training=False), training=False), 32)
-    model.save(tmp_path / "m", classify, ["a", "b", "c"], {}, {})
+    model.save(tmp_path / "m", classify, ["a", "b", "c"], {}, {}, head)
     x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
     expected = model.classifier(features, head).predict(x, verbose=0)
     served = tf.saved_model.load(str(tmp_path / "m" / "saved_model" / "1"))
@@ -66,7 +75,7 @@ def test_served_model_takes_encoded_images_of_any_size_and_mode(trained, split_d
 
     from PIL import Image
 
-    source = sorted((split_dir / "test" / "circles").iterdir())[0]
+    source = io.BytesIO(split_images(split_dir)[0])
     grey = Image.open(source).convert("L").resize((90, 70))
     as_mode = {
         "RGBA": lambda: grey.convert("RGBA"),
@@ -106,9 +115,7 @@ def test_head_is_the_notebooks():
 
 
 def test_early_stopping_restores_the_best_epoch(split_dir, tmp_path):
-    facts = train(
-        str(split_dir), str(tmp_path / "m"), epochs=60, batch_size=32, patience=2, seed=0, **SMALL
-    )
+    facts = train_model(split_dir, tmp_path / "m", epochs=60, patience=2, seed=0, **SMALL)
     assert facts["epochs_run"] <= facts["best_epoch"] + 2 < 60 + 2
     history = json.loads((tmp_path / "m" / "history.json").read_text())
     assert len(history["loss"]) == facts["epochs_run"]
@@ -160,20 +167,26 @@ def test_unknown_backbone():
         build_backbone("NoSuchNet", "none", 32)
 
 
-def test_augmented_views_are_new_images_of_the_same_size():
+def test_augmenter_gives_new_images_of_the_same_size_and_repeats_with_its_seed():
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
-    views = augmented_views(x, 3, seed=0)
-    assert views.shape == (12, 32, 32, 3)
-    assert not np.allclose(views[:4], x) and not np.allclose(views[:4], views[4:8])
-    np.testing.assert_array_equal(views, augmented_views(x, 3, seed=0))
+    first, again = augmenter(seed=0), augmenter(seed=0)
+    views = [np.asarray(first(x, training=True)) for _ in range(2)]
+    assert views[0].shape == x.shape
+    assert not np.allclose(views[0], x) and not np.allclose(views[0], views[1])
+    np.testing.assert_array_equal(views[0], np.asarray(again(x, training=True)))
 
 
-def test_augmentation_caches_a_fixed_number_of_views(split_dir, tmp_path):
-    facts = train(
-        str(split_dir), str(tmp_path / "m"), epochs=2, batch_size=32, patience=5, seed=0,
-        augment=True, augment_views=2, **SMALL,
+def test_augmentation_extracts_a_fixed_number_of_views_per_training_image(split_dir, tmp_path):
+    facts = train_model(
+        split_dir, tmp_path / "m", epochs=2, patience=5, seed=0, augment=True, augment_views=2,
+        **SMALL,
     )  # fmt: skip
-    assert facts["augment"] and facts["caching"].startswith("features of 2 augmented views")
+    assert facts["augment"] and "and of 2 augmented views" in facts["caching"]
+    index = json.loads((tmp_path / "m-features-0" / "features.json").read_text())
+    counts = {s["split"]: s["count"] for s in index["shards"]}
+    n = json.loads((split_dir / "split.json").read_text())["counts"]
+    assert counts["train"] == 3 * sum(n["train"].values())
+    assert counts["val"] == sum(n["val"].values()) and counts["test"] == sum(n["test"].values())
 
 
 def test_unfreeze_top_leaves_batch_norm_frozen():
@@ -195,9 +208,9 @@ def test_unfreeze_top_leaves_batch_norm_frozen():
 
 
 def test_fine_tuning_continues_the_history(split_dir, tmp_path):
-    facts = train(
-        str(split_dir), str(tmp_path / "m"), epochs=2, batch_size=32, patience=5, seed=0,
-        fine_tune_layers=4, fine_tune_lr=1e-4, **SMALL,
+    facts = train_model(
+        split_dir, tmp_path / "m", epochs=2, patience=5, seed=0, fine_tune_layers=4,
+        fine_tune_lr=1e-4, **SMALL,
     )  # fmt: skip
     assert facts["fine_tune_layers"] == 4 and facts["head_epochs"] == 2
     assert facts["epochs_run"] == 2 + facts["fine_tune_epochs"] == 4
@@ -208,12 +221,12 @@ def test_fine_tuning_continues_the_history(split_dir, tmp_path):
 def test_mixed_precision_keeps_float32_probabilities(split_dir, tmp_path):
     """The GPU path's precision, run on the CPU: float16 compute, float32 output and weights."""
     try:
-        facts = train(
-            str(split_dir), str(tmp_path / "m"), epochs=2, batch_size=32, patience=5, seed=0,
-            precision="mixed_float16", **SMALL,
+        facts = train_model(
+            split_dir, tmp_path / "m", epochs=2, patience=5, seed=0, precision="mixed_float16",
+            **SMALL,
         )  # fmt: skip
         predict, _ = model.load(tmp_path / "m")
-        probabilities = predict(sorted((split_dir / "test").rglob("*.png"))[:4])
+        probabilities = predict(split_images(split_dir)[:4])
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert facts["precision"] == "mixed_float16"
@@ -224,15 +237,14 @@ def test_mixed_precision_keeps_float32_probabilities(split_dir, tmp_path):
 def _learns(split: Path, out: Path, **options) -> dict:
     """``train`` with the ``trained`` fixture's settings (so, with no options, its model)."""
     weights = str(imagenet_mobilenet())
-    return train(
-        str(split), str(out), epochs=5, batch_size=32, patience=5, seed=0, weights=weights,
-        **LEARNS, **options,
-    )  # fmt: skip
+    return train_model(
+        split, out, epochs=5, patience=5, seed=0, weights=weights, **LEARNS, **options
+    )
 
 
 def _scores(model_dir: Path, split: Path) -> np.ndarray:
     predict, _ = model.load(model_dir)
-    return predict(sorted((split / "val").rglob("*.png")) + sorted((split / "test").rglob("*.png")))
+    return predict(split_images(split, "val") + split_images(split, "test"))
 
 
 def test_training_never_reads_the_test_split(trained, split_dir, tmp_path):
@@ -240,14 +252,35 @@ def test_training_never_reads_the_test_split(trained, split_dir, tmp_path):
     So neither fitting nor early stopping looked at them."""
     noisy = tmp_path / "noisy"
     shutil.copytree(split_dir, noisy)
-    rng = np.random.default_rng(0)
-    for path in (noisy / "test").rglob("*.png"):
-        Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(path)
+    _replace_test_images_with_noise(noisy)
     _learns(noisy, tmp_path / "m")
     history = json.loads((tmp_path / "m" / "history.json").read_text())
     assert history == json.loads((trained / "history.json").read_text())
-    val = sorted((split_dir / "val").rglob("*.png"))
+    val = split_images(split_dir, "val")
     np.testing.assert_array_equal(model.load(tmp_path / "m")[0](val), model.load(trained)[0](val))
+
+
+def _replace_test_images_with_noise(dataset_dir: Path) -> None:
+    """Rewrites the test shards with noise images (same rows and labels, same index)."""
+    rng = np.random.default_rng(0)
+    index = shards.read_index(dataset_dir)
+    for shard in index["shards"]:
+        if shard["split"] != "test":
+            continue
+        path = dataset_dir / shard["file"]
+        records = [r for b in shards.records(path, shard["bytes"], shards.parse_images, 64)
+                   for r in zip(b["row"], b["label"], strict=True)]  # fmt: skip
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for row, label in records:
+                noise = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(
+                    noise, format="PNG"
+                )
+                writer.write(
+                    shards._example(image=[noise.getvalue()], label=[int(label)], row=[int(row)])
+                )
+        shard["bytes"] = path.stat().st_size
+    (dataset_dir / shards.INDEX).write_text(json.dumps(index))
 
 
 def test_fine_tuning_that_worsens_validation_gives_back_the_head_only_model(
@@ -277,16 +310,14 @@ def test_without_a_validation_split_training_runs_every_epoch_and_keeps_the_last
     split_dataset(
         str(demo_data), str(tmp_path / "ds"), seed=230, train_fraction=0.8, val_fraction=0
     )
-    facts = train(
-        str(tmp_path / "ds"), str(tmp_path / "m"), epochs=4, batch_size=32, patience=1, seed=0,
-        **SMALL,
-    )  # fmt: skip
+    facts = train_model(tmp_path / "ds", tmp_path / "m", epochs=4, patience=1, seed=0, **SMALL)
     assert facts["early_stopping"] is False and facts["best_val_loss"] is None
     assert facts["epochs_run"] == facts["best_epoch"] == 4
     history = json.loads((tmp_path / "m" / "history.json").read_text())
     assert set(history) == {"loss", "accuracy"} and len(history["loss"]) == 4
     evaluate(
-        str(tmp_path / "ds"), str(tmp_path / "m"), predictions_path=str(tmp_path / "p.csv"),
+        str(tmp_path / "ds"), feature_dirs(tmp_path / "m"), str(tmp_path / "m"),
+        predictions_path=str(tmp_path / "p.csv"),
         report_path=str(tmp_path / "r.html"), evaluation_path=str(tmp_path / "e.json"),
     )  # fmt: skip
     assert (
