@@ -50,7 +50,12 @@ def extract(
     base.trainable = False
     features = model.feature_extractor(base, backbone, image_size)
     run = model.compiled(lambda x: features(x, training=False), image_size)
-    decode = tf.function(lambda images: shards.decode_batch(images, image_size))
+
+    def parse_and_decode(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        # in the tf.data pipeline: the next batches decode on other cores while this one runs
+        parsed = shards.parse_images(serialized)
+        return {**parsed, "pixels": shards.decode_batch(parsed["image"], image_size)}
+
     views = augment_views if augment else 0
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,8 +69,8 @@ def extract(
         augment_fn = nets.augmenter(seed + index["shards"].index(shard))
         counted = 0
         with tf.io.TFRecordWriter(str(out / name)) as writer:
-            for batch in shards.records(source, shard["bytes"], shards.parse_images, batch_size):
-                x = decode(batch["image"])
+            for batch in shards.records(source, shard["bytes"], parse_and_decode, batch_size):
+                x = batch["pixels"]
                 passes = [(0, x)]
                 if shard["split"] == "train":
                     passes += [(v, augment_fn(x, training=True)) for v in range(1, views + 1)]
