@@ -46,6 +46,8 @@ def extract(
     found = nets.devices(precision)
     index = shards.read_index(dataset_dir)
     mine = shards.of_group(index, group, groups)
+    # as train does before building: the same seed, the same random backbone (weights=none)
+    keras.utils.set_random_seed(seed)
     base, weights_used, warnings = nets.build_backbone(backbone, weights, image_size)
     base.trainable = False
     features = model.feature_extractor(base, backbone, image_size)
