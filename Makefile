@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_MIN_ACCURACY ?= 0.75
 RUN_ARGS ?=
 
-.PHONY: help run test test-fast lint compile bench mutation clean kind-up kind-down minikube-up minikube-down \
+.PHONY: help run test test-fast lint compile bench bench-scale mutation clean kind-up kind-down minikube-up minikube-down \
 	images images-offline e2e-containers
 
 help:
@@ -18,6 +18,7 @@ help:
 	@echo "make test-fast - the tests that start no pipeline (a quick loop while editing)"
 	@echo "make compile  - write pipeline.yaml for a Kubeflow cluster"
 	@echo "make bench    - notebook's way vs this project's, figures to bench/results.json"
+	@echo "make bench-scale - whole runs at 3,000 and 30,000 images, per step, to bench/scale.json"
 	@echo "make mutation - plant each bug of tests/mutations.py in a copy; every one must be caught"
 	@echo "make images          - build the CPU and GPU images (podman or docker; pulls the python base)"
 	@echo "make images-offline  - build the CPU image with no registry (debootstrap + podman; root)"
@@ -51,6 +52,11 @@ compile: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# SCALE_ARGS, e.g. --sizes 3000 30000 100000 --before 12d1a4b (old code side by side)
+SCALE_ARGS ?=
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)
 
 # Not part of `make test` (about 20 minutes); docs/testing.md has its last table.
 mutation: $(STAMP)

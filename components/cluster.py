@@ -153,7 +153,7 @@ def schedule(
 
 
 def check_compile_options(
-    gpus: int, gpu_node_selector: list[str], extract_parallelism: int = 1
+    gpus: int, gpu_node_selector: list[str], extract_parallelism: int
 ) -> dict[str, str]:
     """``--gpus``, ``--extract-parallelism`` and ``--gpu-node-selector`` (an empty one is
     none, as a ConfigMap may leave it) as the node selector to compile with."""

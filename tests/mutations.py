@@ -69,41 +69,40 @@ MUTATIONS = [
     Mutation(
         "verification compares each image with another image's row",
         "components/verify.py",
-        "for path, row in zip(test, served, strict=True):",
-        "for path, row in zip(test[1:] + test[:1], served, strict=True):",
+        "path, row = test[i], served[rows[i]]",
+        "path, row = test[i], served[rows[(i + 1) % len(rows)]]",
         (f"{EXPORT}::test_export_publishes_a_verified_servable_version",),
     ),
     Mutation(
         "verification runs in the exporting process",
         "components/export.py",
-        "verification = verify_in_fresh_process(tmp, dataset_dir, predictions_path)",
+        "verification = verify_in_fresh_process(tmp, dataset_dir, predictions_path, sample)",
         "verification = __import__('components.verify').verify.verify("
-        "tmp, dataset_dir, predictions_path)",
+        "tmp, dataset_dir, predictions_path, sample)",
         (f"{EXPORT}::test_verification_runs_on_the_files_in_a_fresh_process",),
     ),
     Mutation(
-        "verification checks the original folder, not the copy to publish",
+        "the content hash taken of the original folder, not of the copy to publish",
         "components/export.py",
-        "verification = verify_in_fresh_process(tmp, dataset_dir, predictions_path)",
-        "verification = verify_in_fresh_process(model_dir, dataset_dir, predictions_path)",
+        "content = artifact.tree_sha256(tmp)",
+        "content = artifact.served_files_sha256(model_dir)",
         (f"{EXPORT}::test_verification_checks_the_staged_copy_not_the_original",),
     ),
     # ------------------------------------------------ training
     Mutation(
         "training labels shuffled against their images",
-        "components/train.py",
-        '    if augment:\n        x, y = images["train"]',
-        '    x, y = images["train"]\n'
-        '    images["train"] = (x, np.random.default_rng(0).permutation(y))\n'
-        '    if augment:\n        x, y = images["train"]',
+        "components/shards.py",
+        'return joined["features"][order], joined["label"][order], joined["row"][order]',
+        'return joined["features"][order], np.random.default_rng(0).permutation('
+        'joined["label"][order]), joined["row"][order]',
         (f"{E2E}::test_training_learns_the_shapes",),
     ),
     Mutation(
         "early stopping on the test split instead of val",
         "components/train.py",
-        "s: dataset.load_split(dataset_dir, s, image_size, classes)[:2] for s in",
-        "s: dataset.load_split(dataset_dir, {'val': 'test'}.get(s, s), image_size, classes)[:2]"
-        " for s in",
+        "found[split] = shards.feature_shards(feature_dirs, split, dataset_dir)",
+        "found[split] = shards.feature_shards(feature_dirs, "
+        "{'val': 'test'}.get(split, split), dataset_dir)",
         (f"{TRAIN}::test_training_never_reads_the_test_split",),
     ),
     Mutation(
@@ -176,28 +175,29 @@ MUTATIONS = [
     Mutation(
         "evaluate swaps the probabilities of two images of one class",
         "components/evaluate.py",
-        "    probabilities = predict(files)\n",
-        "    probabilities = predict(files)\n    probabilities[[0, 1]] = probabilities[[1, 0]]\n",
+        "    y_pred = probabilities.argmax(axis=1)\n",
+        "    probabilities[[0, 1]] = probabilities[[1, 0]]\n"
+        "    y_pred = probabilities.argmax(axis=1)\n",
         (f"{EVALUATE}::test_each_prediction_is_its_own_images_score",),
     ),
     Mutation(
         "the model scores images in sorted order, not in the order it was given",
         "components/model.py",
-        "encoded = np.array([Path(p).read_bytes() for p in paths], dtype=object)",
-        "encoded = np.array([Path(p).read_bytes() for p in sorted(paths)], dtype=object)",
-        (f"{EVALUATE}::test_alignment_does_not_depend_on_file_order",),
+        "encoded = [x if isinstance(x, bytes) else Path(x).read_bytes() for x in items]",
+        "encoded = [x if isinstance(x, bytes) else Path(x).read_bytes() for x in sorted(items)]",
+        (f"{EVALUATE}::test_each_prediction_is_its_own_images_score",),
     ),
     Mutation(
         "the production model scored on the test images in another order than their labels",
         "components/evaluate.py",
-        "accuracy = float(accuracy_score(y_true, predict(files).argmax(axis=1)))",
-        "accuracy = float(accuracy_score(y_true, predict(files[::-1]).argmax(axis=1)))",
+        'theirs = np.array([scored["probabilities"][rows[i]].argmax() for i in compared])',
+        'theirs = np.array([scored["probabilities"][rows[i]].argmax() for i in compared[::-1]])',
         (f"{EVALUATE}::test_champion_is_scored_on_this_runs_test_images",),
     ),
     Mutation(
         "the gate ignores the production model's accuracy",
         "components/evaluate.py",
-        'if accuracy < champion["accuracy"] - max_regression:',
+        'if mine < champion["accuracy"] - max_regression:',
         "if False:",
         (f"{EVALUATE}::test_gate_decision",),
     ),
@@ -363,5 +363,48 @@ MUTATIONS = [
         "    for left in storage.remove_stale_staging(registry_path(registry, model_name)):",
         "    for left in []:",
         (f"{EXPORT}::test_staging_left_by_a_killed_export_is_removed_once_an_hour_old",),
+    ),
+    # ------------------------------------------------ the sharded data path (issue 15)
+    Mutation(
+        "each replica divides its loss by its own share of the batch, not the global batch",
+        "components/fit.py",
+        "loss = tf.reduce_sum(losses) / global_size",
+        "loss = tf.reduce_sum(losses) / size",
+        ("tests/test_shards.py::test_two_devices_train_as_one",),
+    ),
+    Mutation(
+        "augmentation seeded per extract group, not per shard",
+        "components/extract.py",
+        'augment_fn = nets.augmenter(seed + index["shards"].index(shard))',
+        "augment_fn = nets.augmenter(seed + group)",
+        ("tests/test_shards.py::test_one_or_two_extract_workers_give_the_same_features_and_head",),
+    ),
+    Mutation(
+        "every extract task reads every shard, not only its group's",
+        "components/extract.py",
+        "mine = shards.of_group(index, group, groups)",
+        'mine = index["shards"]',
+        ("tests/test_shards.py::test_one_or_two_extract_workers_give_the_same_features_and_head",),
+    ),
+    Mutation(
+        "training accepts feature artifacts that miss a group's shards",
+        "components/shards.py",
+        "    if got != expected:\n",
+        "    if False:\n",
+        ("tests/test_shards.py::test_training_refuses_features_that_miss_a_group",),
+    ),
+    Mutation(
+        "evaluation skips the serving_default check of its sample",
+        "components/evaluate.py",
+        "if served_row.argmax() != expected.argmax() or difference > TOLERANCE:",
+        "if False:",
+        (f"{EVALUATE}::test_serving_that_differs_from_the_features_path_is_refused",),
+    ),
+    Mutation(
+        "evaluation trusts the feature shards' rows without checking their labels",
+        "components/evaluate.py",
+        'if None in where or (batch["label"] != y_true[where]).any():',
+        "if None in where:",
+        (f"{EVALUATE}::test_a_manifest_that_does_not_match_the_shards_is_refused",),
     ),
 ]

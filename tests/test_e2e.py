@@ -18,6 +18,7 @@ from helpers import (
     cli,
     cli_here,
     imagenet_mobilenet,
+    images_by_path,
     registry_with_a_version,
     run,
     save_oracle,
@@ -48,18 +49,16 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert summary["classification_report"]["accuracy"] == pytest.approx(summary["test_accuracy"])
     assert (summary["backbone"], summary["warnings"]) == ("MobileNet", [])
     assert summary["weights"] == str(imagenet_mobilenet())
-    assert summary["caching"] == "features of each image, computed once"
+    assert summary["caching"].startswith("features of each image, extracted once by 2 task(s)")
     assert summary["precision"] == "float32" and any("CPU" in d for d in summary["devices"])
     timings = summary["timings_s"]
-    assert set(timings) == {"split", "train", "evaluate", "export", "total"}
+    steps = {"split", "plan", "extract", "train", "evaluate", "export"}
+    assert set(timings) == {*steps, "total"}
     assert all(timings[k] > 0 for k in timings)
     memory = summary["peak_memory_mb"]
-    assert set(memory) == {"split", "train", "evaluate", "export"}
+    assert set(memory) == steps
     assert all(memory[k] > 0 for k in memory)
-    assert (
-        timings["total"]
-        > timings["split"] + timings["train"] + timings["evaluate"] + timings["export"]
-    )
+    assert timings["total"] > sum(timings[s] for s in steps - {"extract"})
     assert f"test accuracy  {summary['test_accuracy']:.4f} (95% CI" in done.stdout
     assert f"exported       {summary['model_uri']}" in done.stdout
     assert len(done.stdout.splitlines()) <= 40 and "\x1b[" not in done.stdout
@@ -78,10 +77,13 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     assert summary["gate"]["passed"] and summary["gate"]["champion_uri"] is None
     assert summary["gate"]["reason"].startswith("no production model yet")
     assert artifacts["metrics"]["metadata"]["gate_passed"] == 1.0
-    assert (dataset / "manifest.csv").exists()
+    assert (dataset / "manifest.csv").exists() and (dataset / "shards.json").exists()
+    # the data set's shards, fanned out to two extract tasks (ParallelFor), one artifact each
+    groups = sorted(kfp_run.glob("for-loop-*-iteration-*/extract/features/features.json"))
+    assert [json.loads(g.read_text())["group"] for g in groups] == [0, 1]
     assert (trained / "saved_model" / "1" / "saved_model.pb").exists()
     assert {p.name for p in (run_dir / "logs").iterdir()} >= {f"{s}.log" for s in summary["logs"]}
-    assert set(summary["logs"]) == {"split", "train", "evaluate", "export"}
+    assert set(summary["logs"]) == steps
     assert summary["parameters"]["epochs"] == 5 and summary["parameters"]["seed"] == 230
     assert summary["best_epoch"] == summary["training"]["best_epoch"] >= 1
     # what make bench reads: every phase of the train step, the SavedModel's save included
@@ -126,7 +128,8 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     import tensorflow as tf
 
     served = tf.saved_model.load(str(local / "saved_model" / "1"))
-    files = [(dataset / p["path"]).read_bytes() for p in predictions]
+    by_path = images_by_path(dataset)
+    files = [by_path[p["path"]] for p in predictions]
     out = served.signatures["serving_default"](image_bytes=tf.constant(files))
     evaluated = [[float(p[f"p_{c}"]) for c in summary["classes"]] for p in predictions]
     np.testing.assert_allclose(out["probabilities"].numpy(), evaluated, atol=1e-5)
@@ -159,7 +162,9 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     ]
 
     # predict from the registry (its production model), images as files on disk
-    images = [dataset / p["path"] for p in predictions[:3]]
+    images = [tmp_path / Path(p["path"]).name for p in predictions[:3]]
+    for image, p in zip(images, predictions, strict=False):
+        image.write_bytes(by_path[p["path"]])
     predicted = cli("predict", "--model", registry, *map(str, images), cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     lines = [json.loads(line) for line in predicted.stdout.splitlines()]
@@ -265,7 +270,17 @@ def test_missing_buckets_are_named(tmp_path, demo_data, bucket):
 
 
 @pytest.mark.parametrize(
-    "option, value", [("--image-size", "8"), ("--val-fraction", "1.5"), ("--epochs", "0")]
+    "option, value",
+    [
+        ("--image-size", "8"),
+        ("--val-fraction", "1.5"),
+        ("--epochs", "0"),
+        ("--shard-mb", "0.001"),
+        ("--extract-workers", "101"),
+        ("--serving-sample", "0"),
+        ("--gate-sample", "0"),
+        ("--feature-memory-mb", "-1"),
+    ],
 )
 def test_out_of_range_parameters_are_named(tmp_path, demo_data, option, value):
     before = registry_with_a_version(tmp_path / "reg")
@@ -278,21 +293,22 @@ def test_out_of_range_parameters_are_named(tmp_path, demo_data, option, value):
 
 @pytest.mark.e2e
 def test_a_failing_step_fails_the_run_with_its_reason_and_publishes_nothing(tmp_path, demo_data):
-    """weights=imagenet cannot be had offline: the train step says why, and the run prints
-    that line, the end of the step's log and the log's path (exit status 1)."""
+    """weights=imagenet cannot be had offline: the extract step (the first to build the
+    backbone) says why, and the run prints that line, the end of the step's log and the
+    log's path (exit status 1)."""
     before = registry_with_a_version(tmp_path / "reg")
     done = run(demo_data, "--weights", "imagenet", cwd=tmp_path)
     assert done.returncode == 1
     first, *rest = done.stderr.splitlines()
     assert first.startswith(
-        "error: step 'train' failed: weights=imagenet: cannot load ImageNet weights for "
+        "error: step 'extract' failed: weights=imagenet: cannot load ImageNet weights for "
         "MobileNetV3Small"
     )
     log = Path(rest[-1].removeprefix("full log: "))
-    assert log.name == "train.log" and log.parent.name == "logs"
+    assert log.name == "extract.log" and log.parent.name == "logs"
     logged = [line for line in log.read_text().splitlines() if line.strip()]
     assert rest[1:-1] == logged[-len(rest[1:-1]) :]
-    assert len(rest[1:-1]) <= 20 and "[2/4] train     started" in done.stdout
+    assert len(rest[1:-1]) <= 20 and "[3/6] extract   started" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
     assert tree_bytes(tmp_path / "reg") == before and not (tmp_path / "summary.json").exists()
 

@@ -10,6 +10,7 @@ from kfp import components
 
 import pipeline
 from components import cli, cluster
+from components.step import InputError
 
 
 def pipeline_doc(spec) -> dict:
@@ -20,43 +21,67 @@ def pipeline_doc(spec) -> dict:
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
     path = tmp_path_factory.mktemp("spec") / "pipeline.yaml"
-    cluster.compile_pipeline(str(path), 1, ["cloud.google.com/gke-accelerator=nvidia-l4"])
+    cluster.compile_pipeline(str(path), 2, ["cloud.google.com/gke-accelerator=nvidia-l4"], 3)
     return path
 
 
-def test_spec_loads_in_kfp_with_four_tasks(spec):
+def test_spec_loads_in_kfp_with_extract_fanned_out(spec):
     loaded = components.load_component_from_file(str(spec))
     assert loaded.name == pipeline.PIPELINE_NAME
     doc = pipeline_doc(spec)
     root = doc["root"]["dag"]["tasks"]
-    assert set(root) == {"split", "train", "evaluate", "condition-1"}
-    assert set(doc["components"]["comp-condition-1"]["dag"]["tasks"]) == {"export"}
+    assert set(root) == {"split", "plan", "for-loop-1", "train", "evaluate", "condition-2"}
+    assert set(doc["components"]["comp-condition-2"]["dag"]["tasks"]) == {"export"}
+    loop = root["for-loop-1"]
+    assert loop["iteratorPolicy"] == {"parallelismLimit": 3}  # compile's --extract-parallelism
+    assert loop["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--plan-Output"}
+    assert set(doc["components"]["comp-for-loop-1"]["dag"]["tasks"]) == {"extract"}
+    extract_inputs = doc["components"]["comp-for-loop-1"]["dag"]["tasks"]["extract"]["inputs"]
+    assert extract_inputs["parameters"]["group"] == {
+        "componentInputParameter": "pipelinechannel--plan-Output-loop-item"
+    }
+    for step in ("train", "evaluate"):  # one artifact per group, collected
+        features = root[step]["inputs"]["artifacts"]["features"]["taskOutputArtifact"]
+        assert features == {
+            "outputArtifactKey": "pipelinechannel--extract-features",
+            "producerTask": "for-loop-1",
+        }
 
 
-def test_train_asks_for_a_gpu_and_tolerates_gpu_nodes(spec):
+def test_extract_and_train_ask_for_gpus_and_tolerate_gpu_nodes(spec):
     docs = list(yaml.safe_load_all(spec.read_text()))
     executors = docs[0]["deploymentSpec"]["executors"]
+    for step in ("extract", "train"):
+        container = executors[f"exec-{step}"]["container"]
+        assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert container["resources"]["accelerator"]["resourceCount"] == "2"
+        assert container["image"] == pipeline.GPU_IMAGE
     train = executors["exec-train"]["container"]
-    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    assert train["resources"]["accelerator"]["resourceCount"] == "1"
-    assert train["resources"]["cpuRequest"] == 4.0 and train["resources"]["memoryRequest"] == 16.0
-    assert train["image"] == pipeline.GPU_IMAGE
-    for step in ("split", "evaluate", "export"):
+    assert train["resources"]["cpuRequest"] == 4.0 and train["resources"]["memoryRequest"] == 8.0
+    for step in ("split", "plan", "evaluate", "export"):
         assert executors[f"exec-{step}"]["container"]["image"] == pipeline.CPU_IMAGE
         assert "accelerator" not in executors[f"exec-{step}"]["container"].get("resources", {})
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert platform["exec-train"]["tolerations"] == [
-        {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
-    ]
-    assert platform["exec-train"]["nodeSelector"]["labels"] == {
-        "cloud.google.com/gke-accelerator": "nvidia-l4"
-    }
-    assert set(platform) == {"exec-train"}
+    for step in ("extract", "train"):
+        assert platform[f"exec-{step}"]["tolerations"] == [
+            {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
+        ]
+        assert platform[f"exec-{step}"]["nodeSelector"]["labels"] == {
+            "cloud.google.com/gke-accelerator": "nvidia-l4"
+        }
+    assert set(platform) == {"exec-extract", "exec-train"}
+
+
+def test_extract_parallelism_is_checked_and_defaults_to_extract_workers(tmp_path):
+    with pytest.raises(InputError, match="--extract-parallelism 0: must be between 1 and 100"):
+        cluster.compile_pipeline(str(tmp_path / "p.yaml"), 1, [], 0)
+    args = cli.parser().parse_args(["compile"])
+    assert args.extract_parallelism == pipeline.DEFAULT_EXTRACT_WORKERS
 
 
 def test_export_runs_only_past_the_gate(spec):
     doc = pipeline_doc(spec)
-    gate = doc["root"]["dag"]["tasks"]["condition-1"]
+    gate = doc["root"]["dag"]["tasks"]["condition-2"]
     assert gate["taskInfo"]["name"] == "gate"
     assert "evaluate" in gate["dependentTasks"]
     condition = gate["triggerPolicy"]["condition"]

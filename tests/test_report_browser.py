@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import save_oracle
+from helpers import save_oracle, save_oracle_features
 from PIL import Image
 
 from components.evaluate import evaluate
@@ -54,6 +54,7 @@ def ten_class_report(tmp_path_factory) -> Path:
     save_oracle(root / "model", kernel, -scale * levels**2, CLASSES)
     result = evaluate(
         str(root / "ds"),
+        [save_oracle_features(root / "ds", root / "features")],
         str(root / "model"),
         predictions_path=str(root / "predictions.csv"),
         report_path=str(root / "report.html"),
@@ -89,5 +90,5 @@ def test_report_renders_in_chromium_with_every_image(ten_class_report):
     widths = {alt: width for alt, _, width in images}
     assert widths["confusion matrix, counts"] >= 600  # ten classes get a larger figure
     text = ten_class_report.read_text()
-    assert "Misclassified: 2 of 20" in text
+    assert "Misclassified: 2 shown of 2, of 20" in text
     assert all(f"<td>{name}</td>" in text for name in CLASSES)
