@@ -6,8 +6,8 @@ fast settings of the tests on fresh demo data, checks that the run succeeded and
 model version was exported, and always stops the service it started (by PID).
 
 What differs from a cluster run, on purpose:
-- every step runs in the CPU image, train included: the GPU image cannot be built offline,
-  and kfp.local ignores accelerator requests anyway. The image is set on the components in
+- every step runs in the CPU image, extract and train included: the GPU image cannot be
+  built offline, and kfp.local ignores accelerator requests anyway. The image is set on the components in
   this process only; no image is retagged, so a real GPU image is never shadowed.
 - podman stores images built from an unqualified name as `localhost/NAME`, and kfp.local
   looks images up by exact tag (else it pulls), so an unqualified CPU_IMAGE is prefixed
@@ -124,9 +124,11 @@ def run_pipeline(root: Path, per_class: int, label: str) -> dict:
     found = subprocess.run(["podman", "image", "exists", image], check=False)
     if found.returncode != 0:
         raise SystemExit(f"error: image {image} not found: run `make images-offline` first")
-    for component in (pipeline.split, pipeline.train, pipeline.evaluate, pipeline.export):
+    steps = (pipeline.split, pipeline.plan, pipeline.extract, pipeline.train, pipeline.evaluate,
+             pipeline.export)  # fmt: skip
+    for component in steps:
         component.component_spec.implementation.container.image = image
-    log(f"every step runs in {image} (train too: no GPU image offline)")
+    log(f"every step runs in {image} (extract and train too: no GPU image offline)")
 
     data, registry = root / "data", root / "registry"
     written = generate(str(data), per_class=per_class)
