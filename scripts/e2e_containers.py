@@ -7,8 +7,9 @@ model version was exported, and always stops the service it started (by PID).
 
 What differs from a cluster run, on purpose:
 - every step runs in the CPU image, extract and train included: the GPU image cannot be
-  built offline, and kfp.local ignores accelerator requests anyway. The image is set on the components in
-  this process only; no image is retagged, so a real GPU image is never shadowed.
+  built offline, and kfp.local ignores accelerator requests anyway. The image is set on the
+  components in this process only; no image is retagged, so a real GPU image is never
+  shadowed.
 - podman stores images built from an unqualified name as `localhost/NAME`, and kfp.local
   looks images up by exact tag (else it pulls), so an unqualified CPU_IMAGE is prefixed
   with `localhost/`.
