@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -24,6 +25,31 @@ from components.facts import FeatureIndex, FeatureShard
 # Test features stay float32: evaluation checks them through the head against the served
 # model fed the same images' bytes, within 1e-4; float16 rounding alone is larger.
 DTYPES = {"train": "float16", "val": "float16", "test": "float32"}
+
+
+def on_every_device(
+    features: keras.Model, strategy: tf.distribute.Strategy, image_size: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The feature extractor over a batch; with several devices (``--gpus N``), each takes
+    its share of the batch under ``MirroredStrategy``."""
+    n = strategy.num_replicas_in_sync
+    if n == 1:
+        traced = model.compiled(lambda x: features(x, training=False), image_size)
+        return lambda x: np.asarray(traced(x))
+
+    @tf.function
+    def replicated(values):
+        return strategy.run(lambda x: features(x, training=False), args=(values,))
+
+    def run(x: np.ndarray) -> np.ndarray:
+        parts = np.array_split(np.asarray(x), n)
+        values = strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(parts[context.replica_id_in_sync_group])
+        )
+        out = strategy.experimental_local_results(replicated(values))
+        return np.concatenate([np.asarray(t) for t in out])
+
+    return run
 
 
 def extract(
@@ -48,10 +74,12 @@ def extract(
     mine = shards.of_group(index, group, groups)
     # as train does before building: the same seed, the same random backbone (weights=none)
     keras.utils.set_random_seed(seed)
-    base, weights_used, warnings = nets.build_backbone(backbone, weights, image_size)
-    base.trainable = False
-    features = model.feature_extractor(base, backbone, image_size)
-    run = model.compiled(lambda x: features(x, training=False), image_size)
+    strategy = nets.strategy()
+    with strategy.scope():
+        base, weights_used, warnings = nets.build_backbone(backbone, weights, image_size)
+        base.trainable = False
+        features = model.feature_extractor(base, backbone, image_size)
+    run = on_every_device(features, strategy, image_size)
 
     def parse_and_decode(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         # in the tf.data pipeline: the next batches decode on other cores while this one runs

@@ -186,3 +186,44 @@ def test_two_devices_train_as_one():
     for a, b in zip(w1, w2, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert one["loss"][-1] < one["loss"][0]  # it did train
+
+
+EXTRACT_ON_TWO_DEVICES = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from components import model
+    from components.extract import on_every_device
+
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    x = np.random.default_rng(0).uniform(0, 255, (7, 32, 32, 3)).astype(np.float32)
+    out = []
+    for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(devices)):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            base = keras.applications.VGG16(include_top=False, weights=None,
+                                            input_shape=(32, 32, 3))
+            features = model.feature_extractor(base, "VGG16", 32)
+        run = on_every_device(features, strategy, 32)
+        out.append((strategy.num_replicas_in_sync, run(x).tolist()))
+    print(json.dumps(out))
+    """
+)
+
+
+def test_extract_on_two_devices_gives_one_devices_features():
+    """``--gpus 2``: each device extracts its share of a batch (7 images: 4 and 3), and the
+    rows come back in order, as one device gives them."""
+    done = subprocess.run(
+        [sys.executable, "-c", EXTRACT_ON_TWO_DEVICES], capture_output=True, text=True, check=True
+    )
+    (n1, one), (n2, two) = json.loads(done.stdout.strip().splitlines()[-1])
+    one, two = np.array(one), np.array(two)
+    assert (n1, n2) == (1, 2) and one.shape == two.shape == (7, 512)
+    assert np.abs(one[1:] - one[:-1]).max() > 1e-2  # rows differ, so an order mix-up shows
+    np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)
