@@ -405,6 +405,13 @@ MUTATIONS = [
         "components/evaluate.py",
         'if None in where or (batch["label"] != y_true[where]).any():',
         "if None in where:",
-        (f"{EVALUATE}::test_a_manifest_that_does_not_match_the_shards_is_refused",),
+        (f"{EVALUATE}::test_a_manifest_whose_labels_differ_from_the_shards_is_refused",),
+    ),
+    Mutation(
+        "extract on several devices puts the rows of a batch back in another order",
+        "components/extract.py",
+        "parts = np.array_split(np.asarray(x), n)",
+        "parts = np.array_split(np.asarray(x)[::-1], n)",
+        ("tests/test_shards.py::test_extract_on_two_devices_gives_one_devices_features",),
     ),
 ]

@@ -4,6 +4,7 @@ import csv
 import json
 import random
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -124,6 +125,23 @@ def test_a_manifest_that_does_not_match_the_shards_is_refused(colour_data):
     """Rows reordered in the manifest: the shards' rows now carry other labels. No report."""
     examples = read_manifest(colour_data / "ds")
     random.Random(3).shuffle(examples)
+    write_manifest(examples, colour_data / "ds")
+    with pytest.raises(ConsistencyError, match="not the manifest's test rows"):
+        _evaluate(colour_data)
+    assert not (colour_data / "report.html").exists()
+
+
+def test_a_manifest_whose_labels_differ_from_the_shards_is_refused(colour_data):
+    """The same test rows, but two of them with their classes swapped in the manifest: the
+    shards' labels disagree, so no report is written rather than one scored on wrong labels."""
+    examples = read_manifest(colour_data / "ds")
+    test = [i for i, e in enumerate(examples) if e.split == "test"]
+    a = test[0]
+    b = next(i for i in test if examples[i].label != examples[a].label)
+    examples[a], examples[b] = (
+        replace(examples[a], label=examples[b].label),
+        replace(examples[b], label=examples[a].label),
+    )
     write_manifest(examples, colour_data / "ds")
     with pytest.raises(ConsistencyError, match="not the manifest's test rows"):
         _evaluate(colour_data)
