@@ -206,6 +206,7 @@ def export(
     model_name: str,
     run_id: str,
     run_name: str,
+    verify_export: str,
     registered_model: Output[Model],
 ):
     import json
@@ -223,6 +224,7 @@ def export(
             registry=registry,
             model_name=model_name,
             pipeline_run={"id": run_id, "name": run_name},
+            verify=verify_export,
         )
         with open(registered_model.path, "w") as f:
             json.dump(facts, f, indent=2)
@@ -277,6 +279,7 @@ def make_pipeline(
         feature_memory_mb: int = DEFAULT_FEATURE_MEMORY_MB,
         serving_sample: int = 256,
         gate_sample: int = 5000,
+        verify_export: str = "hash",
         model_name: str = "shapes-classifier",
     ) -> Outputs:
         """Transfer learning on a folder of class folders of images, gated by a champion.
@@ -321,6 +324,9 @@ def make_pipeline(
                 model's serving_default from their bytes, which must match evaluation.
             gate_sample: The production model is scored on the test images, or on a
                 stratified sample of this many when there are more.
+            verify_export: How export proves it publishes the evaluated model: hash (the
+                files' content hash must be the one evaluate recorded) or reload (also
+                load them in a fresh process and rescore evaluate's serving sample).
             model_name: The model's name in the registry.
         """
         split_task = split(
@@ -387,6 +393,7 @@ def make_pipeline(
                 model_name=model_name,
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                verify_export=verify_export,
             )
             export_task.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
             export_task.set_caching_options(False)  # a cached export would publish nothing

@@ -1,14 +1,16 @@
-"""Step 4: publish a model that passed the gate as a new, immutable registry version.
+"""Step 5: publish a model that passed the gate as a new, immutable registry version.
 
 A version is ``registry/<model_name>/<UTC time>-<content hash>/`` holding the TensorFlow
 SavedModel under ``saved_model/1/`` (``saved_model/`` is what TensorFlow Serving's
 ``--model_base_path`` or a KServe ``storageUri`` takes), ``labels.txt`` and
 ``metadata.json``. The SavedModel is the one training wrote and evaluate scored, copied
-byte for byte. Before anything is published, a fresh process loads the copy and must
-reproduce the evaluation's predictions; then the version is published in one final step
-that replaces nothing, and ``LATEST`` moves to it only if production is still the model the
-gate compared against. A model already stored (same files, say a rerun after a failure past
-publishing) is not stored twice: that version is promoted instead.
+byte for byte: before anything is published, the copy's content hash must be the one
+evaluate recorded for the files it loaded and scored (``verify="reload"`` also has a fresh
+process load the copy and reproduce evaluate's sample); then the version is published in
+one final step that replaces nothing, and ``LATEST`` moves to it only if production is
+still the model the gate compared against. A model already stored (same files, say a
+rerun after a failure past publishing) is not stored twice: that version is promoted
+instead.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from components import artifact, dataset, storage
@@ -41,6 +44,17 @@ def new_version(content_sha256: str) -> str:
     makes two with the same name hold the same files)."""
     now = dt.datetime.now(dt.UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{content_sha256[:8]}"
+
+
+def unused_version(registry: str, model_name: str, content_sha256: str) -> str:
+    """A new version name that no folder has yet: what a crashed export of the same model
+    left in the same second (a folder without metadata) would otherwise be in the way."""
+    taken = set(storage.list_folders(registry_path(registry, model_name)))
+    version = new_version(content_sha256)
+    while version in taken:
+        time.sleep(0.2)
+        version = new_version(content_sha256)
+    return version
 
 
 def verify_in_fresh_process(
@@ -76,9 +90,14 @@ def export(
     registry: str,
     model_name: str,
     pipeline_run: dict | None = None,
+    verify: str = "hash",
 ) -> Published:
     """Publishes the new version, makes it production and returns its metadata (with
-    ``uri``). ``pipeline_run`` (the KFP run's id and name) goes into the metadata."""
+    ``uri``). ``pipeline_run`` (the KFP run's id and name) goes into the metadata.
+
+    ``verify``: ``hash``, the copy's content hash must be the evaluated files'; ``reload``,
+    also load the copy in a fresh process and rescore evaluate's serving sample.
+    """
     storage.check_bucket(registry)
     evaluation = json.loads(Path(evaluation_path).read_text())
     gate = evaluation["gate"]
@@ -107,9 +126,12 @@ def export(
             print(f"version {stored['version']} already holds this model; not published again")
             promote(registry, model_name, stored["version"], replaces=champion)
             return stored
-        sample = evaluation["serving_check"]["images"]
-        verification = verify_in_fresh_process(tmp, dataset_dir, predictions_path, sample)
-        version = new_version(content)
+        verification = {"method": "hash", "content_sha256": content}
+        if verify == "reload":
+            sample = evaluation["serving_check"]["images"]
+            reloaded = verify_in_fresh_process(tmp, dataset_dir, predictions_path, sample)
+            verification = {**verification, "method": "reload", **reloaded}
+        version = unused_version(registry, model_name, content)
         uri = registry_path(registry, model_name, version)
         metadata: Published = {
             "model_name": model_name,

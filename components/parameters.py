@@ -58,6 +58,7 @@ BACKBONES = [
 MIN_IMAGE_SIZE = {"InceptionResNetV2": 75, "InceptionV3": 75, "Xception": 71}
 SMALLEST_IMAGE = 32
 WEIGHTS = ("imagenet", "none", "auto")
+VERIFY_EXPORT = ("hash", "reload")
 
 # Numeric parameters: (smallest, largest), inclusive.
 RANGES: dict[str, tuple[float, float]] = {
@@ -119,6 +120,10 @@ def check(params: dict[str, Any]) -> None:
     if params["image_size"] < smallest:
         raise InputError(
             f"--image-size {params['image_size']}: {backbone} needs at least {smallest}"
+        )
+    if params["verify_export"] not in VERIFY_EXPORT:
+        raise InputError(
+            f"--verify-export {params['verify_export']}: one of {', '.join(VERIFY_EXPORT)}"
         )
     weights = params["weights"]
     if weights not in WEIGHTS and not weights.startswith("gs://") and not os.path.isfile(weights):

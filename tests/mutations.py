@@ -71,7 +71,7 @@ MUTATIONS = [
         "components/verify.py",
         "path, row = test[i], served[rows[i]]",
         "path, row = test[i], served[rows[(i + 1) % len(rows)]]",
-        (f"{EXPORT}::test_export_publishes_a_verified_servable_version",),
+        (f"{EXPORT}::test_verify_holds_the_model_to_the_evaluation_within_1e_4",),
     ),
     Mutation(
         "verification runs in the exporting process",

@@ -30,7 +30,9 @@ pytestmark = pytest.mark.slow  # trains, exports or starts a browser
 NAME = "shapes"
 
 
-def run_export(trained, split_dir, evaluated, registry_uri: str, model_dir=None) -> dict:
+def run_export(
+    trained, split_dir, evaluated, registry_uri: str, model_dir=None, verify="hash"
+) -> dict:
     return export(
         str(model_dir or trained),
         str(split_dir),
@@ -39,6 +41,7 @@ def run_export(trained, split_dir, evaluated, registry_uri: str, model_dir=None)
         registry=registry_uri,
         model_name=NAME,
         pipeline_run={"id": "run-1", "name": "shapes-run-1"},
+        verify=verify,
     )
 
 
@@ -62,8 +65,11 @@ def test_export_publishes_a_verified_servable_version(trained, split_dir, evalua
     assert (version / "labels.txt").read_text().split() == ["circles", "squares", "triangles"]
     assert json.loads((version / "metadata.json").read_text()) == facts
     assert facts["serving_uri"] == str(version / "saved_model")
-    assert facts["verification"]["images"] == 9
-    assert facts["verification"]["max_difference"] <= 1e-4
+    assert facts["verification"] == {"method": "hash", "content_sha256": facts["content_sha256"]}
+    assert (
+        facts["content_sha256"]
+        == json.loads(Path(evaluated["evaluation_path"]).read_text())["model_sha256"]
+    )
     assert facts["pipeline_run"] == {"id": "run-1", "name": "shapes-run-1"}
     assert facts["packages"]["training"]["tensorflow"]
     assert facts["packages"]["export"]["kfp"]
@@ -120,7 +126,7 @@ def test_a_model_that_does_not_reproduce_the_evaluation_is_not_published(
     with pytest.raises(VerificationError, match="verification of the model to publish failed"):
         export(
             str(trained), str(split_dir), evaluated["evaluation_path"], str(off),
-            registry=str(root), model_name=NAME,
+            registry=str(root), model_name=NAME, verify="reload",
         )  # fmt: skip
     assert published(str(root)) == []
 
@@ -147,8 +153,26 @@ def test_verification_runs_on_the_files_in_a_fresh_process(
         raise AssertionError("the exporting process loaded the model itself")
 
     monkeypatch.setattr(model, "load", broken)
-    facts = run_export(trained, split_dir, evaluated, str(tmp_path / "registry"))
+    facts = run_export(trained, split_dir, evaluated, str(tmp_path / "registry"), verify="reload")
+    assert facts["verification"]["method"] == "reload"
     assert facts["verification"]["images"] == 9
+    assert facts["verification"]["max_difference"] <= 1e-4
+
+
+def test_by_default_export_proves_the_files_by_hash_and_starts_no_tensorflow(
+    trained, split_dir, evaluated, tmp_path, monkeypatch
+):
+    """verify_export=hash: the evaluated files' hash is the proof; no second TensorFlow
+    process reloads them (here that process cannot start)."""
+
+    def no_reload(*args, **kwargs):
+        raise AssertionError("export started a verification process")
+
+    monkeypatch.setattr(export_module, "verify_in_fresh_process", no_reload)
+    facts = run_export(trained, split_dir, evaluated, str(tmp_path / "registry"))
+    assert facts["verification"]["method"] == "hash"
+    with pytest.raises(AssertionError, match="verification process"):
+        run_export(trained, split_dir, evaluated, str(tmp_path / "other"), verify="reload")
 
 
 def test_verification_checks_the_staged_copy_not_the_original(
