@@ -29,6 +29,7 @@ from kfp.dsl import (
 )
 
 from components.dataset import MAX_PIXELS  # the defaults, beside what they bound
+from components.facts import MILD_AUGMENTATION
 from components.shards import DEFAULT_FEATURE_MEMORY_MB, DEFAULT_SHARD_MB
 
 PIPELINE_NAME = "shapes-transfer-learning"
@@ -84,17 +85,29 @@ def extract(
     seed: int,
     augment: bool,
     augment_views: int,
+    augment_rotation: float,
+    augment_zoom: float,
+    augment_translation: float,
+    augment_contrast: float,
+    augment_flip_horizontal: bool,
+    augment_flip_vertical: bool,
     features: Output[Dataset],
 ):
     from components.step import step
 
     with step("extract", features.metadata, group=group):
         from components.extract import extract
+        from components.facts import Augmentation
 
         facts = extract(
             dataset.path, features.path, group=group, groups=groups, backbone=backbone,
             weights=weights, image_size=image_size, batch_size=batch_size, seed=seed,
             augment=augment, augment_views=augment_views,
+            augmentation=Augmentation(
+                rotation=augment_rotation, zoom=augment_zoom, translation=augment_translation,
+                contrast=augment_contrast, flip_horizontal=augment_flip_horizontal,
+                flip_vertical=augment_flip_vertical,
+            ),
         )  # fmt: skip
         features.metadata.update({k: v for k, v in facts.items() if k != "shards"})
 
@@ -111,6 +124,12 @@ def train(
     patience: int,
     seed: int,
     augment: bool,
+    augment_rotation: float,
+    augment_zoom: float,
+    augment_translation: float,
+    augment_contrast: float,
+    augment_flip_horizontal: bool,
+    augment_flip_vertical: bool,
     fine_tune_layers: int,
     fine_tune_lr: float,
     feature_memory_mb: int,
@@ -119,6 +138,7 @@ def train(
     from components.step import step
 
     with step("train", model.metadata):
+        from components.facts import Augmentation
         from components.train import train
 
         facts = train(
@@ -133,6 +153,14 @@ def train(
             patience=patience,
             seed=seed,
             augment=augment,
+            augmentation=Augmentation(
+                rotation=augment_rotation,
+                zoom=augment_zoom,
+                translation=augment_translation,
+                contrast=augment_contrast,
+                flip_horizontal=augment_flip_horizontal,
+                flip_vertical=augment_flip_vertical,
+            ),
             fine_tune_layers=fine_tune_layers,
             fine_tune_lr=fine_tune_lr,
             feature_memory_mb=feature_memory_mb,
@@ -266,6 +294,12 @@ def make_pipeline(
         seed: int = 230,
         augment: bool = False,
         augment_views: int = 8,
+        augment_rotation: float = MILD_AUGMENTATION["rotation"],
+        augment_zoom: float = MILD_AUGMENTATION["zoom"],
+        augment_translation: float = MILD_AUGMENTATION["translation"],
+        augment_contrast: float = MILD_AUGMENTATION["contrast"],
+        augment_flip_horizontal: bool = MILD_AUGMENTATION["flip_horizontal"],
+        augment_flip_vertical: bool = MILD_AUGMENTATION["flip_vertical"],
         fine_tune_layers: int = 0,
         fine_tune_lr: float = 1e-5,
         train_fraction: float = 0.8,
@@ -301,6 +335,14 @@ def make_pipeline(
             seed: Seed of the split and of training; the same seed, the same model.
             augment: Also train on augmented views of the training images.
             augment_views: Augmented views per training image (with augment).
+            augment_rotation: Largest random rotation, in degrees either way (0: none).
+            augment_zoom: Largest random zoom in or out, as a fraction (0: none).
+            augment_translation: Largest random shift, as a fraction of the image size.
+            augment_contrast: Largest random contrast change, as a fraction (0: none).
+            augment_flip_horizontal: Random left-right mirroring; off by default, as a
+                mirrored digit or letter is another one.
+            augment_flip_vertical: Random upside-down flips; only for data that keeps its
+                class upside down (drawings of shapes: presets/augment-shapes.yaml).
             fine_tune_layers: After the head converges, also train the backbone's top
                 this many weight layers (batch norm stays frozen); 0 is off.
             fine_tune_lr: Learning rate of fine-tuning.
@@ -329,6 +371,14 @@ def make_pipeline(
                 load them in a fresh process and rescore evaluate's serving sample).
             model_name: The model's name in the registry.
         """
+        augmentation = {
+            "augment_rotation": augment_rotation,
+            "augment_zoom": augment_zoom,
+            "augment_translation": augment_translation,
+            "augment_contrast": augment_contrast,
+            "augment_flip_horizontal": augment_flip_horizontal,
+            "augment_flip_vertical": augment_flip_vertical,
+        }
         split_task = split(
             data=data, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction,
             max_image_pixels=max_image_pixels, shard_mb=shard_mb,
@@ -343,7 +393,7 @@ def make_pipeline(
             extract_task = extract(
                 dataset=dataset, group=group, groups=extract_workers, backbone=backbone,
                 weights=weights, image_size=image_size, batch_size=batch_size, seed=seed,
-                augment=augment, augment_views=augment_views,
+                augment=augment, augment_views=augment_views, **augmentation,
             )  # fmt: skip
             extract_task.set_cpu_request("4").set_memory_request("4G").set_memory_limit("8G")
             on_gpus(extract_task)
@@ -359,6 +409,7 @@ def make_pipeline(
             patience=patience,
             seed=seed,
             augment=augment,
+            **augmentation,
             fine_tune_layers=fine_tune_layers,
             fine_tune_lr=fine_tune_lr,
             feature_memory_mb=feature_memory_mb,

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from components import model, storage
+from components.facts import MILD_AUGMENTATION, Augmentation
 from components.step import InputError
 
 log = logging.getLogger(__name__)
@@ -76,22 +77,31 @@ def devices(precision: str = "auto") -> list[str]:
     return found
 
 
-def augmenter(seed: int) -> keras.Sequential:
-    """Random rotations, flips, zooms and shifts, applied a batch at a time (``training=True``).
+def augmenter(seed: int, settings: Augmentation = MILD_AUGMENTATION) -> keras.Sequential:
+    """The ``settings``' random flips, rotations, zooms, shifts and contrast changes (those
+    that are not off), applied a batch at a time (``training=True``).
 
-    Drawings of shapes keep their class under any rotation or flip, so the ranges are wide;
-    the background is extended from the edge rather than filled with black. The layers'
+    The background is extended from the edge rather than filled with black. The layers'
     random state advances with each call: one augmenter per shard, called in the shard's
     order, gives the same views however the shards are grouped.
     """
-    return keras.Sequential(
-        [
-            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-            keras.layers.RandomRotation(0.5, fill_mode="nearest", seed=seed),
-            keras.layers.RandomZoom(0.15, fill_mode="nearest", seed=seed),
-            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed),
-        ]
-    )
+    flips = {
+        (True, True): "horizontal_and_vertical",
+        (True, False): "horizontal",
+        (False, True): "vertical",
+    }.get((settings["flip_horizontal"], settings["flip_vertical"]))
+    edge = {"fill_mode": "nearest", "seed": seed}
+    layers = [
+        flips and keras.layers.RandomFlip(flips, seed=seed),
+        settings["rotation"] and keras.layers.RandomRotation(settings["rotation"] / 360, **edge),
+        settings["zoom"] and keras.layers.RandomZoom(settings["zoom"], **edge),
+        settings["translation"]
+        and keras.layers.RandomTranslation(
+            settings["translation"], settings["translation"], **edge
+        ),
+        settings["contrast"] and keras.layers.RandomContrast(settings["contrast"], seed=seed),
+    ]
+    return keras.Sequential([layer for layer in layers if layer])
 
 
 def unfreeze_top(backbone: keras.Model, layers: int) -> int:

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from components import backbone as nets
 from components import model, shards
-from components.facts import FeatureIndex, FeatureShard
+from components.facts import MILD_AUGMENTATION, Augmentation, FeatureIndex, FeatureShard
 
 # Test features stay float32: evaluation checks them through the head against the served
 # model fed the same images' bytes, within 1e-4; float16 rounding alone is larger.
@@ -65,6 +65,7 @@ def extract(
     seed: int,
     augment: bool = False,
     augment_views: int = 8,
+    augmentation: Augmentation = MILD_AUGMENTATION,
     precision: str = "auto",
 ) -> FeatureIndex:
     """Writes ``out_dir/features.json`` and a feature shard per image shard of the group."""
@@ -96,7 +97,7 @@ def extract(
         name = Path(shard["file"]).name
         dtype = DTYPES[shard["split"]]
         # one augmenter per shard, seeded by its place in the index: grouping-independent
-        augment_fn = nets.augmenter(seed + index["shards"].index(shard))
+        augment_fn = nets.augmenter(seed + index["shards"].index(shard), augmentation)
         counted = 0
         with tf.io.TFRecordWriter(str(out / name)) as writer:
             for batch in shards.records(source, shard["bytes"], parse_and_decode, batch_size):
@@ -131,6 +132,7 @@ def extract(
         image_size=image_size,
         dim=int(features.output_shape[-1]),
         augment_views=views,
+        augmentation=augmentation if views else None,
         group=group,
         groups=groups,
         shards=written,

@@ -22,6 +22,25 @@ class SplitFacts(TypedDict):
     warnings: list[str]
 
 
+class Augmentation(TypedDict):
+    """The random transforms of ``augment``, as the pipeline's ``augment_*`` parameters."""
+
+    rotation: float  # degrees, either way
+    zoom: float  # fraction, in or out
+    translation: float  # fraction of the size, each axis
+    contrast: float  # fraction
+    flip_horizontal: bool
+    flip_vertical: bool
+
+
+# Mild and label-preserving for most images: no flips (a mirrored digit or letter is
+# another one), small turns, zooms and shifts.
+MILD_AUGMENTATION = Augmentation(
+    rotation=10.0, zoom=0.1, translation=0.1, contrast=0.1, flip_horizontal=False,
+    flip_vertical=False,
+)  # fmt: skip
+
+
 class Shard(TypedDict):
     """One image shard of a data set (``shards.json``)."""
 
@@ -57,6 +76,7 @@ class FeatureIndex(TypedDict):
     image_size: int
     dim: int
     augment_views: int  # 0: none
+    augmentation: Augmentation | None
     group: int
     groups: int
     shards: list[FeatureShard]
@@ -80,6 +100,7 @@ class TrainingFacts(TypedDict):
     caching: str
     features_in_memory: bool  # False: streamed from the feature shards
     augment: bool
+    augmentation: Augmentation | None
     early_stopping: bool  # False without a validation split: the last epoch is kept
     epoch_limit: int
     epochs_run: int

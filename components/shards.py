@@ -235,7 +235,7 @@ def feature_shards(
     one backbone and to cover each of the data set's shards of ``split`` exactly once."""
     indexes = [json.loads(Path(d, FEATURE_INDEX).read_text()) for d in feature_dirs]
     first = indexes[0]
-    same = ("backbone", "weights", "image_size", "dim", "augment_views")
+    same = ("backbone", "weights", "image_size", "dim", "augment_views", "augmentation")
     for d, ix in zip(feature_dirs, indexes, strict=True):
         differing = [k for k in same if ix[k] != first[k]]
         if differing:

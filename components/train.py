@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from components import artifact, dataset, model, shards
 from components import backbone as nets
-from components.facts import TrainingFacts
+from components.facts import MILD_AUGMENTATION, Augmentation, TrainingFacts
 from components.fit import TensorBoardWriter, fit
 from components.step import package_versions
 
@@ -50,6 +50,7 @@ def train(
     patience: int,
     seed: int,
     augment: bool = False,
+    augmentation: Augmentation = MILD_AUGMENTATION,
     fine_tune_layers: int = 0,
     fine_tune_lr: float = 1e-5,
     feature_memory_mb: float = shards.DEFAULT_FEATURE_MEMORY_MB,
@@ -129,7 +130,7 @@ def train(
             for split in data
         }
         if augment:
-            augment_fn = nets.augmenter(seed)
+            augment_fn = nets.augmenter(seed, augmentation)
             images["train"] = images["train"].map(lambda x, y: (augment_fn(x, training=True), y))
         clock = time.perf_counter()
         stage = fit(
@@ -164,6 +165,7 @@ def train(
         "caching": caching,
         "features_in_memory": in_memory,
         "augment": augment,
+        "augmentation": augmentation if augment else None,
         "early_stopping": validated,
         "epoch_limit": epochs,
         "epochs_run": len(history["loss"]),

@@ -183,7 +183,7 @@ def save_oracle(model_dir: Path, kernel: np.ndarray, bias: np.ndarray, classes: 
         backbone="oracle", weights="none", image_size=32, classes=classes,
         devices=["/physical_device:CPU:0"], replicas=1, precision="float32",
         caching="features of each image, computed once", features_in_memory=True,
-        augment=False, early_stopping=True,
+        augment=False, augmentation=None, early_stopping=True,
         epoch_limit=1, epochs_run=1, head_epochs=1, best_epoch=1, best_val_loss=1.0,
         build_seconds=0.0, feature_seconds=0.0, head_seconds=0.0, training_seconds=0.0,
         warnings=["a test warning"], packages={},
@@ -220,7 +220,8 @@ def save_oracle_features(dataset_dir: Path, out: Path) -> str:
                          bytes=(out / name).stat().st_size, dtype="float32")
         )  # fmt: skip
     index = FeatureIndex(
-        backbone="oracle", weights="none", image_size=32, dim=3, augment_views=0, group=0,
+        backbone="oracle", weights="none", image_size=32, dim=3, augment_views=0,
+        augmentation=None, group=0,
         groups=1, shards=written, devices=[], precision="float32", seconds=0.0,
         images=sum(s["count"] for s in written), warnings=[],
     )  # fmt: skip

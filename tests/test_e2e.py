@@ -280,6 +280,8 @@ def test_missing_buckets_are_named(tmp_path, demo_data, bucket):
         ("--serving-sample", "0"),
         ("--gate-sample", "0"),
         ("--feature-memory-mb", "-1"),
+        ("--augment-rotation", "200.0"),
+        ("--augment-zoom", "0.95"),
     ],
 )
 def test_out_of_range_parameters_are_named(tmp_path, demo_data, option, value):

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 from helpers import (
     LEARNS,
     SMALL,
@@ -20,9 +21,10 @@ from helpers import (
 )
 from PIL import Image
 
-from components import model, shards
+from components import model, parameters, shards
 from components.backbone import WeightsError, augmenter, build_backbone, unfreeze_top
 
+REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # trains, exports or starts a browser
 
 
@@ -174,6 +176,25 @@ def test_augmenter_gives_new_images_of_the_same_size_and_repeats_with_its_seed()
     assert views[0].shape == x.shape
     assert not np.allclose(views[0], x) and not np.allclose(views[0], views[1])
     np.testing.assert_array_equal(views[0], np.asarray(again(x, training=True)))
+
+
+def _layers(model: keras.Sequential) -> dict:
+    return {type(layer).__name__: layer.get_config() for layer in model.layers}
+
+
+def test_default_augmentation_is_mild_and_the_shapes_preset_keeps_strong_turns_and_flips():
+    mild = _layers(augmenter(seed=0))
+    assert "RandomFlip" not in mild  # a mirrored digit or letter is another one
+    assert mild["RandomRotation"]["factor"][1] == pytest.approx(10 / 360)
+    preset = yaml.safe_load((REPO / "presets" / "augment-shapes.yaml").read_text())
+    parameters.check({**parameters.defaults(), "data": "", "registry": "", **preset})
+    shapes = {k.removeprefix("augment_"): v for k, v in preset.items() if k.startswith("augment_")}
+    strong = _layers(augmenter(seed=0, settings=shapes))
+    assert strong["RandomFlip"]["mode"] == "horizontal_and_vertical"
+    assert strong["RandomRotation"]["factor"][1] == pytest.approx(0.5)
+    assert "RandomContrast" not in strong  # 0 is off
+    off = dict.fromkeys(shapes, 0) | {"flip_horizontal": False, "flip_vertical": False}
+    assert augmenter(seed=0, settings=off).layers == []
 
 
 def test_augmentation_extracts_a_fixed_number_of_views_per_training_image(split_dir, tmp_path):
