@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_MIN_ACCURACY ?= 0.75
 RUN_ARGS ?=
 
-.PHONY: help run test test-fast lint compile bench bench-scale mutation clean kind-up kind-down minikube-up minikube-down \
+.PHONY: help run test test-fast lint compile bench bench-scale bench-digits mutation clean kind-up kind-down minikube-up minikube-down \
 	images images-offline e2e-containers
 
 help:
@@ -19,6 +19,7 @@ help:
 	@echo "make compile  - write pipeline.yaml for a Kubeflow cluster"
 	@echo "make bench    - notebook's way vs this project's, figures to bench/results.json"
 	@echo "make bench-scale - whole runs at 3,000 and 30,000 images, per step, to bench/scale.json"
+	@echo "make bench-digits - accuracy on scikit-learn's handwritten digits, to bench/digits.json"
 	@echo "make mutation - plant each bug of tests/mutations.py in a copy; every one must be caught"
 	@echo "make images          - build the CPU and GPU images (podman or docker; pulls the python base)"
 	@echo "make images-offline  - build the CPU image with no registry (debootstrap + podman; root)"
@@ -57,6 +58,9 @@ bench: $(STAMP)
 SCALE_ARGS ?=
 bench-scale: $(STAMP)
 	$(BIN)/python bench/scale.py $(SCALE_ARGS)
+
+bench-digits: $(STAMP)
+	$(BIN)/python bench/digits.py
 
 # Not part of `make test` (about 20 minutes); docs/testing.md has its last table.
 mutation: $(STAMP)
