@@ -71,7 +71,7 @@ def run(data: Path, work: Path, weights: str, image_size: int, extra: list[str])
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__)
     cli.add_argument("--weights", help="MobileNet's ImageNet weights without its top")
-    cli.add_argument("--image-size", type=int, default=96)
+    cli.add_argument("--image-size", type=int, default=128)
     cli.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     cli.add_argument("--output", default=str(REPO / "bench" / "digits.json"))
     args = cli.parse_args()
