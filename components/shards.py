@@ -286,14 +286,7 @@ def stream_features(
     if len(dtypes) != 1:
         raise DataError(f"feature shards of mixed types {sorted(dtypes)}")
     files = [checked(path, shard["bytes"]) for path, shard in found]
-    data = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
-        data = data.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    data = data.interleave(
-        tf.data.TFRecordDataset, cycle_length=4, num_parallel_calls=4, deterministic=True
-    )
-    if shuffle:
-        data = data.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+    data = _interleaved(files, seed, SHUFFLE_BUFFER if shuffle else 0)
     parse = parse_features(dtypes.pop(), dim)
     data = data.batch(batch_size).map(lambda b: _pair(parse(b), "features"))
     return data.prefetch(tf.data.AUTOTUNE)
@@ -310,14 +303,8 @@ def stream_images(
 
     found = [s for s in read_index(dataset_dir)["shards"] if s["split"] == split]
     files = [checked(Path(dataset_dir, s["file"]), s["bytes"]) for s in found]
-    data = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
-        data = data.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    data = data.interleave(
-        tf.data.TFRecordDataset, cycle_length=4, num_parallel_calls=4, deterministic=True
-    )
-    if shuffle:
-        data = data.shuffle(SHUFFLE_BUFFER // 8, seed=seed, reshuffle_each_iteration=True)
+    # images are larger than feature rows: a smaller buffer
+    data = _interleaved(files, seed, SHUFFLE_BUFFER // 8 if shuffle else 0)
     data = data.batch(batch_size).map(parse_images, num_parallel_calls=tf.data.AUTOTUNE)
     data = data.unbatch().map(
         lambda r: (decode(r["image"], image_size), r["label"]),
@@ -325,6 +312,22 @@ def stream_images(
         deterministic=True,
     )
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _interleaved(files: list[str], seed: int, buffer: int):
+    """The records of ``files``, four shards read at a time; with a ``buffer``, shards and
+    records shuffled anew each epoch (seeded)."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices(files)
+    if buffer:
+        data = data.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    data = data.interleave(
+        tf.data.TFRecordDataset, cycle_length=4, num_parallel_calls=4, deterministic=True
+    )
+    if buffer:
+        data = data.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    return data
 
 
 def _pair(parsed: dict, key: str) -> tuple:
