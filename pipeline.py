@@ -132,6 +132,7 @@ def train(
     augment_flip_vertical: bool,
     fine_tune_layers: int,
     fine_tune_lr: float,
+    fine_tune_epochs: int,
     feature_memory_mb: int,
     model: Output[Model],
 ):
@@ -163,6 +164,7 @@ def train(
             ),
             fine_tune_layers=fine_tune_layers,
             fine_tune_lr=fine_tune_lr,
+            fine_tune_epochs=fine_tune_epochs,
             feature_memory_mb=feature_memory_mb,
         )
         model.metadata.update(facts)
@@ -301,7 +303,8 @@ def make_pipeline(
         augment_flip_horizontal: bool = MILD_AUGMENTATION["flip_horizontal"],
         augment_flip_vertical: bool = MILD_AUGMENTATION["flip_vertical"],
         fine_tune_layers: int = 0,
-        fine_tune_lr: float = 1e-5,
+        fine_tune_lr: float = 1e-4,
+        fine_tune_epochs: int = 20,
         train_fraction: float = 0.8,
         val_fraction: float = 0.1,
         min_accuracy: float = 0.9,
@@ -345,7 +348,10 @@ def make_pipeline(
                 class upside down (drawings of shapes: presets/augment-shapes.yaml).
             fine_tune_layers: After the head converges, also train the backbone's top
                 this many weight layers (batch norm stays frozen); 0 is off.
-            fine_tune_lr: Learning rate of fine-tuning.
+            fine_tune_lr: Fine-tuning's peak learning rate: reached by a linear warm-up
+                over its first epoch, then decayed to 0 along a cosine.
+            fine_tune_epochs: The most epochs of fine-tuning (the schedule's length);
+                early stopping on validation loss may end it sooner.
             train_fraction: The part of each class for training (validation included);
                 the rest is the test split.
             val_fraction: The part of each class's training images kept for validation
@@ -412,6 +418,7 @@ def make_pipeline(
             **augmentation,
             fine_tune_layers=fine_tune_layers,
             fine_tune_lr=fine_tune_lr,
+            fine_tune_epochs=fine_tune_epochs,
             feature_memory_mb=feature_memory_mb,
         )
         train_task.set_cpu_request("4").set_memory_request("8G").set_memory_limit("16G")

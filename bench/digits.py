@@ -23,7 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = "mobilenet_1_0_224_imagenet_notop.weights.h5"
 VARIANTS = {
     "frozen": [],
-    "fine-tuned": ["--fine-tune-layers", "30", "--fine-tune-lr", "1e-4"],
+    "fine-tuned": [
+        "--fine-tune-layers",
+        "30",
+        "--fine-tune-lr",
+        "1e-4",
+        "--fine-tune-epochs",
+        "10",
+    ],
     "augmented": ["--augment", "--augment-views", "4"],
 }
 

@@ -76,6 +76,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "augment_contrast": (0.0, 1.0),
     "fine_tune_layers": (0, 10_000),
     "fine_tune_lr": (1e-8, 1.0),
+    "fine_tune_epochs": (1, 10_000),
     "min_accuracy": (0.0, 1.0),
     "max_regression": (0.0, 1.0),
     "max_image_pixels": (1, 1_000_000_000),

@@ -9,6 +9,7 @@ Fine-tuning needs pixels: it streams the image shards, decoded on every core.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -37,6 +38,20 @@ def _features(feature_dirs: list[str], dataset_dir: str, expected: dict) -> tupl
     return index, found
 
 
+def fine_tune_schedule(
+    peak: float, steps_per_epoch: int, epochs: int
+) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Fine-tuning's learning rate, as practitioners set it for a pretrained backbone: a
+    linear warm-up from 0 to ``peak`` over the first epoch (so the first large gradients
+    of the freshly unfrozen layers do not wreck them), then cosine decay to 0 by the last."""
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        warmup_target=peak,
+        warmup_steps=steps_per_epoch,
+        decay_steps=max(1, steps_per_epoch * (epochs - 1)),
+    )
+
+
 def train(
     dataset_dir: str,
     feature_dirs: list[str],
@@ -52,7 +67,8 @@ def train(
     augment: bool = False,
     augmentation: Augmentation = MILD_AUGMENTATION,
     fine_tune_layers: int = 0,
-    fine_tune_lr: float = 1e-5,
+    fine_tune_lr: float = 1e-4,
+    fine_tune_epochs: int = 20,
     feature_memory_mb: float = shards.DEFAULT_FEATURE_MEMORY_MB,
     precision: str = "auto",
 ) -> TrainingFacts:
@@ -65,7 +81,8 @@ def train(
     found = nets.devices(precision)
     strategy = nets.strategy()
     keras.utils.set_random_seed(seed)
-    classes = dataset.class_names(dataset.read_manifest(dataset_dir))
+    manifest = dataset.read_manifest(dataset_dir)
+    classes = dataset.class_names(manifest)
     index, feature_files = _features(
         feature_dirs, dataset_dir, {"backbone": backbone, "image_size": image_size}
     )
@@ -133,12 +150,15 @@ def train(
             augment_fn = nets.augmenter(seed, augmentation)
             images["train"] = images["train"].map(lambda x, y: (augment_fn(x, training=True), y))
         clock = time.perf_counter()
+        n_train = sum(e.split == "train" for e in manifest)
         stage = fit(
             classifier,
             images["train"],
             images["val"] if validated else None,
-            learning_rate=fine_tune_lr,
-            **settings,
+            learning_rate=fine_tune_schedule(
+                fine_tune_lr, math.ceil(n_train / batch_size), fine_tune_epochs
+            ),
+            **{**settings, "epochs": fine_tune_epochs},
         )
         # kept only if validation got better; with no validation, the last weights are kept
         kept = not validated or min(stage["val_loss"]) < min(history["val_loss"])

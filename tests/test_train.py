@@ -23,6 +23,7 @@ from PIL import Image
 
 from components import model, parameters, shards
 from components.backbone import WeightsError, augmenter, build_backbone, unfreeze_top
+from components.train import fine_tune_schedule
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # trains, exports or starts a browser
@@ -210,6 +211,15 @@ def test_augmentation_extracts_a_fixed_number_of_views_per_training_image(split_
     assert counts["val"] == sum(n["val"].values()) and counts["test"] == sum(n["test"].values())
 
 
+def test_fine_tuning_warms_up_over_an_epoch_then_decays_along_a_cosine():
+    schedule = fine_tune_schedule(1e-4, steps_per_epoch=10, epochs=5)
+    rate = [float(schedule(step)) for step in range(51)]
+    assert rate[0] == 0.0 and rate[5] == pytest.approx(0.5e-4) and rate[10] == pytest.approx(1e-4)
+    assert rate[30] == pytest.approx(0.5e-4, rel=1e-3)  # halfway through the decay
+    assert rate[50] == pytest.approx(0.0, abs=1e-10)
+    assert all(a >= b for a, b in zip(rate[10:], rate[11:], strict=False))
+
+
 def test_unfreeze_top_leaves_batch_norm_frozen():
     backbone = keras.applications.MobileNetV3Small(
         include_top=False, weights=None, input_shape=(32, 32, 3)
@@ -231,7 +241,7 @@ def test_unfreeze_top_leaves_batch_norm_frozen():
 def test_fine_tuning_continues_the_history(split_dir, tmp_path):
     facts = train_model(
         split_dir, tmp_path / "m", epochs=2, patience=5, seed=0, fine_tune_layers=4,
-        fine_tune_lr=1e-4, **SMALL,
+        fine_tune_lr=1e-4, fine_tune_epochs=2, **SMALL,
     )  # fmt: skip
     assert facts["fine_tune_layers"] == 4 and facts["head_epochs"] == 2
     assert facts["epochs_run"] == 2 + facts["fine_tune_epochs"] == 4
@@ -307,13 +317,17 @@ def _replace_test_images_with_noise(dataset_dir: Path) -> None:
 def test_fine_tuning_that_worsens_validation_gives_back_the_head_only_model(
     trained, split_dir, tmp_path
 ):
-    facts = _learns(split_dir, tmp_path / "m", fine_tune_layers=3, fine_tune_lr=10.0)
+    facts = _learns(
+        split_dir, tmp_path / "m", fine_tune_layers=3, fine_tune_lr=10.0, fine_tune_epochs=5
+    )
     assert facts["fine_tune_kept"] is False
     np.testing.assert_array_equal(_scores(tmp_path / "m", split_dir), _scores(trained, split_dir))
 
 
 def test_fine_tuning_that_improves_validation_is_kept(trained, split_dir, tmp_path):
-    facts = _learns(split_dir, tmp_path / "m", fine_tune_layers=3, fine_tune_lr=1e-4)
+    facts = _learns(
+        split_dir, tmp_path / "m", fine_tune_layers=3, fine_tune_lr=1e-4, fine_tune_epochs=5
+    )
     history = json.loads((tmp_path / "m" / "history.json").read_text())
     head_only = history["val_loss"][: facts["head_epochs"]]
     assert min(history["val_loss"][facts["head_epochs"] :]) < min(head_only)
