@@ -282,11 +282,25 @@ def evaluate(
     test = [manifest[i] for i in rows]
     y_true = dataset.label_indices(test, classes, dataset_dir)
     paths = [e.path for e in test]
-    probabilities = test_probabilities(served, feature_dirs, dataset_dir, rows, y_true, training)
+    if training.get("fine_tune_kept"):
+        # Fine-tuning changed the backbone: the extracted features are not this model's, so
+        # every test image goes through serving_default, which is then the evaluation itself.
+        scored = score_images(served.predict, dataset_dir, np.asarray(rows))
+        probabilities = np.array([scored[row] for row in rows])
+        serving = {"images": len(rows), "max_difference": 0.0, "tolerance": TOLERANCE}
+    else:
+        probabilities = test_probabilities(
+            served, feature_dirs, dataset_dir, rows, y_true, training
+        )
+        serving = check_serving(
+            served,
+            dataset_dir,
+            paths,
+            rows,
+            probabilities,
+            stratified_sample(y_true, serving_sample),
+        )
     y_pred = probabilities.argmax(axis=1)
-    serving = check_serving(
-        served, dataset_dir, paths, rows, probabilities, stratified_sample(y_true, serving_sample)
-    )
 
     labels = list(range(len(classes)))
     data = artifact.read_json(dataset_dir, split.FACTS)

@@ -414,4 +414,11 @@ MUTATIONS = [
         "parts = np.array_split(np.asarray(x)[::-1], n)",
         ("tests/test_shards.py::test_extract_on_two_devices_gives_one_devices_features",),
     ),
+    Mutation(
+        "a fine-tuned model evaluated through the frozen backbone's stale features",
+        "components/evaluate.py",
+        '    if training.get("fine_tune_kept"):',
+        "    if False:",
+        (f"{TRAIN}::test_fine_tuning_that_improves_validation_is_kept",),
+    ),
 ]

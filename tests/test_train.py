@@ -23,6 +23,8 @@ from PIL import Image
 
 from components import model, parameters, shards
 from components.backbone import WeightsError, augmenter, build_backbone, unfreeze_top
+from components.evaluate import evaluate
+from components.predictions import read as read_predictions
 from components.train import fine_tune_schedule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -333,6 +335,17 @@ def test_fine_tuning_that_improves_validation_is_kept(trained, split_dir, tmp_pa
     assert min(history["val_loss"][facts["head_epochs"] :]) < min(head_only)
     assert facts["fine_tune_kept"] is True
     assert np.abs(_scores(tmp_path / "m", split_dir) - _scores(trained, split_dir)).max() > 1e-3
+    # The backbone changed, so the extracted features are stale: evaluation scores every
+    # test image through the served model instead (each row its own image's serving).
+    result = evaluate(
+        str(split_dir), feature_dirs(tmp_path / "m"), str(tmp_path / "m"),
+        predictions_path=str(tmp_path / "p.csv"), report_path=str(tmp_path / "r.html"),
+        evaluation_path=str(tmp_path / "e.json"),
+    )  # fmt: skip
+    assert result["serving_check"]["images"] == result["n_test"] == 9
+    _, rows = read_predictions(str(tmp_path / "p.csv"))
+    served = model.load(tmp_path / "m")[0](split_images(split_dir))
+    np.testing.assert_allclose(np.array(list(rows.values())), served, atol=1e-6)
 
 
 def test_without_a_validation_split_training_runs_every_epoch_and_keeps_the_last(
