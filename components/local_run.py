@@ -11,6 +11,7 @@ the console gets a line as each step starts and ends, and one progress line for 
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import io
 import json
@@ -225,6 +226,9 @@ def run_locally(
     )
     started = time.perf_counter()
     logs = StepLogs(run_dir / "logs", console)
+    # kfp.local swaps builtins.print for an indenting one while a task runs; two loop tasks
+    # on threads can restore each other's swap and leave it in place after the run.
+    own_print = builtins.print
     try:
         with redirect_stdout(logs), redirect_stderr(logs):
             try:
@@ -232,6 +236,7 @@ def run_locally(
             except RuntimeError:  # kfp.local: a task failed
                 raise logs.failed() from None
     finally:
+        builtins.print = own_print
         logs.close()
     return summarize(params, outputs, run_dir, logs.ended, time.perf_counter() - started)
 

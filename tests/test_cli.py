@@ -172,3 +172,28 @@ def test_help_says_what_each_option_does_and_the_exit_codes(tmp_path):
     assert "exit status: 0 success; 1 a step failed" in text
     top = cli_here("--help", cwd=tmp_path).stdout
     assert "Train an image classifier by transfer learning" in top
+
+
+def test_a_local_run_leaves_print_as_it_found_it(tmp_path):
+    """kfp.local swaps ``print`` for an indenting one while a task runs, and two loop tasks
+    on threads can leave the swap in place: the result block came out indented once."""
+    import builtins
+    import io
+
+    from components import local_run
+
+    original = builtins.print
+
+    def pipeline(**params):
+        builtins.print = lambda *args, **kwargs: original("    ", *args, **kwargs)
+        raise RuntimeError("a task failed")
+
+    try:
+        with pytest.raises(local_run.StepFailed):
+            local_run.run_locally(
+                {}, pipeline_root=tmp_path, pipeline=pipeline,
+                console=local_run.Console(io.StringIO()),
+            )  # fmt: skip
+        assert builtins.print is original
+    finally:
+        builtins.print = original
