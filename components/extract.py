@@ -92,12 +92,13 @@ def extract(
     out.mkdir(parents=True, exist_ok=True)
     written: list[FeatureShard] = []
     images = 0
-    for shard in mine:
+    # mine are every groups-th shard of the index from group: their positions in it
+    for position, shard in zip(range(group, len(index["shards"]), groups), mine, strict=True):
         source = Path(dataset_dir, shard["file"])
         name = Path(shard["file"]).name
         dtype = DTYPES[shard["split"]]
         # one augmenter per shard, seeded by its place in the index: grouping-independent
-        augment_fn = nets.augmenter(seed + index["shards"].index(shard), augmentation)
+        augment_fn = nets.augmenter(seed + position, augmentation)
         counted = 0
         with tf.io.TFRecordWriter(str(out / name)) as writer:
             for batch in shards.records(source, shard["bytes"], parse_and_decode, batch_size):

@@ -375,8 +375,8 @@ MUTATIONS = [
     Mutation(
         "augmentation seeded per extract group, not per shard",
         "components/extract.py",
-        'augment_fn = nets.augmenter(seed + index["shards"].index(shard))',
-        "augment_fn = nets.augmenter(seed + group)",
+        "augment_fn = nets.augmenter(seed + position, augmentation)",
+        "augment_fn = nets.augmenter(seed + group, augmentation)",
         ("tests/test_shards.py::test_one_or_two_extract_workers_give_the_same_features_and_head",),
     ),
     Mutation(
