@@ -76,8 +76,8 @@ MUTATIONS = [
     Mutation(
         "verification runs in the exporting process",
         "components/export.py",
-        "verification = verify_in_fresh_process(tmp, dataset_dir, predictions_path, sample)",
-        "verification = __import__('components.verify').verify.verify("
+        "reloaded = verify_in_fresh_process(tmp, dataset_dir, predictions_path, sample)",
+        "reloaded = __import__('components.verify').verify.verify("
         "tmp, dataset_dir, predictions_path, sample)",
         (f"{EXPORT}::test_verification_runs_on_the_files_in_a_fresh_process",),
     ),
