@@ -37,7 +37,7 @@ from components import (
     storage,
 )
 from components.facts import Evaluation, Gate
-from components.step import InputError
+from components.step import InputError, lap
 
 TOLERANCE = 1e-4  # serving_default against the evaluation, per probability
 
@@ -274,7 +274,9 @@ def evaluate(
     The production model of ``registry_uri``/``model_name``, if any, is scored on the same
     test images as the challenger, or on a stratified sample of ``gate_sample`` of them.
     """
+    lap("import")
     served = model.open_served(model_dir, batch_size)
+    lap("build")
     classes = served.classes
     training = artifact.read_json(model_dir, artifact.TRAINING_FILE)
     manifest = dataset.read_manifest(dataset_dir)

@@ -35,7 +35,7 @@ from components.registry import (
     promote,
 )
 from components.registry import path as registry_path
-from components.step import InputError, package_versions
+from components.step import InputError, lap, package_versions
 from components.verify import VerificationError
 
 
@@ -98,6 +98,7 @@ def export(
     ``verify``: ``hash``, the copy's content hash must be the evaluated files'; ``reload``,
     also load the copy in a fresh process and rescore evaluate's serving sample.
     """
+    lap("import")
     storage.check_bucket(registry)
     evaluation = json.loads(Path(evaluation_path).read_text())
     gate = evaluation["gate"]

@@ -19,8 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from components import backbone as nets
-from components import model, shards
+from components import model, shards, tfrecord
 from components.facts import MILD_AUGMENTATION, Augmentation, FeatureIndex, FeatureShard
+from components.step import lap
 
 # Test features stay float32: evaluation checks them through the head against the served
 # model fed the same images' bytes, within 1e-4; float16 rounding alone is larger.
@@ -69,6 +70,7 @@ def extract(
     precision: str = "auto",
 ) -> FeatureIndex:
     """Writes ``out_dir/features.json`` and a feature shard per image shard of the group."""
+    lap("import")
     started = time.perf_counter()
     found = nets.devices(precision)
     index = shards.read_index(dataset_dir)
@@ -80,7 +82,9 @@ def extract(
         base, weights_used, warnings = nets.build_backbone(backbone, weights, image_size)
         base.trainable = False
         features = model.feature_extractor(base, backbone, image_size)
+    lap("build")
     run = on_every_device(features, strategy, image_size)
+    lap("trace")
 
     def parse_and_decode(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         # in the tf.data pipeline: the next batches decode on other cores while this one runs
@@ -100,7 +104,7 @@ def extract(
         # one augmenter per shard, seeded by its place in the index: grouping-independent
         augment_fn = nets.augmenter(seed + position, augmentation)
         counted = 0
-        with tf.io.TFRecordWriter(str(out / name)) as writer:
+        with tfrecord.Writer(out / name) as writer:
             for batch in shards.records(source, shard["bytes"], parse_and_decode, batch_size):
                 x = batch["pixels"]
                 passes = [(0, x)]

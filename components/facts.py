@@ -206,6 +206,7 @@ class Summary(TypedDict):
     training: TrainingFacts
     timings_s: dict[str, float]
     peak_memory_mb: dict[str, int | None]
+    phase_seconds: dict[str, dict[str, float] | None]  # step -> step.PHASES -> seconds
     run_dir: str
     logs: dict[str, str]
     reused: list[str]

@@ -139,10 +139,11 @@ class StepLogs(io.TextIOBase):
 
     def _end(self, event: dict) -> None:
         """A step's end; for a step of several tasks, its seconds are from the first start
-        to the last end, and its peak memory the largest task's."""
+        to the last end, its peak memory the largest task's, its phases the longest's."""
         step = event["step"]
         self.running[step] -= 1
         before = self.ended.get(step, {})
+        longest = max(before, event, key=lambda e: e.get("task_seconds", e.get("seconds", 0)))
         self.ended[step] = {
             **event,
             "seconds": round(time.monotonic() - self.started[step], 2)
@@ -150,6 +151,8 @@ class StepLogs(io.TextIOBase):
             else event["seconds"],
             "peak_memory_mb": max(event["peak_memory_mb"], before.get("peak_memory_mb", 0)),
             "tasks": before.get("tasks", 0) + 1,
+            "task_seconds": longest.get("task_seconds", longest.get("seconds")),
+            "phase_seconds": longest.get("phase_seconds"),
         }
         group = f" (group {event['group']})" if "group" in event else ""
         self.console.say(f"{self._label(step)}  {'.' * 8}  {event['seconds']:.1f} s{group}")
@@ -306,6 +309,7 @@ def summarize(
             "total": round(seconds, 2),
         },
         peak_memory_mb={s: figures[s].get("peak_memory_mb") for s in STEPS},
+        phase_seconds={s: figures[s].get("phase_seconds") for s in STEPS},
         run_dir=str(run_dir),
         logs={s: str(run_dir / "logs" / f"{s}.log") for s in STEPS if s in logs_written},
         reused=[step for step, here in made_here.items() if not here],

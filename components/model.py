@@ -121,18 +121,17 @@ def batched(
     return run
 
 
-def save_serving(
-    classify: TracedFunction, path: str | Path, classes: list[str], head_model: keras.Model
-) -> None:
-    """A TensorFlow SavedModel that TF Serving or KServe can serve as it is.
+def serving_signatures(
+    classify: TracedFunction, classes: list[str], head_model: keras.Model
+) -> dict[str, tf.types.experimental.ConcreteFunction]:
+    """The functions a SavedModel serves, traced (tracing needs the network's structure, not
+    its trained values, so it can run while the head trains).
 
     ``serving_default``: ``image_bytes``, a batch of encoded images of any size, so clients
     send files as they are; ``predict_images``: ``images``, a float32 batch of RGB pixels in
     [0, 255] at the model's size; ``predict_features``: ``features``, the backbone's pooled
     features (what extract writes), through the head alone, which is how evaluation scores
     a large test split. All return ``probabilities`` and ``class`` (the label).
-    Only the variables the functions read and their traced graphs are saved, not Keras'
-    object graph, which is several times slower to save.
     """
     spec = classify.input_signature[0]
     size = spec.shape[1]
@@ -156,7 +155,7 @@ def save_serving(
         return named(head_model(features, training=False))
 
     n_features = head_model.input_shape[-1]
-    signatures = {
+    return {
         "serving_default": tf.function(from_bytes).get_concrete_function(
             tf.TensorSpec((None,), tf.string, name="image_bytes")
         ),
@@ -165,23 +164,26 @@ def save_serving(
             tf.TensorSpec((None, n_features), tf.float32, name="features")
         ),
     }
-    module = tf.Module()
-    module.variables_ = list(signatures["predict_images"].variables)
-    tf.saved_model.save(module, str(path), signatures=signatures)
 
 
 def save(
     model_dir: str | Path,
-    classify: TracedFunction,
+    signatures: dict[str, tf.types.experimental.ConcreteFunction],
     classes: list[str],
     history: dict,
     facts: dict,
-    head_model: keras.Model,
 ) -> None:
-    """The model artifact: the serving SavedModel that evaluate scores and export publishes."""
+    """The model artifact: the serving SavedModel (TF Serving or KServe serve it as it is)
+    that evaluate scores and export publishes, with its labels, history and facts.
+
+    Only the variables the functions read and their traced graphs are saved, not Keras'
+    object graph, which is several times slower to save.
+    """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    save_serving(classify, model_dir / artifact.SAVED_MODEL_DIR, classes, head_model)
+    module = tf.Module()
+    module.variables_ = list(signatures["predict_images"].variables)
+    tf.saved_model.save(module, str(model_dir / artifact.SAVED_MODEL_DIR), signatures=signatures)
     artifact.write_labels(model_dir, classes)
     (model_dir / artifact.HISTORY_FILE).write_text(json.dumps(history, indent=2))
     (model_dir / artifact.TRAINING_FILE).write_text(json.dumps(facts, indent=2))

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from components import tfrecord
 from components.dataset import SPLITS, DataError, Example
 from components.facts import FeatureIndex, Shard, ShardIndex
 
@@ -77,7 +78,6 @@ def write(
 
     ``files``: each manifest row's image file; ``sources``: its path in the source.
     """
-    import tensorflow as tf
 
     sizes = [f.stat().st_size for f in files]
     index = {name: i for i, name in enumerate(classes)}
@@ -85,11 +85,11 @@ def write(
     for name, rows in plan(examples, sizes, shard_mb, seed):
         path = Path(out_dir, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tf.io.TFRecordWriter(str(path)) as writer:
+        with tfrecord.Writer(path) as writer:
             for row in rows:
                 e = examples[row]
                 writer.write(
-                    _example(
+                    tfrecord.example(
                         image=[files[row].read_bytes()],
                         label=[index[e.label]],
                         row=[row],
@@ -112,19 +112,6 @@ def write(
     shard_index = ShardIndex(shard_mb=shard_mb, classes=classes, shards=written)
     Path(out_dir, INDEX).write_text(json.dumps(shard_index, indent=2))
     return shard_index
-
-
-def _example(**features: list) -> bytes:
-    import tensorflow as tf
-
-    def feature(values: list) -> tf.train.Feature:
-        if isinstance(values[0], bytes):
-            return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-    return tf.train.Example(
-        features=tf.train.Features(feature={k: feature(v) for k, v in features.items()})
-    ).SerializeToString()
 
 
 def read_index(dataset_dir: str | Path) -> ShardIndex:
@@ -205,7 +192,7 @@ def count_records(path: Path, expected: int, counted: int) -> None:
 
 
 def feature_example(features: bytes, label: int, row: int, view: int) -> bytes:
-    return _example(features=[features], label=[label], row=[row], view=[view])
+    return tfrecord.example(features=[features], label=[label], row=[row], view=[view])
 
 
 def parse_features(dtype: str, dim: int):

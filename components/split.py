@@ -34,6 +34,7 @@ from components.dataset import (
     write_manifest,
 )
 from components.facts import SplitFacts
+from components.step import lap
 
 
 def notebook_split(
@@ -275,6 +276,7 @@ def split_dataset(
 
     Everything is checked before the first file is written; images are read one at a time.
     """
+    lap("import")
     with local_source(source) as root:
         plan, hashes, warnings = prepare(
             root, source, seed=seed, train_fraction=train_fraction, val_fraction=val_fraction,

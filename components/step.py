@@ -19,6 +19,22 @@ from importlib import metadata as importlib_metadata
 # local runner shows progress from them); the rest of the line is JSON.
 EVENT = "@shapes-event "
 
+# Where a step's seconds go, for `make bench`: the step's code calls ``lap`` as it passes
+# from one to the next; what follows its last lap counts as ``work``.
+PHASES = ("import", "build", "trace", "work", "save")
+_laps: dict[str, float] = {}
+_last_lap = [time.perf_counter()]
+
+
+def lap(phase: str) -> None:
+    """The seconds since the step began, or since the last lap, were spent on ``phase``
+    (one of PHASES): ``import`` (loading libraries), ``build`` (the network built, or a
+    SavedModel loaded), ``trace`` (TensorFlow functions traced), ``save`` (a SavedModel
+    written), ``work`` (the rest: reading, computing, writing)."""
+    now = time.perf_counter()
+    _laps[phase] = _laps.get(phase, 0.0) + now - _last_lap[0]
+    _last_lap[0] = now
+
 
 class InputError(ValueError):
     """Input the user must fix (data, weights, storage); the message names the path or value."""
@@ -42,25 +58,30 @@ def parse_event(line: str) -> dict | None:
 
 @contextmanager
 def step(name: str, metadata: dict, **fields: object) -> Iterator[None]:
-    """Records the step's seconds and peak memory (the process's maximum resident set) in
-    ``metadata`` and in its ``start``/``end`` events; turns an :class:`InputError` into one
-    line. ``fields`` go into both events (an extract task's ``group``).
+    """Records the step's seconds, where they went (``lap``) and peak memory (the process's
+    maximum resident set) in ``metadata`` and in its ``start``/``end`` events; turns an
+    :class:`InputError` into one line. ``fields`` go into both events (an extract task's ``group``).
 
     The line goes to the step's log and the step exits non-zero, without a traceback.
     """
     event("start", step=name, **fields)
     started = time.perf_counter()
+    _laps.clear()
+    _last_lap[0] = started
     try:
         yield
     except InputError as e:
         raise SystemExit(f"error: {e}") from None
+    lap("work")
     metadata["seconds"] = round(time.perf_counter() - started, 2)
     metadata["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    metadata["phase_seconds"] = {p: round(_laps.get(p, 0.0), 2) for p in PHASES}
     event(
         "end",
         step=name,
         seconds=metadata["seconds"],
         peak_memory_mb=metadata["peak_memory_mb"],
+        phase_seconds=metadata["phase_seconds"],
         **fields,
     )
 

@@ -21,7 +21,7 @@ from components import artifact, dataset, model, shards
 from components import backbone as nets
 from components.facts import MILD_AUGMENTATION, Augmentation, TrainingFacts
 from components.fit import TensorBoardWriter, fit
-from components.step import package_versions
+from components.step import lap, package_versions
 
 
 def _features(feature_dirs: list[str], dataset_dir: str, expected: dict) -> tuple[dict, dict]:
@@ -77,6 +77,7 @@ def train(
 
     Returns the facts the report and summary show.
     """
+    lap("import")
     started = time.perf_counter()
     found = nets.devices(precision)
     strategy = nets.strategy()
@@ -97,6 +98,7 @@ def train(
             f"training loaded {weights_used}; extract and train must use the same backbone"
         )
     build_seconds = time.perf_counter() - started
+    lap("build")
 
     clock = time.perf_counter()
     feature_mb = sum(s["bytes"] for f in feature_files.values() for _, s in f) / 1e6
@@ -207,9 +209,13 @@ def train(
         },
     }
     clock = time.perf_counter()
+    lap("work")
     extract = model.compiled(lambda x: features(x, training=False), image_size)
     classify = model.compiled(lambda x: head(extract(x), training=False), image_size)
+    signatures = model.serving_signatures(classify, classes, head)
+    lap("trace")
     tensorboard.close()
-    model.save(model_dir, classify, classes, history, facts, head)
+    model.save(model_dir, signatures, classes, history, facts)
+    lap("save")
     facts["save_seconds"] = round(time.perf_counter() - clock, 2)
     return facts

@@ -190,7 +190,8 @@ def save_oracle(model_dir: Path, kernel: np.ndarray, bias: np.ndarray, classes: 
     )  # fmt: skip
     history = {"loss": [1.0], "val_loss": [1.0], "accuracy": [0.5], "val_accuracy": [0.5]}
     classify = model.compiled(lambda x: oracle(x, training=False), 32)
-    model.save(model_dir, classify, classes, history, facts, head)
+    signatures = model.serving_signatures(classify, classes, head)
+    model.save(model_dir, signatures, classes, history, facts)
 
 
 def save_oracle_features(dataset_dir: Path, out: Path) -> str:

@@ -21,7 +21,7 @@ from helpers import (
 )
 from PIL import Image
 
-from components import model, parameters, shards
+from components import model, parameters, shards, tfrecord
 from components.backbone import WeightsError, augmenter, build_backbone, unfreeze_top
 from components.evaluate import evaluate
 from components.predictions import read as read_predictions
@@ -62,7 +62,8 @@ def test_saved_model_gives_the_keras_models_probabilities_on_raw_pixels(tmp_path
     features = model.feature_extractor(backbone, "VGG16", 32)
     head = model.head(features.output_shape[-1], 3)
     classify = model.compiled(lambda x: head(features(x, training=False), training=False), 32)
-    model.save(tmp_path / "m", classify, ["a", "b", "c"], {}, {}, head)
+    signatures = model.serving_signatures(classify, ["a", "b", "c"], head)
+    model.save(tmp_path / "m", signatures, ["a", "b", "c"], {}, {})
     x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
     expected = model.classifier(features, head).predict(x, verbose=0)
     served = tf.saved_model.load(str(tmp_path / "m" / "saved_model" / "1"))
@@ -310,7 +311,7 @@ def _replace_test_images_with_noise(dataset_dir: Path) -> None:
                     noise, format="PNG"
                 )
                 writer.write(
-                    shards._example(image=[noise.getvalue()], label=[int(label)], row=[int(row)])
+                    tfrecord.example(image=[noise.getvalue()], label=[int(label)], row=[int(row)])
                 )
         shard["bytes"] = path.stat().st_size
     (dataset_dir / shards.INDEX).write_text(json.dumps(index))
