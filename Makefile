@@ -51,8 +51,10 @@ lint: $(STAMP)
 compile: $(STAMP)
 	$(BIN)/shapes-pipeline compile -o pipeline.yaml
 
+# BENCH_ARGS, e.g. --before 12d1a4b (older code side by side), --no-digits, --runs 5
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # SCALE_ARGS, e.g. --sizes 3000 30000 100000 --before 12d1a4b (old code side by side)
 SCALE_ARGS ?=

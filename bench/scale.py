@@ -78,35 +78,28 @@ def main() -> None:
     cli.add_argument("--output", default=str(REPO / "bench" / "scale.json"))
     args = cli.parse_args()
     sys.path.insert(0, str(REPO))
+    from bench.worktree import checkouts
     from components.demo_data import generate
 
     results = []
-    with tempfile.TemporaryDirectory(prefix="shapes-scale-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="shapes-scale-") as tmp,
+        checkouts([args.before] if args.before else [], Path(tmp)) as trees,
+    ):
         tmp = Path(tmp)
-        codes = [("after", REPO, args.workers)]
-        if args.before:
-            before = tmp / "before"
-            subprocess.run(
-                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before],
-                check=True, capture_output=True,
-            )  # fmt: skip
-            codes.insert(0, (f"before ({args.before})", before, [None]))
-        try:
-            for size in args.sizes:
-                data = tmp / f"data-{size}"
-                generate(str(data), per_class=size // 3, seed=0)
-                for name, code, workers in codes:
-                    for w in workers:
-                        work = tmp / f"work-{size}-{len(results)}"
-                        work.mkdir()
-                        result = {"code": name, "images": size, "workers": w,
-                                  **run(code, data, work, w)}  # fmt: skip
-                        print(json.dumps(result), flush=True)
-                        results.append(result)
-        finally:
-            if args.before:
-                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                                str(tmp / "before")], capture_output=True)  # fmt: skip
+        codes = [(f"before ({rev})", tree, [None]) for rev, tree in trees.items()]
+        codes.append(("after", REPO, args.workers))
+        for size in args.sizes:
+            data = tmp / f"data-{size}"
+            generate(str(data), per_class=size // 3, seed=0)
+            for name, code, workers in codes:
+                for w in workers:
+                    work = tmp / f"work-{size}-{len(results)}"
+                    work.mkdir()
+                    result = {"code": name, "images": size, "workers": w,
+                              **run(code, data, work, w)}  # fmt: skip
+                    print(json.dumps(result), flush=True)
+                    results.append(result)
     Path(args.output).write_text(json.dumps({"settings": SETTINGS, "runs": results}, indent=2))
     print(table(results))
 
