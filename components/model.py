@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import artifact
+from components.shards import prefetched
 from components.step import InputError
 
 TracedFunction = tf.types.experimental.PolymorphicFunction
@@ -115,7 +116,7 @@ def batched(
     """
 
     def run(x: np.ndarray) -> np.ndarray:
-        batches = tf.data.Dataset.from_tensor_slices(x).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        batches = prefetched(tf.data.Dataset.from_tensor_slices(x).batch(batch_size))
         return np.concatenate([np.asarray(fn(batch)) for batch in batches])
 
     return run

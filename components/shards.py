@@ -151,7 +151,7 @@ def records(path: Path, expected_bytes: int, parse, batch_size: int) -> Iterator
     data = tf.data.TFRecordDataset(checked(path, expected_bytes))
     data = data.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     try:
-        yield from data.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+        yield from prefetched(data).as_numpy_iterator()
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
         raise DataError(f"{path}: truncated or corrupt shard ({e.message.splitlines()[0]})") from e
 
@@ -267,7 +267,6 @@ def stream_features(
 ):
     """Feature batches ``(features, labels)`` read from the shards as training goes: shards
     interleaved and records shuffled in a bounded buffer (``shuffle``), never all in memory."""
-    import tensorflow as tf
 
     dtypes = {s["dtype"] for _, s in found}
     if len(dtypes) != 1:
@@ -276,7 +275,7 @@ def stream_features(
     data = _interleaved(files, seed, SHUFFLE_BUFFER if shuffle else 0)
     parse = parse_features(dtypes.pop(), dim)
     data = data.batch(batch_size).map(lambda b: _pair(parse(b), "features"))
-    return data.prefetch(tf.data.AUTOTUNE)
+    return prefetched(data)
 
 
 def stream_images(
@@ -298,7 +297,18 @@ def stream_images(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return prefetched(data.batch(batch_size))
+
+
+def prefetched(data: tf.data.Dataset) -> tf.data.Dataset:
+    """``data`` read ahead, with tf.data's autotuner off: its parallel steps then use every
+    core. With the autotuner on, the end of an iteration sometimes stalled for seconds here
+    (the extract step, see docs/benchmarks.md); a fixed pipeline never did."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return data.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def _interleaved(files: list[str], seed: int, buffer: int):
