@@ -89,6 +89,15 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     # what make bench reads: every phase of the train step, the SavedModel's save included
     phases = {f"{p}_seconds" for p in ("build", "feature", "head", "training", "save")}
     assert phases <= set(summary["training"])
+    # and where each TensorFlow step's seconds went, which adds up to the step's seconds
+    spent = summary["phase_seconds"]
+    for name in ("extract", "train", "evaluate"):
+        assert spent[name]["import"] > 0 and spent[name]["build"] > 0, name
+    assert spent["extract"]["trace"] > 0 and spent["extract"]["work"] > 0
+    assert spent["train"]["trace"] > 0 and spent["train"]["save"] > 0
+    assert spent["split"]["import"] > 0 and spent["export"]["import"] > 0
+    train_s = summary["timings_s"]["train"]
+    assert abs(sum(spent["train"].values()) - train_s) <= 0.05 * train_s
     # three figures and a thumbnail of each of the 9 test images (mistakes and correct ones)
     assert Path(summary["report_uri"]).read_text().count("data:image/png;base64,") == 3 + 9
     assert Path(summary["report_html"]).read_text() == Path(summary["report_uri"]).read_text()
