@@ -421,4 +421,26 @@ MUTATIONS = [
         "    if False:",
         (f"{TRAIN}::test_fine_tuning_that_improves_validation_is_kept",),
     ),
+    # ------------------------------------------------ records without TensorFlow
+    Mutation(
+        "TFRecord checksums masked with another constant (TensorFlow would refuse the shards)",
+        "components/tfrecord.py",
+        "+ 0xA282EAD8) & 0xFFFFFFFF",
+        "+ 0xA282EAD9) & 0xFFFFFFFF",
+        ("tests/test_tfrecord.py::test_records_are_byte_for_byte_tensorflows",),
+    ),
+    Mutation(
+        "split loads TensorFlow again",
+        "components/split.py",
+        "from components.facts import SplitFacts\n",
+        "from components.facts import SplitFacts\nimport tensorflow  # noqa\n",
+        ("tests/test_tfrecord.py::test_split_does_not_import_tensorflow",),
+    ),
+    Mutation(
+        "a step's phases carry over from the step before",
+        "components/step.py",
+        "    _laps.clear()\n",
+        "",
+        ("tests/test_step.py::test_each_step_starts_its_laps_afresh",),
+    ),
 ]
