@@ -234,13 +234,20 @@ class TensorBoardWriter:
         }
         self.step = 0
 
-    def __call__(self, epoch: int, values: dict[str, float]) -> None:
+        # one traced call per epoch: tf.summary's Python costs more than the head's epoch
+        self._write = tf.function(self._scalars)
+
+    def _scalars(self, step: tf.Tensor, values: dict[str, tf.Tensor]) -> None:
         for prefix, writer in self.writers.items():
             with writer.as_default():
                 for name in ("loss", "accuracy"):
                     if prefix + name in values:
-                        tf.summary.scalar(f"epoch_{name}", values[prefix + name], step=self.step)
-            writer.flush()
+                        tf.summary.scalar(f"epoch_{name}", values[prefix + name], step=step)
+                writer.flush()
+
+    def __call__(self, epoch: int, values: dict[str, float]) -> None:
+        tensors = {name: tf.constant(value, tf.float32) for name, value in values.items()}
+        self._write(tf.constant(self.step, tf.int64), tensors)
         self.step += 1
 
     def close(self) -> None:
