@@ -328,8 +328,8 @@ def main() -> None:
         codes = {**{f"before ({rev})": tree for rev, tree in trees.items()}, "after": REPO}
         runs: dict[str, list] = {name: [] for name in codes}
         for i in range(args.runs):  # interleaved, so every code sees the same machine
-            for name, code in codes.items():
-                work = tmp / f"run{i}-{len(runs[name])}-{name.split()[0]}{len(trees)}"
+            for c, (name, code) in enumerate(codes.items()):
+                work = tmp / f"run{i}-code{c}"
                 runs[name].append(
                     pipeline_run(work, code, tmp / "data", args.backbone, args.image_size)
                 )
