@@ -38,16 +38,21 @@ def copy_repo(target: Path) -> None:
             shutil.copy2(source, target / rel)
 
 
-def apply(copy: Path, mutation: Mutation) -> None:
-    path = copy / mutation.file
-    text = path.read_text()
+def check(copy: Path, mutation: Mutation) -> str:
+    """The file's text, if the mutation's ``old`` is in it exactly once."""
+    text = (copy / mutation.file).read_text()
     found = text.count(mutation.old)
     if found != 1:
         raise SystemExit(
             f"error: mutation {mutation.name!r}: its text is in {mutation.file} {found} times "
             "(must be once); update tests/mutations.py"
         )
-    path.write_text(text.replace(mutation.old, mutation.new))
+    return text
+
+
+def apply(copy: Path, mutation: Mutation) -> None:
+    text = check(copy, mutation)
+    (copy / mutation.file).write_text(text.replace(mutation.old, mutation.new))
 
 
 def killed(copy: Path, mutation: Mutation, env: dict[str, str]) -> tuple[bool, str]:
@@ -77,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shapes-mutation-") as tmp:
         copy = Path(tmp)
         copy_repo(copy)
+        for mutation in chosen:  # a stale entry is refused before any test runs
+            check(copy, mutation)
         env = {**os.environ, "PYTHONPATH": str(copy)}
         where = subprocess.run(
             [sys.executable, "-c", "import components; print(components.__file__)"],

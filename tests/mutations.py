@@ -262,8 +262,8 @@ MUTATIONS = [
     Mutation(
         "every step logs its environment (secrets included)",
         "components/step.py",
-        "    started = time.perf_counter()\n    try:",
-        "    started = time.perf_counter()\n    print(dict(__import__('os').environ))\n    try:",
+        "    _last_lap[0] = started\n    try:",
+        "    _last_lap[0] = started\n    print(dict(__import__('os').environ))\n    try:",
         (f"{BAD}::test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache",),
     ),
     # ------------------------------------------------ bad input before any step
