@@ -125,8 +125,8 @@ def batched(
 def serving_signatures(
     classify: TracedFunction, classes: list[str], head_model: keras.Model
 ) -> dict[str, tf.types.experimental.ConcreteFunction]:
-    """The functions a SavedModel serves, traced (tracing needs the network's structure, not
-    its trained values, so it can run while the head trains).
+    """The functions a SavedModel serves, traced; ``save`` writes them with the values their
+    variables hold then.
 
     ``serving_default``: ``image_bytes``, a batch of encoded images of any size, so clients
     send files as they are; ``predict_images``: ``images``, a float32 batch of RGB pixels in

@@ -78,7 +78,6 @@ def write(
 
     ``files``: each manifest row's image file; ``sources``: its path in the source.
     """
-
     sizes = [f.stat().st_size for f in files]
     index = {name: i for i, name in enumerate(classes)}
     written: list[Shard] = []
@@ -267,7 +266,6 @@ def stream_features(
 ):
     """Feature batches ``(features, labels)`` read from the shards as training goes: shards
     interleaved and records shuffled in a bounded buffer (``shuffle``), never all in memory."""
-
     dtypes = {s["dtype"] for _, s in found}
     if len(dtypes) != 1:
         raise DataError(f"feature shards of mixed types {sorted(dtypes)}")
