@@ -3,12 +3,16 @@
 Runs ``keras.applications`` backbones (no top, random weights: speed does not depend on
 them) under Keras 3's JAX backend, so it needs only ``keras`` and ``jax``: TensorFlow's
 wheels are too large to bring to the GPU machines, whose images have JAX. It measures
-images per second of a jitted forward pass in float32 and in mixed precision (bfloat16
-compute on a GPU, the usual choice there; float16 where asked), at several batch sizes,
-and writes ``bench/results-gpu.json`` labelled with the device and the backend.
+images per second of a jitted forward pass in mixed precision (bfloat16 compute, the usual
+choice on a GPU) and in float32, at several batch sizes, and the seconds of the first,
+untimed call, which is mostly XLA compiling.
 
-    KERAS_BACKEND=jax python bench/gpu_backbone.py            # the full set, a few minutes
-    KERAS_BACKEND=jax python bench/gpu_backbone.py --quick    # a smoke test on a CPU
+Time on those machines is short and a run may be cut off, so the configurations most
+useful to the projection come first, the JSON file is rewritten after each one, and
+``--budget-s`` stops starting new ones once that much time has passed.
+
+    KERAS_BACKEND=jax python bench/gpu_backbone.py --budget-s 360   # the full set
+    KERAS_BACKEND=jax python bench/gpu_backbone.py --quick          # a smoke test on a CPU
 """
 
 from __future__ import annotations
@@ -27,29 +31,25 @@ import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-FULL = {
-    "backbones": ["InceptionResNetV2", "MobileNet"],
-    "sizes": [128, 299],
-    "batches": [64, 128, 256],
-    "policies": ["float32", "mixed_bfloat16"],
-    "repeats": 10,
-}
-QUICK = {
-    "backbones": ["MobileNet"],
-    "sizes": [64],
-    "batches": [8],
-    "policies": ["float32", "mixed_bfloat16"],
-    "repeats": 2,
-}
+POLICIES = ["mixed_bfloat16", "float32"]
+BATCHES = [256, 128, 64]
+# (backbone, image size) groups, most useful to the projection first.
+FULL = [
+    ("InceptionResNetV2", 128),
+    ("MobileNet", 128),
+    ("InceptionResNetV2", 299),
+    ("MobileNet", 299),
+]
+QUICK = [("MobileNet", 64)]
 
 
-def throughput(name: str, size: int, batch: int, policy: str, repeats: int) -> dict:
-    """Images per second of a compiled forward pass: the median of ``repeats`` timed
-    batches, after one untimed call that compiles."""
+def build(name: str, size: int, policy: str):
+    """A jitted stateless forward pass of the backbone and its variables."""
     keras.mixed_precision.set_global_policy(policy)
     backbone = getattr(keras.applications, name)(
         include_top=False, weights=None, input_shape=(size, size, 3), pooling="max"
     )
+    keras.mixed_precision.set_global_policy("float32")
     state = (
         [v.value for v in backbone.trainable_variables],
         [v.value for v in backbone.non_trainable_variables],
@@ -60,34 +60,40 @@ def throughput(name: str, size: int, batch: int, policy: str, repeats: int) -> d
         features, _ = backbone.stateless_call(trainable, non_trainable, images, training=False)
         return features
 
+    return forward, state, backbone.compute_dtype
+
+
+def measure(forward, state, dtype, size: int, batch: int, repeats: int) -> dict:
+    """Seconds of the first (compiling) call, and the median of ``repeats`` timed batches."""
     images = jax.device_put(np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)))
-    images = images.astype(keras.mixed_precision.global_policy().compute_dtype)
-    forward(*state, images).block_until_ready()  # compile
+    images = images.astype(dtype)
+    started = time.perf_counter()
+    forward(*state, images).block_until_ready()
+    compile_s = time.perf_counter() - started
     seconds = []
     for _ in range(repeats):
         started = time.perf_counter()
         forward(*state, images).block_until_ready()
         seconds.append(time.perf_counter() - started)
-    keras.mixed_precision.set_global_policy("float32")
     median = statistics.median(seconds)
     return {
-        "backbone": name,
-        "image_size": size,
-        "batch_size": batch,
-        "precision": policy,
         "median_batch_s": round(median, 5),
         "images_per_s": round(batch / median, 1),
+        "compile_s": round(compile_s, 2),
     }
 
 
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--quick", action="store_true", help="a small smoke test (CPU)")
+    cli.add_argument("--budget-s", type=float, default=None, help="start nothing after this")
     cli.add_argument(
         "--output", default=str(Path(__file__).with_name("results-gpu.json")), help="JSON file"
     )
     args = cli.parse_args()
-    plan = QUICK if args.quick else FULL
+    groups, batches, repeats = (QUICK, [8], 2) if args.quick else (FULL, BATCHES, 10)
+    planned = [(g, p, b) for g in groups for p in POLICIES for b in batches]
+    start = time.perf_counter()
     device = jax.devices()[0]
     results = {
         "label": "Keras on JAX (not TensorFlow): keras.applications, random weights, jitted "
@@ -97,17 +103,27 @@ def main() -> None:
         "jax": jax.__version__,
         "keras": keras.__version__,
         "python": platform.python_version(),
+        "budget_s": args.budget_s,
+        "planned": len(planned),
+        "complete": False,
         "runs": [],
     }
-    for name in plan["backbones"]:
-        for size in plan["sizes"]:
-            for policy in plan["policies"]:
-                for batch in plan["batches"]:
-                    run = throughput(name, size, batch, policy, plan["repeats"])
-                    results["runs"].append(run)
-                    print(json.dumps(run), flush=True)
-    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"written to {args.output}")
+    output = Path(args.output)
+    built = None
+    for (name, size), policy, batch in planned:
+        if args.budget_s is not None and time.perf_counter() - start > args.budget_s:
+            print(f"budget of {args.budget_s} s spent: stopping", flush=True)
+            break
+        if built is None or built[0] != (name, size, policy):
+            built = ((name, size, policy), *build(name, size, policy))
+        run = {"backbone": name, "image_size": size, "batch_size": batch, "precision": policy}
+        run.update(measure(*built[1:], size, batch, repeats))
+        run["elapsed_s"] = round(time.perf_counter() - start, 1)
+        results["runs"].append(run)
+        results["complete"] = len(results["runs"]) == len(planned)
+        output.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(run), flush=True)
+    print(f"written to {output}")
 
 
 if __name__ == "__main__":
