@@ -223,7 +223,8 @@ def parser() -> argparse.ArgumentParser:
         return sub
 
     run = command("run", "run the whole pipeline on this machine (kfp.local)", cmd_run)
-    add_pipeline_options(run, {"data": None, "registry": "registry", "weights": "auto"})
+    local_defaults = {"data": None, "registry": "registry", "weights": "auto", "extract_workers": 1}
+    add_pipeline_options(run, local_defaults)
     run.add_argument("--pipeline-root", default="runs", help="where each run's folder goes")
     run.add_argument("--summary", default="summary.json", help="the run's summary (JSON)")
     run.add_argument(

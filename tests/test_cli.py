@@ -129,6 +129,8 @@ def test_config_file_with_flags_over_it_and_dry_run(demo_data, tmp_path):
         assert resolved["epochs"] == 9  # the flag wins over the file
         assert resolved["data"] == str(demo_data) and resolved["seed"] == 230
         assert set(resolved) == set(parameters.defaults())
+        # a local run's tasks share this machine: one extract task unless asked (a cluster: 2)
+        assert resolved["extract_workers"] == 1 < parameters.defaults()["extract_workers"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json", "run.yaml"]
 
 

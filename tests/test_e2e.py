@@ -37,7 +37,7 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     learning = [*LEARNING, "--weights", str(imagenet_mobilenet())]
     done = cli(
         "run", "--data", data, "--registry", registry, "--min-accuracy", "0", *learning,
-        cwd=tmp_path,
+        "--extract-workers", "2", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -151,7 +151,7 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     # with max_regression 0 and becomes the production model.
     again = cli(
         "run", "--data", data, "--registry", registry, "--min-accuracy", "0", *learning,
-        cwd=tmp_path,
+        "--extract-workers", "2", cwd=tmp_path,
     )  # fmt: skip
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     second = json.loads((tmp_path / "summary.json").read_text())
