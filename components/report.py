@@ -8,13 +8,13 @@ import html
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CORRECT_SAMPLE = 12  # correct predictions shown beside the misclassified ones
 MAX_WRONG = 200  # misclassified images shown at most (a large test split has thousands)
@@ -40,10 +40,23 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def _png(fig: plt.Figure) -> str:
+def _subplots(*shape: int, figsize: tuple[float, float]):
+    """``pyplot.subplots`` off-screen; pyplot loads here, not with this module, as the
+    command line imports this module only for the result's lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot.subplots(*shape, figsize=figsize)
+
+
+def _png(fig: Figure) -> str:
+    from matplotlib import pyplot
+
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    pyplot.close(fig)
     return _data_uri(buffer.getvalue())
 
 
@@ -61,7 +74,7 @@ def confusion_figure(matrix: list[list[int]], classes: list[str], normalised: bo
     counts = np.asarray(matrix, dtype=float)
     values = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalised else counts
     size = max(4.0, 0.6 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    fig, ax = _subplots(figsize=(size, size * 0.85))
     image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalised else None)
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
@@ -81,7 +94,7 @@ def confusion_figure(matrix: list[list[int]], classes: list[str], normalised: bo
 def curves_figure(history: dict[str, list[float]], best_epoch: int, head_epochs: int) -> str:
     """Loss and accuracy per epoch of both stages; dashed: the epoch whose weights were kept,
     dotted: where fine-tuning began (when it ran)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, axes = _subplots(1, 2, figsize=(10, 3.5))
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         epochs = range(1, len(history.get(metric, [])) + 1)
         ax.plot(epochs, history.get(metric, []), label="train")

@@ -63,13 +63,14 @@ for arguments in json.loads(sys.argv[1]):
             cli.main(["run", *arguments])
         except SystemExit as e:
             codes.append(e.code)
-print("tensorflow imported" if "tensorflow" in sys.modules else "no tensorflow", set(codes))
+print(sorted({"tensorflow", "matplotlib"} & set(sys.modules)), set(codes))
 """
 
 
-def test_no_mistake_needs_tensorflow_to_be_refused(demo_data, tmp_path):
+def test_no_mistake_needs_tensorflow_or_matplotlib_to_be_refused(demo_data, tmp_path):
     """All of them in one new Python, and a registry that is a file or whose LATEST is
-    empty, a TIFF named .png and a zip bomb: not one imports TensorFlow."""
+    empty, a TIFF named .png and a zip bomb: not one imports TensorFlow, nor matplotlib
+    (which only the report's figures need)."""
     (tmp_path / "a-file").write_text("")
     (tmp_path / "jammed" / "shapes-classifier").mkdir(parents=True)
     (tmp_path / "jammed" / "shapes-classifier" / "LATEST").write_text("")
@@ -86,7 +87,7 @@ def test_no_mistake_needs_tensorflow_to_be_refused(demo_data, tmp_path):
         [sys.executable, "-c", PROBE, cases],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert done.stdout.strip() == "no tensorflow {2}", done.stderr
+    assert done.stdout.strip() == "[] {2}", done.stderr
     assert not (tmp_path / "runs").exists()
 
 
