@@ -62,17 +62,23 @@ def build_backbone(name: str, weights: str, image_size: int) -> tuple[keras.Mode
 
 
 def devices(precision: str = "auto") -> list[str]:
-    """Logs the devices TensorFlow found and sets the precision policy.
+    """Logs the devices TensorFlow found; sets the precision policy and, on a CPU, turns
+    TensorFlow's graph optimiser (grappler) off.
 
     ``auto`` is mixed precision on a GPU: float16 compute with float32 weights (and a
     float32 output layer, see ``model.head``) roughly doubles throughput there; on a CPU it
-    would only slow things down, so ``auto`` is float32 there.
+    would only slow things down, so ``auto`` is float32 there. On a CPU, grappler's rewrites
+    cost time at each network's first call and bought no measurable speed per batch after
+    it, for extraction or for training (docs/benchmarks.md); on a GPU they lay tensors out
+    for its kernels, so they stay.
     """
     found = [d.name for d in tf.config.list_physical_devices()]
+    gpu = bool(tf.config.list_physical_devices("GPU"))
     if precision == "auto":
-        gpu = bool(tf.config.list_physical_devices("GPU"))
         precision = "mixed_float16" if gpu else "float32"
     keras.mixed_precision.set_global_policy(precision)
+    if not gpu:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     log.warning("devices: %s; precision: %s", found, keras.mixed_precision.global_policy().name)
     return found
 

@@ -36,6 +36,7 @@ from components import (
     split,
     storage,
 )
+from components import backbone as nets
 from components.facts import Evaluation, Gate
 from components.step import InputError, lap
 
@@ -275,6 +276,7 @@ def evaluate(
     test images as the challenger, or on a stratified sample of ``gate_sample`` of them.
     """
     lap("import")
+    nets.devices()
     served = model.open_served(model_dir, batch_size)
     lap("build")
     classes = served.classes

@@ -22,7 +22,7 @@ from helpers import (
 from PIL import Image
 
 from components import model, parameters, shards, tfrecord
-from components.backbone import WeightsError, augmenter, build_backbone, unfreeze_top
+from components.backbone import WeightsError, augmenter, build_backbone, devices, unfreeze_top
 from components.evaluate import evaluate
 from components.predictions import read as read_predictions
 from components.train import fine_tune_schedule
@@ -396,3 +396,18 @@ def test_tensorboard_scalars_are_written_as_training_goes(tmp_path):
     writer.close()
     # one file-version record, then two scalars (loss, accuracy) per epoch
     assert seen == [3, 5, 7]
+
+
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="a CPU's settings")
+def test_on_a_cpu_auto_precision_is_float32_and_grappler_is_off():
+    """What was measured on this CPU: grappler's rewrites cost a network's first call time
+    and bought nothing per batch after it (docs/benchmarks.md)."""
+    options = tf.config.optimizer.get_experimental_options()
+    try:
+        devices()
+        assert keras.mixed_precision.global_policy().name == "float32"
+        assert tf.config.optimizer.get_experimental_options()["disable_meta_optimizer"]
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": options.get("disable_meta_optimizer", False)}
+        )
