@@ -68,7 +68,7 @@ bench-digits: $(STAMP)
 mutation: $(STAMP)
 	$(BIN)/python scripts/mutation.py $(MUTATIONS)
 
-# Image names come from pipeline.py: SHAPES_IMAGE_REPOSITORY, SHAPES_IMAGE_TAG.
+# Image names come from components/kfp_components.py: SHAPES_IMAGE_REPOSITORY, SHAPES_IMAGE_TAG.
 images: $(STAMP)
 	PYTHON=$(BIN)/python scripts/images.sh
 

@@ -118,15 +118,15 @@ def run_pipeline(root: Path, per_class: int, label: str) -> dict:
     from kfp import local
 
     import pipeline
-    from components import local_run, parameters, preflight
+    from components import kfp_components, local_run, parameters, preflight
     from components.demo_data import generate
 
-    image = local_name(pipeline.CPU_IMAGE)
+    image = local_name(kfp_components.CPU_IMAGE)
     found = subprocess.run(["podman", "image", "exists", image], check=False)
     if found.returncode != 0:
         raise SystemExit(f"error: image {image} not found: run `make images-offline` first")
-    steps = (pipeline.split, pipeline.plan, pipeline.extract, pipeline.train, pipeline.evaluate,
-             pipeline.export)  # fmt: skip
+    steps = (kfp_components.split, kfp_components.plan, kfp_components.extract,
+             kfp_components.train, kfp_components.evaluate, kfp_components.export)  # fmt: skip
     for component in steps:
         component.component_spec.implementation.container.image = image
     log(f"every step runs in {image} (extract and train too: no GPU image offline)")

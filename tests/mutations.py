@@ -262,8 +262,8 @@ MUTATIONS = [
     Mutation(
         "every step logs its environment (secrets included)",
         "components/step.py",
-        "    _last_lap[0] = started\n    try:",
-        "    _last_lap[0] = started\n    print(dict(__import__('os').environ))\n    try:",
+        "    _last_lap[0] = started\n    gc.disable()",
+        "    _last_lap[0] = started\n    print(dict(__import__('os').environ))\n    gc.disable()",
         (f"{BAD}::test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache",),
     ),
     # ------------------------------------------------ bad input before any step
@@ -442,5 +442,36 @@ MUTATIONS = [
         "    _laps.clear()\n",
         "",
         ("tests/test_step.py::test_each_step_starts_its_laps_afresh",),
+    ),
+    # ------------------------------------------------ start-up costs
+    Mutation(
+        "what the imports loaded is left to the collector (and to the exit's sweep)",
+        "components/step.py",
+        '    if phase == "import":\n        _freeze_heap()\n',
+        "",
+        (
+            "tests/test_step.py::test_imports_run_without_the_collector_and_what_they_loaded_is_frozen",
+        ),
+    ),
+    Mutation(
+        "a local run starts two extract tasks on one machine",
+        "components/cli.py",
+        '"weights": "auto", "extract_workers": 1}',
+        '"weights": "auto"}',
+        ("tests/test_cli.py::test_config_file_with_flags_over_it_and_dry_run",),
+    ),
+    Mutation(
+        "the command line loads matplotlib with the report module",
+        "components/report.py",
+        "import numpy as np\nfrom PIL import Image\n",
+        "import numpy as np\nfrom matplotlib import pyplot  # noqa\nfrom PIL import Image\n",
+        ("tests/test_cli.py::test_no_mistake_needs_tensorflow_or_matplotlib_to_be_refused",),
+    ),
+    Mutation(
+        "grappler left on on a CPU",
+        "components/backbone.py",
+        "    if not gpu:\n        tf.config.optimizer",
+        "    if False:\n        tf.config.optimizer",
+        (f"{TRAIN}::test_on_a_cpu_auto_precision_is_float32_and_grappler_is_off",),
     ),
 ]

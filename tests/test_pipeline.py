@@ -9,7 +9,7 @@ import yaml
 from kfp import components
 
 import pipeline
-from components import cli, cluster
+from components import cli, cluster, kfp_components
 from components.step import InputError
 
 
@@ -55,11 +55,11 @@ def test_extract_and_train_ask_for_gpus_and_tolerate_gpu_nodes(spec):
         container = executors[f"exec-{step}"]["container"]
         assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
         assert container["resources"]["accelerator"]["resourceCount"] == "2"
-        assert container["image"] == pipeline.GPU_IMAGE
+        assert container["image"] == kfp_components.GPU_IMAGE
     train = executors["exec-train"]["container"]
     assert train["resources"]["cpuRequest"] == 4.0 and train["resources"]["memoryRequest"] == 8.0
     for step in ("split", "plan", "evaluate", "export"):
-        assert executors[f"exec-{step}"]["container"]["image"] == pipeline.CPU_IMAGE
+        assert executors[f"exec-{step}"]["container"]["image"] == kfp_components.CPU_IMAGE
         assert "accelerator" not in executors[f"exec-{step}"]["container"].get("resources", {})
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for step in ("extract", "train"):
