@@ -128,8 +128,8 @@ def make_pipeline(
             shard_mb: Target size of one TFRecord shard of the data set, in MB.
             extract_workers: Feature extraction tasks (each reads its share of the
                 shards, on its own GPU); never more than there are shards. A local run
-                defaults to 1: its tasks share this machine, so more only repeat the
-                backbone's start.
+                defaults to 1: its tasks share one machine, where each more repeats
+                TensorFlow's start and holds another copy of the backbone in memory.
             feature_memory_mb: Training holds the extracted features in memory up to this
                 many MB, and streams them from their shards above it.
             serving_sample: Test images (a stratified sample) scored through the served
