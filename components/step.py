@@ -31,7 +31,8 @@ def lap(phase: str) -> None:
     """The seconds since the step began, or since the last lap, were spent on ``phase``
     (one of PHASES): ``import`` (loading libraries), ``build`` (the network built, or a
     SavedModel loaded), ``trace`` (TensorFlow functions traced), ``save`` (a SavedModel
-    written), ``work`` (the rest: reading, computing, writing)."""
+    written), ``work`` (the rest: reading, computing, writing). Lapping ``import`` also
+    freezes what the imports loaded (``_freeze_heap``)."""
     now = time.perf_counter()
     _laps[phase] = _laps.get(phase, 0.0) + now - _last_lap[0]
     _last_lap[0] = now

@@ -472,6 +472,6 @@ MUTATIONS = [
         "components/backbone.py",
         "    if not gpu:\n        tf.config.optimizer",
         "    if False:\n        tf.config.optimizer",
-        (f"{TRAIN}::test_on_a_cpu_auto_precision_is_float32_and_grappler_is_off",),
+        ("tests/test_backbone.py::test_on_a_cpu_auto_precision_is_float32_and_grappler_is_off",),
     ),
 ]
