@@ -5,6 +5,9 @@ shards (every ``groups``-th one, from ``group``), so its cost is its share of th
 rerun writes the same files. Features of a frozen backbone are the same in every epoch, so
 training reads them instead of running the backbone again; with ``augment_views``, each
 training image also gets that many augmented views' features, a batch at a time.
+
+The first task also writes the serving SavedModel with an untrained head: train, which
+only trains the head, fills in its weights instead of building the backbone again.
 """
 
 from __future__ import annotations
@@ -29,13 +32,12 @@ DTYPES = {"train": "float16", "val": "float16", "test": "float32"}
 
 
 def on_every_device(
-    features: keras.Model, strategy: tf.distribute.Strategy, image_size: int
+    traced: model.TracedFunction, features: keras.Model, strategy: tf.distribute.Strategy
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """The feature extractor over a batch; with several devices (``--gpus N``), each takes
-    its share of the batch under ``MirroredStrategy``."""
+    """The feature extractor over a batch (``traced``, on one device); with several devices
+    (``--gpus N``), each takes its share of the batch under ``MirroredStrategy``."""
     n = strategy.num_replicas_in_sync
     if n == 1:
-        traced = model.compiled(lambda x: features(x, training=False), image_size)
         return lambda x: np.asarray(traced(x))
 
     @tf.function
@@ -83,7 +85,8 @@ def extract(
         base.trainable = False
         features = model.feature_extractor(base, backbone, image_size)
     lap("build")
-    run = on_every_device(features, strategy, image_size)
+    traced = model.compiled(lambda x: features(x, training=False), image_size)
+    run = on_every_device(traced, features, strategy)
     lap("trace")
 
     def parse_and_decode(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -131,16 +134,27 @@ def extract(
                 dtype=dtype,
             )
         )
+    dim = int(features.output_shape[-1])
+    serving = None
+    if group == 0:  # one task writes what train completes; the others extract only
+        lap("work")
+        serving = shards.SERVING_TEMPLATE
+        head = model.head(dim, len(index["classes"]), seed=seed)
+        signatures = model.signatures_of(traced, head, index["classes"])
+        lap("trace")
+        model.write_saved_model(out / serving, signatures, head)
+        lap("save")
     facts = FeatureIndex(
         backbone=backbone,
         weights=weights_used,
         image_size=image_size,
-        dim=int(features.output_shape[-1]),
+        dim=dim,
         augment_views=views,
         augmentation=augmentation if views else None,
         group=group,
         groups=groups,
         shards=written,
+        serving=serving,
         devices=found,
         precision=keras.mixed_precision.global_policy().name,
         seconds=round(time.perf_counter() - started, 2),

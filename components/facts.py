@@ -80,6 +80,7 @@ class FeatureIndex(TypedDict):
     group: int
     groups: int
     shards: list[FeatureShard]
+    serving: str | None  # group 0's: the serving SavedModel, its head untrained (train's)
     devices: list[str]
     precision: str
     seconds: float

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,27 +168,104 @@ def serving_signatures(
     }
 
 
+def signatures_of(
+    features_fn: TracedFunction, head_model: keras.Model, classes: list[str]
+) -> dict[str, tf.types.experimental.ConcreteFunction]:
+    """:func:`serving_signatures` of ``head_model`` over the traced feature extractor."""
+    size = features_fn.input_signature[0].shape[1]
+    classify = compiled(lambda x: head_model(features_fn(x), training=False), size)
+    return serving_signatures(classify, classes, head_model)
+
+
+# The checkpoint key of the head's i-th weight in a SavedModel ``write_saved_model`` wrote:
+# TensorFlow names a saved object's variables by their path from the root object.
+_HEAD_KEY = "head/{}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def write_saved_model(
+    path: str | Path,
+    signatures: dict[str, tf.types.experimental.ConcreteFunction],
+    head_model: keras.Model,
+) -> None:
+    """The serving SavedModel of ``signatures``, with the values their variables hold now.
+
+    Only the variables the functions read and their traced graphs are saved, not Keras'
+    object graph, which is several times slower to save. The head's weights are saved as
+    the root's ``head`` list, in ``head_model.weights`` order, so that
+    :func:`save_with_head` can find them in the checkpoint.
+    """
+    module = tf.Module()
+    module.head = [w.value for w in head_model.weights]
+    ours = {id(v) for v in module.head}
+    module.backbone = [v for v in signatures["predict_images"].variables if id(v) not in ours]
+    tf.saved_model.save(module, str(path), signatures=signatures)
+
+
 def save(
     model_dir: str | Path,
     signatures: dict[str, tf.types.experimental.ConcreteFunction],
+    head_model: keras.Model,
     classes: list[str],
     history: dict,
     facts: dict,
 ) -> None:
     """The model artifact: the serving SavedModel (TF Serving or KServe serve it as it is)
-    that evaluate scores and export publishes, with its labels, history and facts.
-
-    Only the variables the functions read and their traced graphs are saved, not Keras'
-    object graph, which is several times slower to save.
-    """
+    that evaluate scores and export publishes, with its labels, history and facts."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    module = tf.Module()
-    module.variables_ = list(signatures["predict_images"].variables)
-    tf.saved_model.save(module, str(model_dir / artifact.SAVED_MODEL_DIR), signatures=signatures)
+    write_saved_model(model_dir / artifact.SAVED_MODEL_DIR, signatures, head_model)
+    _write_facts(model_dir, classes, history, facts)
+
+
+def save_with_head(
+    template: str | Path,
+    model_dir: str | Path,
+    head_weights: list[np.ndarray],
+    classes: list[str],
+    history: dict,
+    facts: dict,
+) -> None:
+    """The model artifact :func:`save` would write, from ``template`` (a SavedModel of the
+    same network that :func:`write_saved_model` wrote with an untrained head) and the
+    trained head's weights; the network is neither built nor traced again.
+
+    The graph is the template's; the checkpoint is rewritten with the head's weights in
+    place of its own. The template's ``fingerprint.pb`` is left out: it hashes the old
+    checkpoint, and loaders do not need it.
+    """
+    template = Path(template)
+    out = Path(model_dir, artifact.SAVED_MODEL_DIR)
+    reader = tf.train.load_checkpoint(str(template / "variables" / "variables"))
+    shapes = reader.get_variable_to_shape_map()
+    values = {name: reader.get_tensor(name) for name in sorted(shapes)}
+    heads = [_HEAD_KEY.format(i) for i in range(len(head_weights))]
+    found = sorted(k for k in shapes if k.startswith("head/"))
+    if found != sorted(heads) or any(
+        shapes[k] != list(w.shape) for k, w in zip(heads, head_weights, strict=True)
+    ):
+        raise InputError(
+            f"{template}: its head's weights ({[shapes[k] for k in found]}) are not the "
+            f"trained head's ({[list(w.shape) for w in head_weights]})"
+        )
+    for key, weight in zip(heads, head_weights, strict=True):
+        values[key] = weight.astype(values[key].dtype)
+    # the graph as it is, without the checkpoint and the fingerprint of the old checkpoint
+    skipped = {"variables", "fingerprint.pb"}
+    shutil.copytree(template, out, ignore=lambda d, names: skipped if Path(d) == template else ())
+    (out / "variables").mkdir()
+    tf.raw_ops.SaveV2(
+        prefix=str(out / "variables" / "variables"),
+        tensor_names=list(values),
+        shape_and_slices=[""] * len(values),
+        tensors=list(values.values()),
+    )
+    _write_facts(model_dir, classes, history, facts)
+
+
+def _write_facts(model_dir: Path | str, classes: list[str], history: dict, facts: dict) -> None:
     artifact.write_labels(model_dir, classes)
-    (model_dir / artifact.HISTORY_FILE).write_text(json.dumps(history, indent=2))
-    (model_dir / artifact.TRAINING_FILE).write_text(json.dumps(facts, indent=2))
+    Path(model_dir, artifact.HISTORY_FILE).write_text(json.dumps(history, indent=2))
+    Path(model_dir, artifact.TRAINING_FILE).write_text(json.dumps(facts, indent=2))
 
 
 @dataclass

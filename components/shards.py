@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 INDEX = "shards.json"
 FEATURE_INDEX = "features.json"
+SERVING_TEMPLATE = "serving"  # in the first extract task's output (``FeatureIndex.serving``)
 DEFAULT_SHARD_MB = 100.0
 # Training holds features in memory up to this, and streams them above it.
 DEFAULT_FEATURE_MEMORY_MB = 2048
@@ -239,6 +240,15 @@ def feature_shards(
             f"the feature artifacts cover {split} shards {got}, but the data set has {expected}"
         )
     return first, sorted(found, key=lambda f: f[1]["source"])
+
+
+def serving_template(feature_dirs: list[str]) -> Path:
+    """The serving SavedModel the first extract task wrote, its head untrained."""
+    for d in feature_dirs:
+        serving = json.loads(Path(d, FEATURE_INDEX).read_text()).get("serving")
+        if serving:
+            return Path(d, serving)
+    raise DataError(f"{feature_dirs[0]}: no extract task wrote the serving model")
 
 
 def load_features(found: list[tuple[Path, dict]], dim: int) -> tuple:

@@ -2,10 +2,11 @@
 
 The frozen backbone gives the same features for an image in every epoch, so extract ran it
 once and the head trains on its feature shards; the result is the same model the
-notebook's way would give, without recomputing the backbone every epoch. Features are held
-in memory while they fit ``feature_memory_mb``, and streamed from their shards above it.
-Fine-tuning needs pixels: it streams the image shards, decoded on every core.
-"""
+notebook's way would give, without recomputing the backbone every epoch. Nor is the
+backbone built here: extract wrote the serving model, whose head gets the trained weights;
+only fine-tuning builds it, to train its top. Features are held in memory while they fit
+``feature_memory_mb``, and streamed from their shards above it. Fine-tuning needs pixels:
+it streams the image shards, decoded on every core."""
 
 from __future__ import annotations
 
@@ -81,22 +82,27 @@ def train(
     started = time.perf_counter()
     found = nets.devices(precision)
     strategy = nets.strategy()
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)  # as extract: the same random backbone (weights=none)
     manifest = dataset.read_manifest(dataset_dir)
     classes = dataset.class_names(manifest)
     index, feature_files = _features(
         feature_dirs, dataset_dir, {"backbone": backbone, "image_size": image_size}
     )
+    weights_used, warnings = index["weights"], index["warnings"]
+    if fine_tune_layers:  # fine-tuning changes the backbone: built here, and saved anew
+        with strategy.scope():
+            base, weights_used, warnings = nets.build_backbone(backbone, weights, image_size)
+            base.trainable = False
+            features = model.feature_extractor(base, backbone, image_size)
+        if weights_used != index["weights"]:
+            raise dataset.DataError(
+                f"{feature_dirs[0]}: features extracted with weights {index['weights']}, "
+                f"but training loaded {weights_used}; extract and train must use the same "
+                "backbone"
+            )
+    keras.utils.set_random_seed(seed)  # the same head whether the backbone was built or not
     with strategy.scope():
-        base, weights_used, warnings = nets.build_backbone(backbone, weights, image_size)
-        base.trainable = False
-        features = model.feature_extractor(base, backbone, image_size)
         head = model.head(index["dim"], len(classes), seed=seed)
-    if weights_used != index["weights"]:
-        raise dataset.DataError(
-            f"{feature_dirs[0]}: features extracted with weights {index['weights']}, but "
-            f"training loaded {weights_used}; extract and train must use the same backbone"
-        )
     build_seconds = time.perf_counter() - started
     lap("build")
 
@@ -210,12 +216,16 @@ def train(
     }
     clock = time.perf_counter()
     lap("work")
-    extract = model.compiled(lambda x: features(x, training=False), image_size)
-    classify = model.compiled(lambda x: head(extract(x), training=False), image_size)
-    signatures = model.serving_signatures(classify, classes, head)
-    lap("trace")
-    tensorboard.close()
-    model.save(model_dir, signatures, classes, history, facts)
+    if fine_tune_layers:
+        traced = model.compiled(lambda x: features(x, training=False), image_size)
+        signatures = model.signatures_of(traced, head, classes)
+        lap("trace")
+        tensorboard.close()
+        model.save(model_dir, signatures, head, classes, history, facts)
+    else:  # the backbone is extract's: its serving model gets the trained head
+        tensorboard.close()
+        template = shards.serving_template(feature_dirs)
+        model.save_with_head(template, model_dir, head.get_weights(), classes, history, facts)
     lap("save")
     facts["save_seconds"] = round(time.perf_counter() - clock, 2)
     return facts

@@ -191,7 +191,7 @@ def save_oracle(model_dir: Path, kernel: np.ndarray, bias: np.ndarray, classes: 
     history = {"loss": [1.0], "val_loss": [1.0], "accuracy": [0.5], "val_accuracy": [0.5]}
     classify = model.compiled(lambda x: oracle(x, training=False), 32)
     signatures = model.serving_signatures(classify, classes, head)
-    model.save(model_dir, signatures, classes, history, facts)
+    model.save(model_dir, signatures, head, classes, history, facts)
 
 
 def save_oracle_features(dataset_dir: Path, out: Path) -> str:
@@ -224,7 +224,7 @@ def save_oracle_features(dataset_dir: Path, out: Path) -> str:
         backbone="oracle", weights="none", image_size=32, dim=3, augment_views=0,
         augmentation=None, group=0,
         groups=1, shards=written, devices=[], precision="float32", seconds=0.0,
-        images=sum(s["count"] for s in written), warnings=[],
+        serving=None, images=sum(s["count"] for s in written), warnings=[],
     )  # fmt: skip
     (out / shards.FEATURE_INDEX).write_text(json.dumps(index))
     return str(out)

@@ -120,6 +120,20 @@ MUTATIONS = [
         (f"{TRAIN}::test_fine_tuning_that_improves_validation_is_kept",),
     ),
     Mutation(
+        "train's model keeps the untrained head of extract's serving model",
+        "components/model.py",
+        "        values[key] = weight.astype(values[key].dtype)\n",
+        "        pass\n",
+        ("tests/test_serving_model.py",),
+    ),
+    Mutation(
+        "train builds the backbone again when it only trains the head",
+        "components/train.py",
+        "if fine_tune_layers:  # fine-tuning changes the backbone",
+        "if True:  # fine-tuning changes the backbone",
+        (f"{TRAIN}::test_training_only_the_head_builds_no_backbone",),
+    ),
+    Mutation(
         "decoder returns all-zero pixels for grey, grey+alpha, RGBA and 16-bit images",
         "components/model.py",
         "    pixels = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)\n",

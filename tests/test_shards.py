@@ -209,7 +209,8 @@ EXTRACT_ON_TWO_DEVICES = textwrap.dedent(
             base = keras.applications.VGG16(include_top=False, weights=None,
                                             input_shape=(32, 32, 3))
             features = model.feature_extractor(base, "VGG16", 32)
-        run = on_every_device(features, strategy, 32)
+        traced = model.compiled(lambda x: features(x, training=False), 32)
+        run = on_every_device(traced, features, strategy)
         out.append((strategy.num_replicas_in_sync, run(x).tolist()))
     print(json.dumps(out))
     """

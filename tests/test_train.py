@@ -62,7 +62,7 @@ def test_saved_model_gives_the_keras_models_probabilities_on_raw_pixels(tmp_path
     head = model.head(features.output_shape[-1], 3)
     classify = model.compiled(lambda x: head(features(x, training=False), training=False), 32)
     signatures = model.serving_signatures(classify, ["a", "b", "c"], head)
-    model.save(tmp_path / "m", signatures, ["a", "b", "c"], {}, {})
+    model.save(tmp_path / "m", signatures, head, ["a", "b", "c"], {}, {})
     x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
     expected = model.classifier(features, head).predict(x, verbose=0)
     served = tf.saved_model.load(str(tmp_path / "m" / "saved_model" / "1"))
@@ -232,6 +232,21 @@ def _learns(split: Path, out: Path, **options) -> dict:
 def _scores(model_dir: Path, split: Path) -> np.ndarray:
     predict, _ = model.load(model_dir)
     return predict(split_images(split, "val") + split_images(split, "test"))
+
+
+def test_training_only_the_head_builds_no_backbone(trained, split_dir, tmp_path, monkeypatch):
+    """Without fine-tuning, train completes the serving model extract wrote: it does not
+    build the backbone again, and the model is the one built and saved whole would be."""
+    from components import backbone
+    from components.train import train
+
+    monkeypatch.setattr(backbone, "build_backbone", lambda *a, **k: pytest.fail("built"))
+    weights = str(imagenet_mobilenet())
+    train(
+        str(split_dir), feature_dirs(trained), str(tmp_path / "m"), epochs=5, patience=5,
+        seed=0, weights=weights, batch_size=32, **LEARNS,
+    )  # fmt: skip
+    np.testing.assert_array_equal(_scores(tmp_path / "m", split_dir), _scores(trained, split_dir))
 
 
 def test_training_never_reads_the_test_split(trained, split_dir, tmp_path):
