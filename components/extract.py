@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import keras
@@ -23,7 +24,13 @@ import tensorflow as tf
 
 from components import backbone as nets
 from components import model, shards, tfrecord
-from components.facts import MILD_AUGMENTATION, Augmentation, FeatureIndex, FeatureShard
+from components.facts import (
+    MILD_AUGMENTATION,
+    Augmentation,
+    FeatureIndex,
+    FeatureShard,
+    Shard,
+)
 from components.step import lap
 
 # Test features stay float32: evaluation checks them through the head against the served
@@ -97,10 +104,8 @@ def extract(
     views = augment_views if augment else 0
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written: list[FeatureShard] = []
-    images = 0
-    # mine are every groups-th shard of the index from group: their positions in it
-    for position, shard in zip(range(group, len(index["shards"]), groups), mine, strict=True):
+
+    def extract_shard(position: int, shard: Shard) -> tuple[FeatureShard, int]:
         source = Path(dataset_dir, shard["file"])
         name = Path(shard["file"]).name
         dtype = DTYPES[shard["split"]]
@@ -123,27 +128,36 @@ def extract(
                         )
                 counted += len(batch["row"])
         shards.count_records(source, shard["count"], counted)
-        images += counted
-        written.append(
-            FeatureShard(
-                file=name,
-                source=shard["file"],
-                split=shard["split"],
-                count=counted * (1 + (views if shard["split"] == "train" else 0)),
-                bytes=(out / name).stat().st_size,
-                dtype=dtype,
-            )
-        )
+        count = counted * (1 + (views if shard["split"] == "train" else 0))
+        size = (out / name).stat().st_size
+        return FeatureShard(
+            file=name, source=shard["file"], split=shard["split"], count=count, bytes=size,
+            dtype=dtype,
+        ), counted  # fmt: skip
+
     dim = int(features.output_shape[-1])
-    serving = None
-    if group == 0:  # one task writes what train completes; the others extract only
+    classes = index["classes"]
+    serving = shards.SERVING_TEMPLATE if group == 0 else None
+    with ThreadPoolExecutor(1) as saver:
+        if serving:
+            # One task writes the serving model train completes, on a thread while the
+            # backbone runs over the shards: a GPU extracts while the CPU traces and saves,
+            # and even a CPU's cores have room for both.
+            head = model.head(dim, len(classes), seed=seed)
+            saved = saver.submit(
+                lambda: model.write_saved_model(
+                    out / serving, model.signatures_of(traced, head, classes), head
+                )
+            )
+        # mine are every groups-th shard of the index from group: their positions in it
+        positions = range(group, len(index["shards"]), groups)
+        done = [extract_shard(p, shard) for p, shard in zip(positions, mine, strict=True)]
         lap("work")
-        serving = shards.SERVING_TEMPLATE
-        head = model.head(dim, len(index["classes"]), seed=seed)
-        signatures = model.signatures_of(traced, head, index["classes"])
-        lap("trace")
-        model.write_saved_model(out / serving, signatures, head)
-        lap("save")
+        if serving:
+            saved.result()
+            lap("save")  # the wait for the serving model, once the features are written
+    written = [shard for shard, _ in done]
+    images = sum(counted for _, counted in done)
     facts = FeatureIndex(
         backbone=backbone,
         weights=weights_used,
