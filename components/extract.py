@@ -92,7 +92,8 @@ def extract(
         base.trainable = False
         features = model.feature_extractor(base, backbone, image_size)
     lap("build")
-    traced = model.compiled(lambda x: features(x, training=False), image_size)
+    # the network the serving model holds; traced once, for extraction and for serving
+    traced = model.compiled(model.packed(features), image_size)
     run = on_every_device(traced, features, strategy)
     lap("trace")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +106,48 @@ def compiled(fn: Callable[[tf.Tensor], tf.Tensor], image_size: int) -> TracedFun
     traced = tf.function(fn, input_signature=[image_spec(image_size)])
     traced.get_concrete_function()
     return traced
+
+
+# float32 weights per 64 bytes (Eigen's alignment): each weight's slice of the packed
+# variable starts on such a boundary, so tf.split hands out views of it, not copies.
+_ALIGN = 16
+
+
+def packed(network: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``network`` for inference, reading its weights (as they are now) from one variable
+    that holds them all, for the serving SavedModel.
+
+    A SavedModel traces a save and a restore op for each variable, and a loader recreates
+    each: for a backbone's hundreds of variables that cost most of saving and loading it,
+    and for one variable it costs next to nothing. The computation is the network's own
+    (``stateless_call``), so it gives the same outputs.
+    """
+    weights = [*network.trainable_variables, *network.non_trainable_variables]
+    if any(w.dtype != "float32" for w in weights):
+        return lambda x: network(x, training=False)
+    sizes = [math.prod(w.shape) for w in weights]
+    padded = [-(-n // _ALIGN) * _ALIGN for n in sizes]
+    flat = tf.Variable(
+        tf.concat(
+            [
+                tf.pad(tf.reshape(w.value, [-1]), [[0, p - n]])
+                for w, n, p in zip(weights, sizes, padded, strict=True)
+            ],
+            axis=0,
+        ),
+        trainable=False,
+        name="packed_weights",
+    )
+    trainable = len(network.trainable_variables)
+
+    def call(x: tf.Tensor) -> tf.Tensor:
+        parts = tf.split(flat, padded)
+        values = [
+            tf.reshape(part[:n], w.shape) for part, n, w in zip(parts, sizes, weights, strict=True)
+        ]
+        return network.stateless_call(values[:trainable], values[trainable:], x, training=False)[0]
+
+    return call
 
 
 def batched(

@@ -217,7 +217,7 @@ def train(
     clock = time.perf_counter()
     lap("work")
     if fine_tune_layers:
-        traced = model.compiled(lambda x: features(x, training=False), image_size)
+        traced = model.compiled(model.packed(features), image_size)
         signatures = model.signatures_of(traced, head, classes)
         lap("trace")
         tensorboard.close()

@@ -127,6 +127,13 @@ MUTATIONS = [
         ("tests/test_serving_model.py",),
     ),
     Mutation(
+        "the packed backbone serves in training mode (batch norm on the batch's statistics)",
+        "components/model.py",
+        "network.stateless_call(values[:trainable], values[trainable:], x, training=False)",
+        "network.stateless_call(values[:trainable], values[trainable:], x, training=True)",
+        ("tests/test_serving_model.py",),
+    ),
+    Mutation(
         "train builds the backbone again when it only trains the head",
         "components/train.py",
         "if fine_tune_layers:  # fine-tuning changes the backbone",

@@ -1,5 +1,6 @@
-"""The serving SavedModel train completes from extract's: the trained head's weights in
-the checkpoint of a model whose graph was saved with an untrained head."""
+"""The serving SavedModel: the backbone's weights packed into one variable, and the model
+train completes from extract's: the trained head's weights in the checkpoint of a model
+whose graph was saved with an untrained head."""
 
 import io
 
@@ -24,9 +25,9 @@ def network():
         include_top=False, weights=None, input_shape=(SIZE, SIZE, 3)
     )
     features = model.feature_extractor(backbone, "MobileNetV3Small", SIZE)
-    traced = model.compiled(lambda x: features(x, training=False), SIZE)
+    traced = model.compiled(model.packed(features), SIZE)
     head = model.head(features.output_shape[-1], len(CLASSES), seed=0)
-    return traced, head
+    return traced, head, features
 
 
 def _png(seed: int) -> bytes:
@@ -57,7 +58,7 @@ def _outputs(saved_model) -> dict[str, np.ndarray]:
 def test_a_template_with_the_trained_head_is_the_model_saved_with_it(network, tmp_path):
     """Every signature of the completed template gives exactly what the model saved whole
     after training gives, and not what the untrained template gives."""
-    traced, head = network
+    traced, head, _ = network
     untrained = head.get_weights()
     model.write_saved_model(tmp_path / "template", model.signatures_of(traced, head, CLASSES), head)
     trained = _trained_weights(head)
@@ -81,7 +82,7 @@ def test_a_template_with_the_trained_head_is_the_model_saved_with_it(network, tm
 def test_tf_servings_loader_restores_the_trained_head(network, tmp_path):
     """TF Serving restores variables through the SavedModel's saver (its restore function),
     as TensorFlow 1's loader does: it must find the trained head in the new checkpoint."""
-    traced, head = network
+    traced, head, _ = network
     model.write_saved_model(tmp_path / "template", model.signatures_of(traced, head, CLASSES), head)
     trained = _trained_weights(head)
     model.save_with_head(tmp_path / "template", tmp_path / "m", trained, CLASSES, {}, {})
@@ -105,9 +106,25 @@ def test_tf_servings_loader_restores_the_trained_head(network, tmp_path):
 
 
 def test_a_head_of_another_shape_is_refused_naming_the_template(network, tmp_path):
-    traced, head = network
+    traced, head, _ = network
     model.write_saved_model(tmp_path / "template", model.signatures_of(traced, head, CLASSES), head)
     other = model.head(576, 4)  # four classes, not three
     with pytest.raises(InputError, match=r"template: its head's weights .* are not the trained"):
         model.save_with_head(tmp_path / "template", tmp_path / "m", other.get_weights(), [], {}, {})
     assert not (tmp_path / "m").exists()
+
+
+def test_the_packed_backbone_is_the_network_and_saves_as_one_variable(network, tmp_path):
+    """Served from one variable, the backbone gives exactly the network's features, in a
+    SavedModel whose checkpoint holds that variable and the head's, not one per weight."""
+    traced, head, features = network
+    pixels = tf.random.stateless_uniform((5, SIZE, SIZE, 3), (6, 7), maxval=255.0)
+    expected = model.compiled(lambda x: features(x, training=False), SIZE)(pixels).numpy()
+    np.testing.assert_array_equal(traced(pixels).numpy(), expected)
+    assert not np.allclose(expected, expected[:1], rtol=1e-2, atol=0)  # the images matter
+    model.write_saved_model(tmp_path / "m", model.signatures_of(traced, head, CLASSES), head)
+    keys = tf.train.load_checkpoint(str(tmp_path / "m" / "variables" / "variables"))
+    saved = sorted(
+        k for k in keys.get_variable_to_shape_map() if k != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    )
+    assert len(features.weights) > 100 and len(saved) == 1 + len(head.weights), saved
