@@ -80,6 +80,11 @@ def main() -> None:
     cli.add_argument("--weights", help="MobileNet's ImageNet weights without its top")
     cli.add_argument("--image-size", type=int, default=128)
     cli.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    cli.add_argument(
+        "--seeds", type=int, nargs="+", default=[230],
+        help="split and training seeds: each variant runs once per seed (the first is its "
+        "figure; with several, by_seed holds them all), so a figure's spread shows",
+    )  # fmt: skip
     cli.add_argument("--output", default=str(REPO / "bench" / "digits.json"))
     args = cli.parse_args()
     weights = args.weights or str(find_weights())
@@ -88,10 +93,20 @@ def main() -> None:
         data = Path(tmp, "digits")
         results["images"] = write_digits(data)
         for name in args.variants:
-            work = Path(tmp, name)
-            work.mkdir()
-            results["variants"][name] = run(data, work, weights, args.image_size, VARIANTS[name])
-            print(name, json.dumps(results["variants"][name]), flush=True)
+            by_seed = {}
+            for seed in args.seeds:
+                work = Path(tmp, f"{name}-{seed}")
+                work.mkdir()
+                extra = [*VARIANTS[name], "--seed", str(seed)]
+                by_seed[seed] = run(data, work, weights, args.image_size, extra)
+                print(name, seed, json.dumps(by_seed[seed]), flush=True)
+            results["variants"][name] = dict(by_seed[args.seeds[0]])
+            if len(args.seeds) > 1:
+                accuracies = [r["test_accuracy"] for r in by_seed.values()]
+                results["variants"][name] |= {
+                    "by_seed": by_seed,
+                    "median_test_accuracy": float(np.median(accuracies)),
+                }
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
 
 
