@@ -81,8 +81,9 @@ def extract(
     augment_flip_vertical: bool,
     features: Output[Dataset],
 ):
-    from components.step import step
+    from components.step import step, without_keras_extras
 
+    without_keras_extras()
     with step("extract", features.metadata, group=group):
         from components.extract import extract
         from components.facts import Augmentation
@@ -124,8 +125,9 @@ def train(
     feature_memory_mb: int,
     model: Output[Model],
 ):
-    from components.step import step
+    from components.step import step, without_keras_extras
 
+    without_keras_extras()
     with step("train", model.metadata):
         from components.facts import Augmentation
         from components.train import train

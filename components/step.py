@@ -11,6 +11,7 @@ import gc
 import json
 import platform
 import resource
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +53,20 @@ def _freeze_heap() -> None:
     """
     gc.freeze()
     gc.enable()
+
+
+# Keras loads these when it is imported, for integrations that the steps which only run
+# networks (extract, train) never use: scikit-learn wrappers, plots, DataFrames.
+KERAS_EXTRAS = ("matplotlib", "pandas", "scipy", "sklearn")
+
+
+def without_keras_extras() -> None:
+    """Keeps ``KERAS_EXTRAS`` out of this process, unless one is loaded already: importing
+    one fails, and Keras, which tries each in a ``try``, goes on without it. Loading them
+    is a good third of a step's TensorFlow import (``make bench``); only for a step's own
+    process, whose code needs none of them."""
+    for name in KERAS_EXTRAS:
+        sys.modules.setdefault(name, None)
 
 
 class InputError(ValueError):

@@ -495,4 +495,18 @@ MUTATIONS = [
         "    if False:\n        tf.config.optimizer",
         ("tests/test_backbone.py::test_on_a_cpu_auto_precision_is_float32_and_grappler_is_off",),
     ),
+    Mutation(
+        "the train step loads Keras' extras (scikit-learn, SciPy, pandas, matplotlib)",
+        "components/kfp_components.py",
+        '    without_keras_extras()\n    with step("train"',
+        '    with step("train"',
+        ("tests/test_step.py::test_extract_and_train_run_without_keras_extras",),
+    ),
+    Mutation(
+        "Keras' extras blocked only where they were loaded already",
+        "components/step.py",
+        "        sys.modules.setdefault(name, None)",
+        "        name in sys.modules and sys.modules.setdefault(name, None)",
+        ("tests/test_step.py::test_extract_and_train_run_without_keras_extras",),
+    ),
 ]

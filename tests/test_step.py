@@ -1,10 +1,15 @@
 """A step's seconds, and where they went (what `make bench` reports per step)."""
 
 import gc
+import inspect
 import json
+import os
+import subprocess
+import sys
 import time
 
-from components.step import EVENT, PHASES, lap, step
+from components import kfp_components
+from components.step import EVENT, KERAS_EXTRAS, PHASES, lap, step
 
 
 def test_a_step_records_where_its_seconds_went(capsys):
@@ -55,3 +60,32 @@ def test_imports_run_without_the_collector_and_what_they_loaded_is_frozen():
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+_LOADED = (
+    "import sys\n{block}"
+    "from components import extract, train\n"
+    "from components.step import KERAS_EXTRAS\n"
+    "print(sorted(m for m in KERAS_EXTRAS if sys.modules.get(m)))\n"
+)
+
+
+def _extras_loaded(block: str) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", _LOADED.format(block=block)],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": "."},
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+def test_extract_and_train_run_without_keras_extras():
+    """The extract and train components keep what Keras imports for its integrations out of
+    their processes (a third of their TensorFlow import, `make bench`); they still run
+    (the end-to-end tests), and Keras still loads these without the block: when it no
+    longer does, ``without_keras_extras`` has nothing left to save and can go."""
+    assert _extras_loaded("") == sorted(KERAS_EXTRAS)
+    block = "from components.step import without_keras_extras\nwithout_keras_extras()\n"
+    assert _extras_loaded(block) == []
+    for name in ("extract", "train"):
+        body = inspect.getsource(getattr(kfp_components, name).python_func)
+        assert body.index("without_keras_extras()") < body.index("with step(")
