@@ -4,6 +4,8 @@ export (only past the gate).
 Split writes the data set as TFRecord shards; plan turns ``extract_workers`` into groups of
 shards; ``dsl.ParallelFor`` runs one extract task (the frozen backbone, on a GPU) per
 group, and ``dsl.Collected`` hands every group's feature shards to train and evaluate.
+Built with ``one_task``, extract and train run as one task instead (a local run with one
+extract worker): split -> extract_and_train -> evaluate -> export.
 
 The components (``components/kfp_components.py``) are thin wrappers around the steps.
 ``shapes_pipeline`` is the pipeline as KFP's own tools expect it
@@ -19,7 +21,15 @@ from kfp.dsl import HTML, Dataset, Model
 
 from components.dataset import MAX_PIXELS  # the defaults, beside what they bound
 from components.facts import MILD_AUGMENTATION
-from components.kfp_components import evaluate, export, extract, plan, split, train
+from components.kfp_components import (
+    evaluate,
+    export,
+    extract,
+    extract_and_train,
+    plan,
+    split,
+    train,
+)
 from components.shards import DEFAULT_FEATURE_MEMORY_MB, DEFAULT_SHARD_MB
 
 PIPELINE_NAME = "shapes-transfer-learning"
@@ -30,10 +40,15 @@ def make_pipeline(
     gpu_node_selector: dict[str, str] | None = None,
     gpus: int = 1,
     extract_parallelism: int = DEFAULT_EXTRACT_WORKERS,
+    one_task: bool = False,
 ):
     """The pipeline; extract and train each ask for ``gpus`` GPUs (0: a CPU-only cluster such
     as kind), ``gpu_node_selector`` pins them to labelled GPU nodes, and at most
     ``extract_parallelism`` extract tasks run at once (KFP needs this number when compiling).
+
+    ``one_task``: extract and train run as one task (``extract_and_train``), which starts
+    TensorFlow once; ``extract_workers`` is then ignored. A local run with one extract
+    worker runs this pipeline.
     """
 
     def on_gpus(task: dsl.PipelineTask) -> None:
@@ -156,41 +171,40 @@ def make_pipeline(
         split_task.set_cpu_request("2").set_memory_request("2G").set_memory_limit("4G")
         dataset = split_task.outputs["dataset"]
 
-        plan_task = plan(dataset=dataset, extract_workers=extract_workers)
-        plan_task.set_cpu_request("1").set_memory_request("512M").set_memory_limit("1G")
+        training = {
+            "dataset": dataset, "backbone": backbone, "weights": weights,
+            "image_size": image_size, "batch_size": batch_size, "seed": seed,
+            "augment": augment, **augmentation, "epochs": epochs, "patience": patience,
+            "fine_tune_layers": fine_tune_layers, "fine_tune_lr": fine_tune_lr,
+            "fine_tune_epochs": fine_tune_epochs, "feature_memory_mb": feature_memory_mb,
+        }  # fmt: skip
+        if one_task:
+            train_task = extract_and_train(**training, augment_views=augment_views)
+        else:
+            plan_task = plan(dataset=dataset, extract_workers=extract_workers)
+            plan_task.set_cpu_request("1").set_memory_request("512M").set_memory_limit("1G")
 
-        with dsl.ParallelFor(plan_task.output, parallelism=extract_parallelism) as group:
-            extract_task = extract(
-                dataset=dataset, group=group, groups=extract_workers, backbone=backbone,
-                weights=weights, image_size=image_size, batch_size=batch_size, seed=seed,
-                augment=augment, augment_views=augment_views, **augmentation,
-            )  # fmt: skip
-            extract_task.set_cpu_request("4").set_memory_request("4G").set_memory_limit("8G")
-            on_gpus(extract_task)
+            with dsl.ParallelFor(plan_task.output, parallelism=extract_parallelism) as group:
+                extract_task = extract(
+                    dataset=dataset, group=group, groups=extract_workers, backbone=backbone,
+                    weights=weights, image_size=image_size, batch_size=batch_size, seed=seed,
+                    augment=augment, augment_views=augment_views, **augmentation,
+                )  # fmt: skip
+                extract_task.set_cpu_request("4").set_memory_request("4G")
+                extract_task.set_memory_limit("8G")
+                on_gpus(extract_task)
 
-        train_task = train(
-            dataset=dataset,
-            features=dsl.Collected(extract_task.outputs["features"]),
-            backbone=backbone,
-            weights=weights,
-            image_size=image_size,
-            epochs=epochs,
-            batch_size=batch_size,
-            patience=patience,
-            seed=seed,
-            augment=augment,
-            **augmentation,
-            fine_tune_layers=fine_tune_layers,
-            fine_tune_lr=fine_tune_lr,
-            fine_tune_epochs=fine_tune_epochs,
-            feature_memory_mb=feature_memory_mb,
-        )
+            train_task = train(**training, features=dsl.Collected(extract_task.outputs["features"]))
         train_task.set_cpu_request("4").set_memory_request("8G").set_memory_limit("16G")
         on_gpus(train_task)
 
         eval_task = evaluate(
             dataset=dataset,
-            features=dsl.Collected(extract_task.outputs["features"]),
+            **(
+                {"one_task_features": train_task.outputs["features"]}
+                if one_task
+                else {"features": dsl.Collected(extract_task.outputs["features"])}
+            ),
             model=train_task.outputs["model"],
             registry=registry,
             model_name=model_name,

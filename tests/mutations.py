@@ -509,4 +509,11 @@ MUTATIONS = [
         "        name in sys.modules and sys.modules.setdefault(name, None)",
         ("tests/test_step.py::test_extract_and_train_run_without_keras_extras",),
     ),
+    Mutation(
+        "a local run with one extract worker runs extract and train as two tasks",
+        "components/local_run.py",
+        "        pipeline = make_pipeline(one_task=one_task)\n",
+        "        pipeline = make_pipeline(one_task=False)\n",
+        (f"{BAD}::test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache",),
+    ),
 ]

@@ -86,6 +86,6 @@ def test_extract_and_train_run_without_keras_extras():
     assert _extras_loaded("") == sorted(KERAS_EXTRAS)
     block = "from components.step import without_keras_extras\nwithout_keras_extras()\n"
     assert _extras_loaded(block) == []
-    for name in ("extract", "train"):
+    for name in ("extract", "train", "extract_and_train"):
         body = inspect.getsource(getattr(kfp_components, name).python_func)
         assert body.index("without_keras_extras()") < body.index("with step(")
