@@ -140,11 +140,13 @@ def packed(network: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     )
     trainable = len(network.trainable_variables)
 
+    # one split into each weight and the padding after it: a slice per weight would add
+    # thousands of ops to the graph, each costing time to trace, load and start
+    pieces = [part for n, p in zip(sizes, padded, strict=True) for part in (n, p - n)]
+
     def call(x: tf.Tensor) -> tf.Tensor:
-        parts = tf.split(flat, padded)
-        values = [
-            tf.reshape(part[:n], w.shape) for part, n, w in zip(parts, sizes, weights, strict=True)
-        ]
+        parts = tf.split(flat, pieces)[::2]
+        values = [tf.reshape(part, w.shape) for part, w in zip(parts, weights, strict=True)]
         return network.stateless_call(values[:trainable], values[trainable:], x, training=False)[0]
 
     return call
