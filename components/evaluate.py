@@ -18,6 +18,7 @@ import csv
 import json
 import math
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -286,34 +287,42 @@ def evaluate(
     test = [manifest[i] for i in rows]
     y_true = dataset.label_indices(test, classes, dataset_dir)
     paths = [e.path for e in test]
-    if training.get("fine_tune_kept"):
+    fine_tuned = training.get("fine_tune_kept")
+    if fine_tuned:
         # Fine-tuning changed the backbone: the extracted features are not this model's, so
         # every test image goes through serving_default, which is then the evaluation itself.
         scored = score_images(served.predict, dataset_dir, np.asarray(rows))
         probabilities = np.array([scored[row] for row in rows])
-        serving = {"images": len(rows), "max_difference": 0.0, "tolerance": TOLERANCE}
     else:
         probabilities = test_probabilities(
             served, feature_dirs, dataset_dir, rows, y_true, training
         )
-        serving = check_serving(
-            served,
-            dataset_dir,
-            paths,
-            rows,
-            probabilities,
-            stratified_sample(y_true, serving_sample),
-        )
     y_pred = probabilities.argmax(axis=1)
-
     labels = list(range(len(classes)))
+    matrix = confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    history = artifact.read_json(model_dir, artifact.HISTORY_FILE)
+    with ThreadPoolExecutor(1) as painter:
+        # on a core that TensorFlow leaves idle while it starts the served model's graph
+        plots = painter.submit(report.figures, matrix, classes, history, training)
+        if fine_tuned:
+            serving = {"images": len(rows), "max_difference": 0.0, "tolerance": TOLERANCE}
+        else:
+            serving = check_serving(
+                served,
+                dataset_dir,
+                paths,
+                rows,
+                probabilities,
+                stratified_sample(y_true, serving_sample),
+            )
+
     data = artifact.read_json(dataset_dir, split.FACTS)
     correct = int((y_true == y_pred).sum())
     evaluation: Evaluation = {
         "test_accuracy": float(accuracy_score(y_true, y_pred)),
         "accuracy_ci95": wilson_interval(correct, len(y_true)),
         "classes": classes,
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "confusion_matrix": matrix,
         "classification_report": classification_report(
             y_true, y_pred, labels=labels, target_names=classes, output_dict=True, zero_division=0
         ),
@@ -366,7 +375,6 @@ def evaluate(
         challenger_accuracy=champion["challenger_accuracy"] if compared_on else None,
     )
     Path(evaluation_path).write_text(json.dumps(evaluation, indent=2))
-    history = artifact.read_json(model_dir, artifact.HISTORY_FILE)
     examples = [
         report.Example(path, classes[t], classes[p], float(probs[p]))
         for path, t, p, probs in zip(paths, y_true, y_pred, probabilities, strict=True)
@@ -377,7 +385,9 @@ def evaluate(
     with_images = [
         [replace(e, image=images[row_of[e.path]]) for e in part] for part in (wrong, right)
     ]
-    Path(report_path).write_text(report.render(evaluation, history, examples, tuple(with_images)))
+    Path(report_path).write_text(
+        report.render(evaluation, plots.result(), examples, tuple(with_images))
+    )
     if summary_path:
         Path(summary_path).write_text(report.markdown(evaluation))
     return evaluation

@@ -218,21 +218,32 @@ def _per_class_rows(evaluation: dict) -> list[list[str]]:
 PER_CLASS_HEADER = ["class", "precision", "recall", "f1-score", "support"]
 
 
+def figures(
+    matrix: list[list[int]], classes: list[str], history: dict[str, list[float]], training: dict
+) -> dict[str, str]:
+    """The report's plots, as data URIs: they need only the confusion matrix and the
+    history, so evaluate draws them while it checks the served model."""
+    return {
+        "counts": confusion_figure(matrix, classes, normalised=False),
+        "normalised": confusion_figure(matrix, classes, normalised=True),
+        "curves": curves_figure(history, training["best_epoch"], training["head_epochs"]),
+    }
+
+
 def render(
     evaluation: dict,
-    history: dict[str, list[float]],
+    plots: dict[str, str],
     examples: list[Example],
     shown_examples: tuple[list[Example], list[Example]],
 ) -> str:
-    """The report; ``shown_examples`` (from :func:`shown`, with images) go in the gallery."""
-    classes, training = evaluation["classes"], evaluation["training"]
+    """The report; ``plots`` from :func:`figures`; ``shown_examples`` (from :func:`shown`,
+    with images) go in the gallery."""
+    classes = evaluation["classes"]
     counts = evaluation["data"]["counts"]
     count_rows = [[c, *(str(counts[s][c]) for s in ("train", "val", "test"))] for c in classes]
-    curves = curves_figure(history, training["best_epoch"], training["head_epochs"])
     warnings = "".join(
         f'<p class="warning">WARNING: {html.escape(w)}</p>' for w in evaluation["warnings"]
     )
-    matrix = evaluation["confusion_matrix"]
     gate_class = "passed" if evaluation["gate"]["passed"] else "blocked"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>
@@ -258,10 +269,10 @@ figure img {{ width: {THUMBNAIL}px; height: {THUMBNAIL}px; object-fit: contain; 
 <h2>Per class</h2>
 {_table(_per_class_rows(evaluation), PER_CLASS_HEADER)}
 <h2>Confusion matrix (test split; rows: true class, columns: predicted)</h2>
-<img alt="confusion matrix, counts" src="{confusion_figure(matrix, classes, normalised=False)}">
-<img alt="confusion matrix, row-normalised" src="{confusion_figure(matrix, classes, True)}">
+<img alt="confusion matrix, counts" src="{plots["counts"]}">
+<img alt="confusion matrix, row-normalised" src="{plots["normalised"]}">
 <h2>Training curves</h2>
-<img alt="loss and accuracy curves" src="{curves}">
+<img alt="loss and accuracy curves" src="{plots["curves"]}">
 <h2>Test images</h2>
 {gallery(examples, *shown_examples)}
 </body></html>
