@@ -146,7 +146,10 @@ def packed(network: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
 
     def call(x: tf.Tensor) -> tf.Tensor:
         parts = tf.split(flat, pieces)[::2]
-        values = [tf.reshape(part, w.shape) for part, w in zip(parts, weights, strict=True)]
+        values = [
+            part if len(w.shape) == 1 else tf.reshape(part, w.shape)  # 1-D: already shaped
+            for part, w in zip(parts, weights, strict=True)
+        ]
         return network.stateless_call(values[:trainable], values[trainable:], x, training=False)[0]
 
     return call
