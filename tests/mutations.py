@@ -438,8 +438,8 @@ MUTATIONS = [
     Mutation(
         "a fine-tuned model evaluated through the frozen backbone's stale features",
         "components/evaluate.py",
-        '    if training.get("fine_tune_kept"):',
-        "    if False:",
+        '    fine_tuned = training.get("fine_tune_kept")\n',
+        "    fine_tuned = False\n",
         (f"{TRAIN}::test_fine_tuning_that_improves_validation_is_kept",),
     ),
     # ------------------------------------------------ records without TensorFlow
