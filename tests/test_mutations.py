@@ -1,0 +1,21 @@
+"""The mutation list stays current with the code, in every `make test`: each mutation's text
+is in its file exactly once (else `make mutation` refuses to start), and each test it names
+is defined where it says."""
+
+import re
+from pathlib import Path
+
+import pytest
+from mutations import MUTATIONS, Mutation
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: m.name)
+def test_each_mutation_still_applies_and_names_real_tests(mutation: Mutation):
+    assert (REPO / mutation.file).read_text().count(mutation.old) == 1
+    for node in mutation.tests:  # a file, or a test in it (with or without parameters)
+        file, _, test = node.partition("::")
+        name = re.match(r"\w*", test).group()
+        defined = rf"^def {name}\(" if name else r"^def test_"
+        assert re.search(defined, (REPO / file).read_text(), re.MULTILINE), node
