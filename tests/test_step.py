@@ -70,12 +70,21 @@ _LOADED = (
 )
 
 
-def _extras_loaded(block: str) -> list[str]:
-    out = subprocess.run(
-        [sys.executable, "-c", _LOADED.format(block=block)],
-        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": "."},
-    )  # fmt: skip
-    return json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"'))
+def _extras_loaded(*blocks: str) -> list[list[str]]:
+    """Which of Keras' extras each fresh process loads, the processes run side by side."""
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LOADED.format(block=block)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONPATH": "."},
+        )
+        for block in blocks
+    ]
+    outputs = [process.communicate()[0] for process in started]
+    assert all(process.returncode == 0 for process in started)
+    return [json.loads(out.strip().splitlines()[-1].replace("'", '"')) for out in outputs]
 
 
 def test_extract_and_train_run_without_keras_extras():
@@ -83,9 +92,8 @@ def test_extract_and_train_run_without_keras_extras():
     their processes (a third of their TensorFlow import, `make bench`); they still run
     (the end-to-end tests), and Keras still loads these without the block: when it no
     longer does, ``without_keras_extras`` has nothing left to save and can go."""
-    assert _extras_loaded("") == sorted(KERAS_EXTRAS)
     block = "from components.step import without_keras_extras\nwithout_keras_extras()\n"
-    assert _extras_loaded(block) == []
+    assert _extras_loaded("", block) == [sorted(KERAS_EXTRAS), []]
     for name in ("extract", "train", "extract_and_train"):
         body = inspect.getsource(getattr(kfp_components, name).python_func)
         assert body.index("without_keras_extras()") < body.index("with step(")
