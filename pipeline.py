@@ -180,6 +180,7 @@ def make_pipeline(
         }  # fmt: skip
         if one_task:
             train_task = extract_and_train(**training, augment_views=augment_views)
+            features = {"one_task_features": train_task.outputs["features"]}
         else:
             plan_task = plan(dataset=dataset, extract_workers=extract_workers)
             plan_task.set_cpu_request("1").set_memory_request("512M").set_memory_limit("1G")
@@ -195,16 +196,14 @@ def make_pipeline(
                 on_gpus(extract_task)
 
             train_task = train(**training, features=dsl.Collected(extract_task.outputs["features"]))
+            # each consumer its own Collected: KFP refuses one shared by two tasks
+            features = {"features": dsl.Collected(extract_task.outputs["features"])}
         train_task.set_cpu_request("4").set_memory_request("8G").set_memory_limit("16G")
         on_gpus(train_task)
 
         eval_task = evaluate(
             dataset=dataset,
-            **(
-                {"one_task_features": train_task.outputs["features"]}
-                if one_task
-                else {"features": dsl.Collected(extract_task.outputs["features"])}
-            ),
+            **features,
             model=train_task.outputs["model"],
             registry=registry,
             model_name=model_name,

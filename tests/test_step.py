@@ -63,10 +63,10 @@ def test_imports_run_without_the_collector_and_what_they_loaded_is_frozen():
 
 
 _LOADED = (
-    "import sys\n{block}"
+    "import json, sys\n{block}"
     "from components import extract, train\n"
     "from components.step import KERAS_EXTRAS\n"
-    "print(sorted(m for m in KERAS_EXTRAS if sys.modules.get(m)))\n"
+    "print(json.dumps(sorted(m for m in KERAS_EXTRAS if sys.modules.get(m))))\n"
 )
 
 
@@ -84,7 +84,7 @@ def _extras_loaded(*blocks: str) -> list[list[str]]:
     ]
     outputs = [process.communicate()[0] for process in started]
     assert all(process.returncode == 0 for process in started)
-    return [json.loads(out.strip().splitlines()[-1].replace("'", '"')) for out in outputs]
+    return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
 
 
 def test_extract_and_train_run_without_keras_extras():
