@@ -7,7 +7,9 @@ training reads them instead of running the backbone again; with ``augment_views`
 training image also gets that many augmented views' features, a batch at a time.
 
 The first task also writes the serving SavedModel with an untrained head: train, which
-only trains the head, fills in its weights instead of building the backbone again.
+only trains the head, fills in its weights instead of building the backbone again. When
+train runs in the same process, extract hands it the traced functions instead
+(``model.Template``), and train writes the serving model once.
 """
 
 from __future__ import annotations
@@ -77,8 +79,13 @@ def extract(
     augment_views: int = 8,
     augmentation: Augmentation = MILD_AUGMENTATION,
     precision: str = "auto",
+    template: model.Template | None = None,
 ) -> FeatureIndex:
-    """Writes ``out_dir/features.json`` and a feature shard per image shard of the group."""
+    """Writes ``out_dir/features.json`` and a feature shard per image shard of the group.
+
+    Given a ``template``, the first task traces the serving model's functions into it,
+    for a train in this process, and writes no serving model of its own.
+    """
     lap("import")
     started = time.perf_counter()
     found = nets.devices(precision)
@@ -138,25 +145,29 @@ def extract(
 
     dim = int(features.output_shape[-1])
     classes = index["classes"]
-    serving = shards.SERVING_TEMPLATE if group == 0 else None
+    serving = shards.SERVING_TEMPLATE if group == 0 and template is None else None
+    head = model.head(dim, len(classes), seed=seed) if group == 0 else None
+
+    def prepare_serving() -> None:
+        signatures = model.signatures_of(traced, head, classes)
+        if template is None:
+            model.write_saved_model(out / serving, signatures, head)
+        else:
+            template.hold(signatures, head)
+
     with ThreadPoolExecutor(1) as saver:
-        if serving:
-            # One task writes the serving model train completes, on a thread while the
-            # backbone runs over the shards: a GPU extracts while the CPU traces and saves,
-            # and even a CPU's cores have room for both.
-            head = model.head(dim, len(classes), seed=seed)
-            saved = saver.submit(
-                lambda: model.write_saved_model(
-                    out / serving, model.signatures_of(traced, head, classes), head
-                )
-            )
+        # One task prepares the serving model train completes, on a thread while the
+        # backbone runs over the shards: a GPU extracts while the CPU traces and saves,
+        # and even a CPU's cores have room for both.
+        prepared = saver.submit(prepare_serving) if head else None
         # mine are every groups-th shard of the index from group: their positions in it
         positions = range(group, len(index["shards"]), groups)
         done = [extract_shard(p, shard) for p, shard in zip(positions, mine, strict=True)]
         lap("work")
-        if serving:
-            saved.result()
-            lap("save")  # the wait for the serving model, once the features are written
+        if prepared:
+            prepared.result()
+            # the wait for the serving model, once the features are written
+            lap("save" if serving else "trace")
     written = [shard for shard, _ in done]
     images = sum(counted for _, counted in done)
     facts = FeatureIndex(

@@ -193,16 +193,18 @@ def extract_and_train(
     with step("extract", features.metadata, group=0):
         from components.extract import extract
         from components.facts import Augmentation
+        from components.model import Template
 
         augmentation = Augmentation(
             rotation=augment_rotation, zoom=augment_zoom, translation=augment_translation,
             contrast=augment_contrast, flip_horizontal=augment_flip_horizontal,
             flip_vertical=augment_flip_vertical,
         )  # fmt: skip
+        template = Template()  # the serving model's functions, handed from extract to train
         facts = extract(
             dataset.path, features.path, group=0, groups=1, backbone=backbone, weights=weights,
             image_size=image_size, batch_size=batch_size, seed=seed, augment=augment,
-            augment_views=augment_views, augmentation=augmentation,
+            augment_views=augment_views, augmentation=augmentation, template=template,
         )  # fmt: skip
         features.metadata.update({k: v for k, v in facts.items() if k != "shards"})
     with step("train", model.metadata):
@@ -214,6 +216,7 @@ def extract_and_train(
             seed=seed, augment=augment, augmentation=augmentation,
             fine_tune_layers=fine_tune_layers, fine_tune_lr=fine_tune_lr,
             fine_tune_epochs=fine_tune_epochs, feature_memory_mb=feature_memory_mb,
+            template=template,
         )  # fmt: skip
         model.metadata.update(facts)
 

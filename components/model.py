@@ -310,6 +310,39 @@ def save_with_head(
     _write_facts(model_dir, classes, history, facts)
 
 
+@dataclass
+class Template:
+    """The serving model's functions, traced over an untrained head, held in memory.
+
+    When extract and train share a process (the one-task pipeline), extract traces them
+    into a ``Template`` and train saves them once, with its head's weights: no template
+    is written for train to read back and write again with the trained head.
+    """
+
+    signatures: dict[str, tf.types.experimental.ConcreteFunction] | None = None
+    head: keras.Model | None = None
+    variables: tuple[tf.Variable, ...] = ()
+
+    def hold(
+        self, signatures: dict[str, tf.types.experimental.ConcreteFunction], head: keras.Model
+    ) -> None:
+        # a traced function refers to its variables weakly: held here, they outlive extract
+        self.signatures, self.head = signatures, head
+        self.variables = signatures["predict_images"].variables
+
+    def save(
+        self,
+        model_dir: str | Path,
+        head_weights: list[np.ndarray],
+        classes: list[str],
+        history: dict,
+        facts: dict,
+    ) -> None:
+        """What :func:`save_with_head` writes, from the functions in memory."""
+        self.head.set_weights(head_weights)
+        save(model_dir, self.signatures, self.head, classes, history, facts)
+
+
 def _write_facts(model_dir: Path | str, classes: list[str], history: dict, facts: dict) -> None:
     artifact.write_labels(model_dir, classes)
     Path(model_dir, artifact.HISTORY_FILE).write_text(json.dumps(history, indent=2))

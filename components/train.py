@@ -72,9 +72,12 @@ def train(
     fine_tune_epochs: int = 20,
     feature_memory_mb: float = shards.DEFAULT_FEATURE_MEMORY_MB,
     precision: str = "auto",
+    template: model.Template | None = None,
 ) -> TrainingFacts:
     """Trains the head on the features of ``feature_dirs`` (every extract task's output),
-    optionally fine-tunes, saves the full image -> probabilities model.
+    optionally fine-tunes, saves the full image -> probabilities model: from ``template``
+    when extract ran in this process and filled it, else from the serving model extract
+    wrote.
 
     Returns the facts the report and summary show.
     """
@@ -224,8 +227,12 @@ def train(
         model.save(model_dir, signatures, head, classes, history, facts)
     else:  # the backbone is extract's: its serving model gets the trained head
         tensorboard.close()
-        template = shards.serving_template(feature_dirs)
-        model.save_with_head(template, model_dir, head.get_weights(), classes, history, facts)
+        trained = head.get_weights()
+        if template:
+            template.save(model_dir, trained, classes, history, facts)
+        else:
+            written = shards.serving_template(feature_dirs)
+            model.save_with_head(written, model_dir, trained, classes, history, facts)
     lap("save")
     facts["save_seconds"] = round(time.perf_counter() - clock, 2)
     return facts

@@ -59,23 +59,29 @@ def train_model(
     augment: bool = False,
     augment_views: int = 8,
     batch_size: int = 32,
+    one_task: bool = False,
     **settings,
 ) -> dict:
     """Extract (in ``groups`` tasks, into ``<out>-features-<group>``) then train, as the
-    pipeline runs them. ``settings``: backbone, weights, image_size, seed, epochs, ... ."""
+    pipeline runs them; ``one_task``: as its one-task pipeline does, extract handing train
+    the serving model in memory. ``settings``: backbone, weights, image_size, seed, epochs,
+    ... ."""
     from components.extract import extract
+    from components.model import Template
     from components.train import train
 
     shared = {k: settings[k] for k in ("backbone", "weights", "image_size", "seed")}
     dirs = [str(out.parent / f"{out.name}-features-{g}") for g in range(groups)]
+    template = Template() if one_task else None
     for group, folder in enumerate(dirs):
         extract(
             str(dataset_dir), folder, group=group, groups=groups, batch_size=batch_size,
-            augment=augment, augment_views=augment_views, **shared,
+            augment=augment, augment_views=augment_views, template=template, **shared,
         )  # fmt: skip
     return train(
-        str(dataset_dir), dirs, str(out), batch_size=batch_size, augment=augment, **settings
-    )
+        str(dataset_dir), dirs, str(out), batch_size=batch_size, augment=augment,
+        template=template, **settings,
+    )  # fmt: skip
 
 
 def feature_dirs(model_dir: Path) -> list[str]:

@@ -516,4 +516,11 @@ MUTATIONS = [
         "        pipeline = make_pipeline(one_task=False)\n",
         (f"{BAD}::test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache",),
     ),
+    Mutation(
+        "the model saved from extract's functions in memory keeps the untrained head",
+        "components/model.py",
+        "        self.head.set_weights(head_weights)\n",
+        "",
+        (f"{TRAIN}::test_extract_and_train_in_one_process_save_the_model_the_files_way_saves",),
+    ),
 ]
