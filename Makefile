@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 # that `make run` shows the export too. Override either: make run DEMO_MIN_ACCURACY=0.9
 DEMO_MIN_ACCURACY ?= 0.75
 RUN_ARGS ?=
+# make test-fast's pytest processes (pytest-xdist): one per core; each starts TensorFlow
+TEST_WORKERS ?= auto
 
 .PHONY: help run test test-fast lint compile bench bench-scale bench-digits mutation clean kind-up kind-down minikube-up minikube-down \
 	images images-offline e2e-containers
@@ -42,7 +44,7 @@ test: $(STAMP) lint
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not e2e and not slow"
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not e2e and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
