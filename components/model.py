@@ -265,8 +265,30 @@ def save(
     _write_facts(model_dir, classes, history, facts)
 
 
+@dataclass
+class Template:
+    """The serving model's functions, traced over an untrained head, held in memory.
+
+    When extract and train share a process (the one-task pipeline), extract traces them
+    into a ``Template`` and train saves them once, with its head's weights
+    (:func:`save_with_head`): no template is written for train to read back and write
+    again with the trained head.
+    """
+
+    signatures: dict[str, tf.types.experimental.ConcreteFunction] | None = None
+    head: keras.Model | None = None
+    variables: tuple[tf.Variable, ...] = ()
+
+    def hold(
+        self, signatures: dict[str, tf.types.experimental.ConcreteFunction], head: keras.Model
+    ) -> None:
+        # a traced function refers to its variables weakly: held here, they outlive extract
+        self.signatures, self.head = signatures, head
+        self.variables = signatures["predict_images"].variables
+
+
 def save_with_head(
-    template: str | Path,
+    template: str | Path | Template,
     model_dir: str | Path,
     head_weights: list[np.ndarray],
     classes: list[str],
@@ -274,13 +296,18 @@ def save_with_head(
     facts: dict,
 ) -> None:
     """The model artifact :func:`save` would write, from ``template`` (a SavedModel of the
-    same network that :func:`write_saved_model` wrote with an untrained head) and the
-    trained head's weights; the network is neither built nor traced again.
+    same network that :func:`write_saved_model` wrote with an untrained head, or a
+    :class:`Template` of its functions held in memory) and the trained head's weights; the
+    network is neither built nor traced again.
 
-    The graph is the template's; the checkpoint is rewritten with the head's weights in
-    place of its own. The template's ``fingerprint.pb`` is left out: it hashes the old
-    checkpoint, and loaders do not need it.
+    From files, the graph is the template's; the checkpoint is rewritten with the head's
+    weights in place of its own. The template's ``fingerprint.pb`` is left out: it hashes
+    the old checkpoint, and loaders do not need it.
     """
+    if isinstance(template, Template):
+        template.head.set_weights(head_weights)
+        save(model_dir, template.signatures, template.head, classes, history, facts)
+        return
     template = Path(template)
     out = Path(model_dir, artifact.SAVED_MODEL_DIR)
     reader = tf.train.load_checkpoint(str(template / "variables" / "variables"))
@@ -308,39 +335,6 @@ def save_with_head(
         tensors=list(values.values()),
     )
     _write_facts(model_dir, classes, history, facts)
-
-
-@dataclass
-class Template:
-    """The serving model's functions, traced over an untrained head, held in memory.
-
-    When extract and train share a process (the one-task pipeline), extract traces them
-    into a ``Template`` and train saves them once, with its head's weights: no template
-    is written for train to read back and write again with the trained head.
-    """
-
-    signatures: dict[str, tf.types.experimental.ConcreteFunction] | None = None
-    head: keras.Model | None = None
-    variables: tuple[tf.Variable, ...] = ()
-
-    def hold(
-        self, signatures: dict[str, tf.types.experimental.ConcreteFunction], head: keras.Model
-    ) -> None:
-        # a traced function refers to its variables weakly: held here, they outlive extract
-        self.signatures, self.head = signatures, head
-        self.variables = signatures["predict_images"].variables
-
-    def save(
-        self,
-        model_dir: str | Path,
-        head_weights: list[np.ndarray],
-        classes: list[str],
-        history: dict,
-        facts: dict,
-    ) -> None:
-        """What :func:`save_with_head` writes, from the functions in memory."""
-        self.head.set_weights(head_weights)
-        save(model_dir, self.signatures, self.head, classes, history, facts)
 
 
 def _write_facts(model_dir: Path | str, classes: list[str], history: dict, facts: dict) -> None:

@@ -227,12 +227,8 @@ def train(
         model.save(model_dir, signatures, head, classes, history, facts)
     else:  # the backbone is extract's: its serving model gets the trained head
         tensorboard.close()
-        trained = head.get_weights()
-        if template:
-            template.save(model_dir, trained, classes, history, facts)
-        else:
-            written = shards.serving_template(feature_dirs)
-            model.save_with_head(written, model_dir, trained, classes, history, facts)
+        serving = template or shards.serving_template(feature_dirs)
+        model.save_with_head(serving, model_dir, head.get_weights(), classes, history, facts)
     lap("save")
     facts["save_seconds"] = round(time.perf_counter() - clock, 2)
     return facts

@@ -519,7 +519,7 @@ MUTATIONS = [
     Mutation(
         "the model saved from extract's functions in memory keeps the untrained head",
         "components/model.py",
-        "        self.head.set_weights(head_weights)\n",
+        "        template.head.set_weights(head_weights)\n",
         "",
         (f"{TRAIN}::test_extract_and_train_in_one_process_save_the_model_the_files_way_saves",),
     ),
