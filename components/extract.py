@@ -159,12 +159,12 @@ def extract(
         # One task prepares the serving model train completes, on a thread while the
         # backbone runs over the shards: a GPU extracts while the CPU traces and saves,
         # and even a CPU's cores have room for both.
-        prepared = saver.submit(prepare_serving) if head else None
+        prepared = saver.submit(prepare_serving) if head is not None else None
         # mine are every groups-th shard of the index from group: their positions in it
         positions = range(group, len(index["shards"]), groups)
         done = [extract_shard(p, shard) for p, shard in zip(positions, mine, strict=True)]
         lap("work")
-        if prepared:
+        if prepared is not None:
             prepared.result()
             # the wait for the serving model, once the features are written
             lap("save" if serving else "trace")
