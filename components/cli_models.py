@@ -38,10 +38,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for image in images:
             dataset.check_image(image)
         version = registry.resolve(args.model, args.model_name)
-        from components import model  # TensorFlow, only once the inputs are known to be good
+        from components import serving  # TensorFlow, only once the inputs are known to be good
 
         with storage.local_tree(version) as local:
-            predict, classes = model.load(local)
+            predict, classes = serving.load(local)
             probabilities = predict([Path(p) for p in images])
     except InputError as e:
         fail(str(e))

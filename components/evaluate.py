@@ -29,10 +29,10 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from components import (
     artifact,
     dataset,
-    model,
     predictions,
     registry,
     report,
+    serving,
     shards,
     split,
     storage,
@@ -98,7 +98,7 @@ def score_champion(
     classes, None if unknown."""
     with storage.local_tree(uri) as local:
         try:
-            predict, champion_classes = model.load(local, batch_size)
+            predict, champion_classes = serving.load(local, batch_size)
         except InputError:  # an older format: nothing to compare with
             return {"uri": uri, "probabilities": None, "classes": None}
         if champion_classes != classes:
@@ -191,7 +191,7 @@ def check_consistency(evaluation: dict, test: list[dataset.Example], predictions
 
 
 def test_probabilities(
-    served: model.Served,
+    served: serving.Served,
     feature_dirs: list[str],
     dataset_dir: str,
     rows: list[int],
@@ -229,7 +229,7 @@ def test_probabilities(
 
 
 def check_serving(
-    served: model.Served,
+    served: serving.Served,
     dataset_dir: str,
     paths: list[str],
     rows: list[int],
@@ -278,7 +278,7 @@ def evaluate(
     """
     lap("import")
     nets.devices()
-    served = model.open_served(model_dir, batch_size)
+    served = serving.open_served(model_dir, batch_size)
     lap("build")
     classes = served.classes
     training = artifact.read_json(model_dir, artifact.TRAINING_FILE)
@@ -305,9 +305,9 @@ def evaluate(
         # on a core that TensorFlow leaves idle while it starts the served model's graph
         plots = painter.submit(report.figures, matrix, classes, history, training)
         if fine_tuned:
-            serving = {"images": len(rows), "max_difference": 0.0, "tolerance": TOLERANCE}
+            checked = {"images": len(rows), "max_difference": 0.0, "tolerance": TOLERANCE}
         else:
-            serving = check_serving(
+            checked = check_serving(
                 served,
                 dataset_dir,
                 paths,
@@ -330,7 +330,7 @@ def evaluate(
         "data": data,
         "training": training,
         "model_sha256": artifact.served_files_sha256(model_dir),
-        "serving_check": serving,
+        "serving_check": checked,
         "warnings": data["warnings"] + training.get("warnings", []),
     }
     predictions.write(predictions_path, paths, classes, y_true, y_pred, probabilities)

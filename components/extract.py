@@ -9,7 +9,7 @@ training image also gets that many augmented views' features, a batch at a time.
 The first task also writes the serving SavedModel with an untrained head: train, which
 only trains the head, fills in its weights instead of building the backbone again. When
 train runs in the same process, extract hands it the traced functions instead
-(``model.Template``), and train writes the serving model once.
+(``serving.Template``), and train writes the serving model once.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import backbone as nets
-from components import model, shards, tfrecord
+from components import model, serving, shards, tfrecord
 from components.facts import (
     MILD_AUGMENTATION,
     Augmentation,
@@ -79,7 +79,7 @@ def extract(
     augment_views: int = 8,
     augmentation: Augmentation = MILD_AUGMENTATION,
     precision: str = "auto",
-    template: model.Template | None = None,
+    template: serving.Template | None = None,
 ) -> FeatureIndex:
     """Writes ``out_dir/features.json`` and a feature shard per image shard of the group.
 
@@ -145,13 +145,13 @@ def extract(
 
     dim = int(features.output_shape[-1])
     classes = index["classes"]
-    serving = shards.SERVING_TEMPLATE if group == 0 and template is None else None
+    template_dir = shards.SERVING_TEMPLATE if group == 0 and template is None else None
     head = model.head(dim, len(classes), seed=seed) if group == 0 else None
 
     def prepare_serving() -> None:
-        signatures = model.signatures_of(traced, head, classes)
+        signatures = serving.signatures_of(traced, head, classes)
         if template is None:
-            model.write_saved_model(out / serving, signatures, head)
+            serving.write_saved_model(out / template_dir, signatures, head)
         else:
             template.hold(signatures, head)
 
@@ -167,7 +167,7 @@ def extract(
         if prepared is not None:
             prepared.result()
             # the wait for the serving model, once the features are written
-            lap("save" if serving else "trace")
+            lap("save" if template_dir else "trace")
     written = [shard for shard, _ in done]
     images = sum(counted for _, counted in done)
     facts = FeatureIndex(
@@ -180,7 +180,7 @@ def extract(
         group=group,
         groups=groups,
         shards=written,
-        serving=serving,
+        serving=template_dir,
         devices=found,
         precision=keras.mixed_precision.global_policy().name,
         seconds=round(time.perf_counter() - started, 2),

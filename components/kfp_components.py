@@ -193,7 +193,7 @@ def extract_and_train(
     with step("extract", features.metadata, group=0):
         from components.extract import extract
         from components.facts import Augmentation
-        from components.model import Template
+        from components.serving import Template
 
         augmentation = Augmentation(
             rotation=augment_rotation, zoom=augment_zoom, translation=augment_translation,

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components import artifact, dataset, model, shards
+from components import artifact, dataset, model, serving, shards
 from components import backbone as nets
 from components.facts import MILD_AUGMENTATION, Augmentation, TrainingFacts
 from components.fit import TensorBoardWriter, fit
@@ -72,7 +72,7 @@ def train(
     fine_tune_epochs: int = 20,
     feature_memory_mb: float = shards.DEFAULT_FEATURE_MEMORY_MB,
     precision: str = "auto",
-    template: model.Template | None = None,
+    template: serving.Template | None = None,
 ) -> TrainingFacts:
     """Trains the head on the features of ``feature_dirs`` (every extract task's output),
     optionally fine-tunes, saves the full image -> probabilities model: from ``template``
@@ -221,14 +221,14 @@ def train(
     lap("work")
     if fine_tune_layers:
         traced = model.compiled(model.packed(features), image_size)
-        signatures = model.signatures_of(traced, head, classes)
+        signatures = serving.signatures_of(traced, head, classes)
         lap("trace")
         tensorboard.close()
-        model.save(model_dir, signatures, head, classes, history, facts)
+        serving.save(model_dir, signatures, head, classes, history, facts)
     else:  # the backbone is extract's: its serving model gets the trained head
         tensorboard.close()
-        serving = template or shards.serving_template(feature_dirs)
-        model.save_with_head(serving, model_dir, head.get_weights(), classes, history, facts)
+        source = template or shards.serving_template(feature_dirs)
+        serving.save_with_head(source, model_dir, head.get_weights(), classes, history, facts)
     lap("save")
     facts["save_seconds"] = round(time.perf_counter() - clock, 2)
     return facts

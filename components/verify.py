@@ -35,7 +35,7 @@ def verify(
     """Same classes, and on evaluate's stratified sample of ``sample`` test images the same
     predicted class and probabilities within ``tolerance`` of the evaluation's; returns
     what was checked."""
-    from components import model  # TensorFlow
+    from components import serving  # TensorFlow
     from components.evaluate import score_images, stratified_sample
 
     expected_classes, expected = predictions.read(predictions_path)
@@ -46,7 +46,7 @@ def verify(
         raise VerificationError(
             f"{predictions_path}: does not hold the test images of {dataset_dir}"
         )
-    predict, classes = model.load(model_dir)
+    predict, classes = serving.load(model_dir)
     if classes != expected_classes:
         raise VerificationError(
             f"{model_dir}: classes {classes}, but evaluation scored {expected_classes}"

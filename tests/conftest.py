@@ -24,7 +24,7 @@ from helpers import (
     train_model,
 )
 
-from components import model, storage
+from components import serving, storage
 from components.demo_data import generate
 from components.split import split_dataset
 
@@ -63,7 +63,7 @@ def trained(split_dir, tmp_path_factory) -> Path:
     train_model(
         split_dir, out, epochs=5, patience=5, seed=0, weights=weights, **LEARNS,
     )  # fmt: skip
-    predict, _ = model.load(out)
+    predict, _ = serving.load(out)
     probabilities = predict(split_images(split_dir))
     assert_varied(probabilities)
     return out

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from google.cloud import storage as gcs
 
-from components import model, storage
+from components import model, serving, storage
 from components.facts import TrainingFacts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def train_model(
     the serving model in memory. ``settings``: backbone, weights, image_size, seed, epochs,
     ... ."""
     from components.extract import extract
-    from components.model import Template
+    from components.serving import Template
     from components.train import train
 
     shared = {k: settings[k] for k in ("backbone", "weights", "image_size", "seed")}
@@ -196,8 +196,8 @@ def save_oracle(model_dir: Path, kernel: np.ndarray, bias: np.ndarray, classes: 
     )  # fmt: skip
     history = {"loss": [1.0], "val_loss": [1.0], "accuracy": [0.5], "val_accuracy": [0.5]}
     classify = model.compiled(lambda x: oracle(x, training=False), 32)
-    signatures = model.serving_signatures(classify, classes, head)
-    model.save(model_dir, signatures, head, classes, history, facts)
+    signatures = serving.serving_signatures(classify, classes, head)
+    serving.save(model_dir, signatures, head, classes, history, facts)
 
 
 def save_oracle_features(dataset_dir: Path, out: Path) -> str:

@@ -121,7 +121,7 @@ MUTATIONS = [
     ),
     Mutation(
         "train's model keeps the untrained head of extract's serving model",
-        "components/model.py",
+        "components/serving.py",
         "        values[key] = weight.astype(values[key].dtype)\n",
         "        pass\n",
         ("tests/test_serving_model.py",),
@@ -203,7 +203,7 @@ MUTATIONS = [
     ),
     Mutation(
         "the model scores images in sorted order, not in the order it was given",
-        "components/model.py",
+        "components/serving.py",
         "encoded = [x if isinstance(x, bytes) else Path(x).read_bytes() for x in items]",
         "encoded = [x if isinstance(x, bytes) else Path(x).read_bytes() for x in sorted(items)]",
         (f"{EVALUATE}::test_each_prediction_is_its_own_images_score",),
@@ -518,7 +518,7 @@ MUTATIONS = [
     ),
     Mutation(
         "the model saved from extract's functions in memory keeps the untrained head",
-        "components/model.py",
+        "components/serving.py",
         "        template.head.set_weights(head_weights)\n",
         "",
         (f"{TRAIN}::test_extract_and_train_in_one_process_save_the_model_the_files_way_saves",),

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components import model
+from components import model, serving
 from components.step import InputError
 
 SIZE = 32
@@ -60,13 +60,15 @@ def test_a_template_with_the_trained_head_is_the_model_saved_with_it(network, tm
     after training gives, and not what the untrained template gives."""
     traced, head, _ = network
     untrained = head.get_weights()
-    model.write_saved_model(tmp_path / "template", model.signatures_of(traced, head, CLASSES), head)
+    serving.write_saved_model(
+        tmp_path / "template", serving.signatures_of(traced, head, CLASSES), head
+    )
     trained = _trained_weights(head)
-    model.save_with_head(tmp_path / "template", tmp_path / "completed", trained, CLASSES, {}, {})
+    serving.save_with_head(tmp_path / "template", tmp_path / "completed", trained, CLASSES, {}, {})
     head.set_weights(trained)
     try:
-        model.save(
-            tmp_path / "whole", model.signatures_of(traced, head, CLASSES), head, CLASSES, {}, {}
+        serving.save(
+            tmp_path / "whole", serving.signatures_of(traced, head, CLASSES), head, CLASSES, {}, {}
         )
     finally:
         head.set_weights(untrained)
@@ -83,9 +85,11 @@ def test_tf_servings_loader_restores_the_trained_head(network, tmp_path):
     """TF Serving restores variables through the SavedModel's saver (its restore function),
     as TensorFlow 1's loader does: it must find the trained head in the new checkpoint."""
     traced, head, _ = network
-    model.write_saved_model(tmp_path / "template", model.signatures_of(traced, head, CLASSES), head)
+    serving.write_saved_model(
+        tmp_path / "template", serving.signatures_of(traced, head, CLASSES), head
+    )
     trained = _trained_weights(head)
-    model.save_with_head(tmp_path / "template", tmp_path / "m", trained, CLASSES, {}, {})
+    serving.save_with_head(tmp_path / "template", tmp_path / "m", trained, CLASSES, {}, {})
     export_dir = str(tmp_path / "m" / "saved_model" / "1")
     images = [_png(seed) for seed in range(4)]
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
@@ -107,10 +111,14 @@ def test_tf_servings_loader_restores_the_trained_head(network, tmp_path):
 
 def test_a_head_of_another_shape_is_refused_naming_the_template(network, tmp_path):
     traced, head, _ = network
-    model.write_saved_model(tmp_path / "template", model.signatures_of(traced, head, CLASSES), head)
+    serving.write_saved_model(
+        tmp_path / "template", serving.signatures_of(traced, head, CLASSES), head
+    )
     other = model.head(576, 4)  # four classes, not three
     with pytest.raises(InputError, match=r"template: its head's weights .* are not the trained"):
-        model.save_with_head(tmp_path / "template", tmp_path / "m", other.get_weights(), [], {}, {})
+        serving.save_with_head(
+            tmp_path / "template", tmp_path / "m", other.get_weights(), [], {}, {}
+        )
     assert not (tmp_path / "m").exists()
 
 
@@ -122,7 +130,7 @@ def test_the_packed_backbone_is_the_network_and_saves_as_one_variable(network, t
     expected = model.compiled(lambda x: features(x, training=False), SIZE)(pixels).numpy()
     np.testing.assert_array_equal(traced(pixels).numpy(), expected)
     assert not np.allclose(expected, expected[:1], rtol=1e-2, atol=0)  # the images matter
-    model.write_saved_model(tmp_path / "m", model.signatures_of(traced, head, CLASSES), head)
+    serving.write_saved_model(tmp_path / "m", serving.signatures_of(traced, head, CLASSES), head)
     keys = tf.train.load_checkpoint(str(tmp_path / "m" / "variables" / "variables"))
     saved = sorted(
         k for k in keys.get_variable_to_shape_map() if k != "_CHECKPOINTABLE_OBJECT_GRAPH"

@@ -20,7 +20,7 @@ from helpers import (
 )
 from PIL import Image
 
-from components import model, parameters, shards, tfrecord
+from components import model, parameters, serving, shards, tfrecord
 from components.backbone import augmenter, unfreeze_top
 from components.evaluate import evaluate
 from components.predictions import read as read_predictions
@@ -42,7 +42,7 @@ def test_model_artifact_is_the_full_image_to_probabilities_model(trained, split_
         "train",
         "validation",
     }
-    predict, classes = model.load(trained)
+    predict, classes = serving.load(trained)
     assert classes == ["circles", "squares", "triangles"]
     files = split_images(split_dir)
     probabilities = predict(files)
@@ -61,8 +61,8 @@ def test_saved_model_gives_the_keras_models_probabilities_on_raw_pixels(tmp_path
     features = model.feature_extractor(backbone, "VGG16", 32)
     head = model.head(features.output_shape[-1], 3)
     classify = model.compiled(lambda x: head(features(x, training=False), training=False), 32)
-    signatures = model.serving_signatures(classify, ["a", "b", "c"], head)
-    model.save(tmp_path / "m", signatures, head, ["a", "b", "c"], {}, {})
+    signatures = serving.serving_signatures(classify, ["a", "b", "c"], head)
+    serving.save(tmp_path / "m", signatures, head, ["a", "b", "c"], {}, {})
     x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
     expected = model.classifier(features, head).predict(x, verbose=0)
     served = tf.saved_model.load(str(tmp_path / "m" / "saved_model" / "1"))
@@ -212,7 +212,7 @@ def test_mixed_precision_keeps_float32_probabilities(split_dir, tmp_path):
             split_dir, tmp_path / "m", epochs=2, patience=5, seed=0, precision="mixed_float16",
             **SMALL,
         )  # fmt: skip
-        predict, _ = model.load(tmp_path / "m")
+        predict, _ = serving.load(tmp_path / "m")
         probabilities = predict(split_images(split_dir)[:4])
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -230,7 +230,7 @@ def _learns(split: Path, out: Path, **options) -> dict:
 
 
 def _scores(model_dir: Path, split: Path) -> np.ndarray:
-    predict, _ = model.load(model_dir)
+    predict, _ = serving.load(model_dir)
     return predict(split_images(split, "val") + split_images(split, "test"))
 
 
@@ -276,7 +276,9 @@ def test_training_never_reads_the_test_split(trained, split_dir, tmp_path):
     history = json.loads((tmp_path / "m" / "history.json").read_text())
     assert history == json.loads((trained / "history.json").read_text())
     val = split_images(split_dir, "val")
-    np.testing.assert_array_equal(model.load(tmp_path / "m")[0](val), model.load(trained)[0](val))
+    np.testing.assert_array_equal(
+        serving.load(tmp_path / "m")[0](val), serving.load(trained)[0](val)
+    )
 
 
 def _replace_test_images_with_noise(dataset_dir: Path) -> None:
@@ -330,7 +332,7 @@ def test_fine_tuning_that_improves_validation_is_kept(trained, split_dir, tmp_pa
     )  # fmt: skip
     assert result["serving_check"]["images"] == result["n_test"] == 9
     _, rows = read_predictions(str(tmp_path / "p.csv"))
-    served = model.load(tmp_path / "m")[0](split_images(split_dir))
+    served = serving.load(tmp_path / "m")[0](split_images(split_dir))
     np.testing.assert_allclose(np.array(list(rows.values())), served, atol=1e-6)
 
 
