@@ -523,4 +523,11 @@ MUTATIONS = [
         "",
         (f"{TRAIN}::test_extract_and_train_in_one_process_save_the_model_the_files_way_saves",),
     ),
+    Mutation(
+        "fused Adam's bias correction counts one step ahead of Keras' Adam",
+        "components/fit.py",
+        '        step = tf.cast(self.iterations + 1, "float32")\n',
+        '        step = tf.cast(self.iterations + 2, "float32")\n',
+        ("tests/test_fit.py::test_fused_adam_is_keras_adam",),
+    ),
 ]
