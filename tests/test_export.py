@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from helpers import Interleaving, race, save_oracle
 
-from components import artifact, model, registry, storage
+from components import artifact, registry, serving, storage
 from components import export as export_module
 from components.export import export
 from components.predictions import read as read_predictions
@@ -152,7 +152,7 @@ def test_verification_runs_on_the_files_in_a_fresh_process(
     def broken(*args, **kwargs):
         raise AssertionError("the exporting process loaded the model itself")
 
-    monkeypatch.setattr(model, "load", broken)
+    monkeypatch.setattr(serving, "load", broken)
     facts = run_export(trained, split_dir, evaluated, str(tmp_path / "registry"), verify="reload")
     assert facts["verification"]["method"] == "reload"
     assert facts["verification"]["images"] == 9
