@@ -118,11 +118,12 @@ def notebook_epochs(extractor, head, data) -> Callable[[int], list[float]]:
             seconds.append(time.perf_counter() - self.started)
 
     seconds: list[float] = []
-    traced = [False]
+    traced = False
 
     def epochs(n: int) -> list[float]:
+        nonlocal traced
         seconds.clear()
-        untimed = 0 if traced[0] else 1
+        untimed = 0 if traced else 1
         whole.fit(
             x,
             y,
@@ -132,7 +133,7 @@ def notebook_epochs(extractor, head, data) -> Callable[[int], list[float]]:
             callbacks=[Clock()],
             verbose=0,
         )
-        traced[0] = True
+        traced = True
         return seconds[untimed:]
 
     return epochs

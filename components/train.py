@@ -227,7 +227,7 @@ def train(
         serving.save(model_dir, signatures, head, classes, history, facts)
     else:  # the backbone is extract's: its serving model gets the trained head
         tensorboard.close()
-        source = template or shards.serving_template(feature_dirs)
+        source = template if template is not None else shards.serving_template(feature_dirs)
         serving.save_with_head(source, model_dir, head.get_weights(), classes, history, facts)
     lap("save")
     facts["save_seconds"] = round(time.perf_counter() - clock, 2)
