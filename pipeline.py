@@ -91,6 +91,7 @@ def make_pipeline(
         shard_mb: float = DEFAULT_SHARD_MB,
         extract_workers: int = DEFAULT_EXTRACT_WORKERS,
         feature_memory_mb: int = DEFAULT_FEATURE_MEMORY_MB,
+        backbone_cache: str = "",
         serving_sample: int = 256,
         gate_sample: int = 5000,
         verify_export: str = "hash",
@@ -147,6 +148,12 @@ def make_pipeline(
                 TensorFlow's start and holds another copy of the backbone in memory.
             feature_memory_mb: Training holds the extracted features in memory up to this
                 many MB, and streams them from their shards above it.
+            backbone_cache: A folder or gs:// URI that keeps traced backbones between
+                runs, so a run that finds its backbone there loads it instead of building
+                and tracing it (scheduled retraining builds the same one each time); empty
+                is off. Keyed by the backbone, its weights file's content (or the seed of
+                random weights), image size, precision and versions; ImageNet weights that
+                Keras downloads are not cached. Entries are never replaced or removed.
             serving_sample: Test images (a stratified sample) scored through the served
                 model's serving_default from their bytes, which must match evaluation.
             gate_sample: The production model is scored on the test images, or on a
@@ -179,7 +186,9 @@ def make_pipeline(
             "fine_tune_epochs": fine_tune_epochs, "feature_memory_mb": feature_memory_mb,
         }  # fmt: skip
         if one_task:
-            train_task = extract_and_train(**training, augment_views=augment_views)
+            train_task = extract_and_train(
+                **training, augment_views=augment_views, backbone_cache=backbone_cache
+            )
             features = {"one_task_features": train_task.outputs["features"]}
         else:
             plan_task = plan(dataset=dataset, extract_workers=extract_workers)
@@ -190,6 +199,7 @@ def make_pipeline(
                     dataset=dataset, group=group, groups=extract_workers, backbone=backbone,
                     weights=weights, image_size=image_size, batch_size=batch_size, seed=seed,
                     augment=augment, augment_views=augment_views, **augmentation,
+                    backbone_cache=backbone_cache,
                 )  # fmt: skip
                 extract_task.set_cpu_request("4").set_memory_request("4G")
                 extract_task.set_memory_limit("8G")

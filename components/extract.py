@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import backbone as nets
-from components import model, serving, shards, tfrecord
+from components import backbone_cache, model, serving, shards, tfrecord
 from components.facts import (
     MILD_AUGMENTATION,
     Augmentation,
@@ -41,7 +41,9 @@ DTYPES = {"train": "float16", "val": "float16", "test": "float32"}
 
 
 def on_every_device(
-    traced: model.TracedFunction, features: keras.Model, strategy: tf.distribute.Strategy
+    traced: model.TracedFunction,
+    features: keras.Model | None,
+    strategy: tf.distribute.Strategy,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The feature extractor over a batch (``traced``, on one device); with several devices
     (``--gpus N``), each takes its share of the batch under ``MirroredStrategy``."""
@@ -80,11 +82,14 @@ def extract(
     augmentation: Augmentation = MILD_AUGMENTATION,
     precision: str = "auto",
     template: serving.Template | None = None,
+    cache: str = "",
 ) -> FeatureIndex:
     """Writes ``out_dir/features.json`` and a feature shard per image shard of the group.
 
     Given a ``template``, the first task traces the serving model's functions into it,
-    for a train in this process, and writes no serving model of its own.
+    for a train in this process, and writes no serving model of its own. Given a ``cache``
+    (a folder or ``gs://`` URI), the traced extractor is loaded from it when it is there,
+    and stored in it when it is not (``components.backbone_cache``).
     """
     lap("import")
     started = time.perf_counter()
@@ -94,15 +99,28 @@ def extract(
     # as train does before building: the same seed, the same random backbone (weights=none)
     keras.utils.set_random_seed(seed)
     strategy = nets.strategy()
-    with strategy.scope():
-        base, weights_used, warnings = nets.build_backbone(backbone, weights, image_size)
-        base.trainable = False
-        features = model.feature_extractor(base, backbone, image_size)
-    lap("build")
-    # the network the serving model holds; traced once, for extraction and for serving
-    traced = model.compiled(model.packed(features), image_size)
-    run = on_every_device(traced, features, strategy)
-    lap("trace")
+    # one device's traced extractor can be cached; several devices' are traced per run
+    cached = (
+        backbone_cache.key(backbone, weights, image_size, seed)
+        if cache and strategy.num_replicas_in_sync == 1
+        else None
+    )
+    hit = backbone_cache.load(cache, cached, image_size) if cached else None
+    if hit:
+        traced, dim, weights_used, warnings = hit.features, hit.dim, weights, hit.warnings
+        run = on_every_device(traced, None, strategy)
+        lap("build")
+    else:
+        with strategy.scope():
+            base, weights_used, warnings = nets.build_backbone(backbone, weights, image_size)
+            base.trainable = False
+            features = model.feature_extractor(base, backbone, image_size)
+        dim = int(features.output_shape[-1])
+        lap("build")
+        # the network the serving model holds; traced once, for extraction and for serving
+        traced = model.compiled(model.packed(features), image_size)
+        run = on_every_device(traced, features, strategy)
+        lap("trace")
 
     def parse_and_decode(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         # in the tf.data pipeline: the next batches decode on other cores while this one runs
@@ -143,7 +161,6 @@ def extract(
             dtype=dtype,
         ), counted  # fmt: skip
 
-    dim = int(features.output_shape[-1])
     classes = index["classes"]
     template_dir = shards.SERVING_TEMPLATE if group == 0 and template is None else None
     head = model.head(dim, len(classes), seed=seed) if group == 0 else None
@@ -160,6 +177,12 @@ def extract(
         # backbone runs over the shards: a GPU extracts while the CPU traces and saves,
         # and even a CPU's cores have room for both.
         prepared = saver.submit(prepare_serving) if head is not None else None
+        # stored while the backbone runs, from the same thread (after the serving model)
+        stored = (
+            saver.submit(backbone_cache.store, cache, cached, traced, dim, warnings)
+            if cached and not hit
+            else None
+        )
         # mine are every groups-th shard of the index from group: their positions in it
         positions = range(group, len(index["shards"]), groups)
         done = [extract_shard(p, shard) for p, shard in zip(positions, mine, strict=True)]
@@ -168,6 +191,9 @@ def extract(
             prepared.result()
             # the wait for the serving model, once the features are written
             lap("save" if template_dir else "trace")
+        if stored is not None:
+            stored.result()
+            lap("save")
     written = [shard for shard, _ in done]
     images = sum(counted for _, counted in done)
     facts = FeatureIndex(
@@ -185,6 +211,7 @@ def extract(
         precision=keras.mixed_precision.global_policy().name,
         seconds=round(time.perf_counter() - started, 2),
         images=images,
+        backbone_cache=("loaded" if hit else "built") if cached else None,
         warnings=warnings,
     )
     Path(out, shards.FEATURE_INDEX).write_text(json.dumps(facts, indent=2))

@@ -86,6 +86,8 @@ class FeatureIndex(TypedDict):
     seconds: float
     images: int
     warnings: list[str]
+    # with a backbone cache: "loaded" from it, or "built" (and stored); None: not cached
+    backbone_cache: str | None
 
 
 class TrainingFacts(TypedDict):

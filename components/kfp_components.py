@@ -79,6 +79,7 @@ def extract(
     augment_contrast: float,
     augment_flip_horizontal: bool,
     augment_flip_vertical: bool,
+    backbone_cache: str,
     features: Output[Dataset],
 ):
     from components.step import step, without_keras_extras
@@ -97,6 +98,7 @@ def extract(
                 contrast=augment_contrast, flip_horizontal=augment_flip_horizontal,
                 flip_vertical=augment_flip_vertical,
             ),
+            cache=backbone_cache,
         )  # fmt: skip
         features.metadata.update({k: v for k, v in facts.items() if k != "shards"})
 
@@ -182,6 +184,7 @@ def extract_and_train(
     fine_tune_lr: float,
     fine_tune_epochs: int,
     feature_memory_mb: int,
+    backbone_cache: str,
     features: Output[Dataset],
     model: Output[Model],
 ):
@@ -205,6 +208,7 @@ def extract_and_train(
             dataset.path, features.path, group=0, groups=1, backbone=backbone, weights=weights,
             image_size=image_size, batch_size=batch_size, seed=seed, augment=augment,
             augment_views=augment_views, augmentation=augmentation, template=template,
+            cache=backbone_cache,
         )  # fmt: skip
         features.metadata.update({k: v for k, v in facts.items() if k != "shards"})
     with step("train", model.metadata):

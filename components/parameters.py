@@ -136,6 +136,9 @@ def check(params: dict[str, Any]) -> None:
             f"--weights {weights}: not one of {', '.join(WEIGHTS)}, and no such file; or give "
             "a local or gs:// weights file of the backbone without its top"
         )
+    cache = params["backbone_cache"]
+    if cache and not cache.startswith("gs://") and os.path.isfile(cache):
+        raise InputError(f"--backbone-cache {cache}: a file, not a folder or gs:// URI")
 
 
 def option(name: str) -> str:

@@ -60,12 +60,13 @@ def train_model(
     augment_views: int = 8,
     batch_size: int = 32,
     one_task: bool = False,
+    cache: str = "",
     **settings,
 ) -> dict:
     """Extract (in ``groups`` tasks, into ``<out>-features-<group>``) then train, as the
     pipeline runs them; ``one_task``: as its one-task pipeline does, extract handing train
-    the serving model in memory. ``settings``: backbone, weights, image_size, seed, epochs,
-    ... ."""
+    the serving model in memory; ``cache``: extract's backbone cache. ``settings``: backbone,
+    weights, image_size, seed, epochs, ... ."""
     from components.extract import extract
     from components.serving import Template
     from components.train import train
@@ -76,7 +77,8 @@ def train_model(
     for group, folder in enumerate(dirs):
         extract(
             str(dataset_dir), folder, group=group, groups=groups, batch_size=batch_size,
-            augment=augment, augment_views=augment_views, template=template, **shared,
+            augment=augment, augment_views=augment_views, template=template, cache=cache,
+            **shared,
         )  # fmt: skip
     return train(
         str(dataset_dir), dirs, str(out), batch_size=batch_size, augment=augment,
@@ -230,7 +232,7 @@ def save_oracle_features(dataset_dir: Path, out: Path) -> str:
         backbone="oracle", weights="none", image_size=32, dim=3, augment_views=0,
         augmentation=None, group=0,
         groups=1, shards=written, devices=[], precision="float32", seconds=0.0,
-        serving=None, images=sum(s["count"] for s in written), warnings=[],
+        serving=None, images=sum(s["count"] for s in written), warnings=[], backbone_cache=None,
     )  # fmt: skip
     (out / shards.FEATURE_INDEX).write_text(json.dumps(index))
     return str(out)

@@ -28,6 +28,7 @@ EVALUATE = "tests/test_evaluate.py"
 BAD = "tests/test_bad_input.py"
 ARCHIVE = "tests/test_archive.py"
 E2E = "tests/test_e2e.py"
+CACHE = "tests/test_backbone_cache.py"
 
 MUTATIONS = [
     # ------------------------------------------------ registry: races and publishing
@@ -529,5 +530,43 @@ MUTATIONS = [
         '        step = tf.cast(self.iterations + 1, "float32")\n',
         '        step = tf.cast(self.iterations + 2, "float32")\n',
         ("tests/test_fit.py::test_fused_adam_is_keras_adam",),
+    ),
+    # ------------------------------------------------ backbone cache
+    Mutation(
+        "the backbone cache is keyed by the weights file's path, not its content",
+        "components/backbone_cache.py",
+        '        init = {"sha256": _sha256(Path(weights))}\n',
+        '        init = {"path": weights}\n',
+        (f"{CACHE}::test_the_key_follows_what_the_extractor_computes",),
+    ),
+    Mutation(
+        "the backbone cache key leaves out the precision",
+        "components/backbone_cache.py",
+        '        "precision": keras.mixed_precision.global_policy().name,\n',
+        "",
+        (f"{CACHE}::test_the_key_follows_what_the_extractor_computes",),
+    ),
+    Mutation(
+        "extract builds the backbone even when the cache has it",
+        "components/extract.py",
+        "    if hit:\n",
+        "    if False:\n",
+        (f"{CACHE}::test_a_cached_backbone_gives_the_features_and_model_a_built_one_gives",),
+    ),
+    Mutation(
+        "a second store of the same key replaces the entry",
+        "components/backbone_cache.py",
+        "            storage.publish_tree(tmp, storage.join(root, name), ENTRY)\n",
+        "            if tf.io.gfile.exists(storage.join(root, name)):\n"
+        "                tf.io.gfile.rmtree(storage.join(root, name))\n"
+        "            storage.publish_tree(tmp, storage.join(root, name), ENTRY)\n",
+        (f"{CACHE}::test_an_entry_is_never_replaced",),
+    ),
+    Mutation(
+        "a damaged cache entry fails the run",
+        "components/backbone_cache.py",
+        "    except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError) as e:\n",
+        "    except KeyError as e:\n",
+        (f"{CACHE}::test_a_damaged_entry_is_named_and_built_around",),
     ),
 ]

@@ -36,6 +36,10 @@ MISTAKES = {
         "--train-fraction 0.5 and --val-fraction 0.6",
     ),
     "not-a-number": (["--epochs", "many"], "argument --epochs: invalid int value: 'many'"),
+    "backbone-cache-file": (
+        ["--backbone-cache", "reg/shapes-classifier/LATEST"],
+        "--backbone-cache reg/shapes-classifier/LATEST: a file, not a folder or gs:// URI",
+    ),
 }
 
 
@@ -72,6 +76,7 @@ def test_no_mistake_needs_tensorflow_or_matplotlib_to_be_refused(demo_data, tmp_
     empty, a TIFF named .png and a zip bomb: not one imports TensorFlow, nor matplotlib
     (which only the report's figures need)."""
     (tmp_path / "a-file").write_text("")
+    registry_with_a_version(tmp_path / "reg")  # MISTAKES name a file in it
     (tmp_path / "jammed" / "shapes-classifier").mkdir(parents=True)
     (tmp_path / "jammed" / "shapes-classifier" / "LATEST").write_text("")
     data = ["--data", str(demo_data)]
