@@ -9,7 +9,9 @@ epochs. This project's is whole ``shapes-pipeline run``s, each in its own
 process, of this code and of each ``--before`` revision (a git worktree), interleaved run by
 run so each sees the same machine. Compared: the whole run in notebook epochs, and the
 steps that train (extract and train, process start to the written SavedModel) against the
-notebook's 500 epochs. Each step's seconds are split into importing, building, tracing,
+notebook's 500 epochs. This code also runs with a backbone cache (``--backbone-cache``)
+that one run before the rounds filled, as scheduled retraining would find it
+(``--no-cache`` skips those). Each step's seconds are split into importing, building, tracing,
 saving and the rest (its ``phase_seconds``), with its peak memory. Then the digits
 accuracies (``bench/digits.py``) with and without fine-tuning and augmentation.
 """
@@ -180,19 +182,24 @@ def measure_in_process(
 
 
 STEPS = ("split", "plan", "extract", "train", "evaluate", "export")
+# this code's runs with --backbone-cache, after one run stored the backbone there
+WARM = "after, backbone cache warm"
 PHASES = ("import", "build", "trace", "work", "save")
 
 
-def pipeline_run(tmp: Path, code: Path, data: Path, backbone: str, image_size: int) -> dict:
+def pipeline_run(
+    tmp: Path, code: Path, data: Path, backbone: str, image_size: int, extra: tuple = ()
+) -> dict:
     """A whole ``shapes-pipeline run`` of the code in ``code``, as a user starts it, in its
-    own process. Older code has no extract step or no per-phase seconds: those are None."""
+    own process, with ``extra`` options. Older code has no extract step or no per-phase
+    seconds: those are None."""
     tmp.mkdir()
     summary = tmp / "summary.json"
     command = [
         sys.executable, "-m", "components.cli", "run", "--data", str(data),
         "--backbone", backbone, "--weights", "none", "--image-size", str(image_size),
         "--min-accuracy", "0", "--registry", str(tmp / "registry"),
-        "--pipeline-root", str(tmp / "runs"), "--summary", str(summary),
+        "--pipeline-root", str(tmp / "runs"), "--summary", str(summary), *extra,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(code)}
     started = time.perf_counter()
@@ -298,6 +305,15 @@ def table(results: dict) -> str:
         "|---" * (len(names) + 1) + "|",
         *(f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows),
     ]
+    if "storing_run" in results:
+        stored = results["storing_run"]
+        lines += [
+            "",
+            f"The run that stored the backbone in the cache, before the rounds: whole run "
+            f"{stored['wall_s']:.1f} s ({stored['ratios']['whole_run_in_notebook_epochs']:.1f} "
+            f"notebook epochs), extract + train {stored['ratios']['training_steps_s']:.1f} s "
+            f"({stored['ratios']['training_steps_speedup']:.0f}x).",
+        ]
     if "digits" in results:
         lines += ["", "| digits variant | test accuracy (95% CI) | train step s | whole run s |",
                   "|---|---|---|---|"]  # fmt: skip
@@ -318,6 +334,9 @@ def main() -> None:
     cli.add_argument("--runs", type=int, default=3, help="whole pipeline runs per code")
     cli.add_argument("--before", nargs="*", default=[], help="git revisions run side by side")
     cli.add_argument("--no-digits", action="store_true", help="skip the digits accuracies")
+    cli.add_argument(
+        "--no-cache", action="store_true", help="skip the runs with a warm backbone cache"
+    )
     cli.add_argument("--output", default=str(REPO / "bench" / "results.json"))
     args = cli.parse_args()
 
@@ -344,13 +363,24 @@ def main() -> None:
         # the notebook's epochs before the runs and after each round of them: a slow spell
         # of the machine then weighs on both sides of the ratios
         rounds = [notebook(3)]
-        codes = {**{f"before ({rev})": tree for rev, tree in trees.items()}, "after": REPO}
+        codes = {
+            **{f"before ({rev})": (tree, ()) for rev, tree in trees.items()},
+            "after": (REPO, ()),
+        }
+        if not args.no_cache:
+            # runs that find their traced backbone in a cache one first run stored
+            cache = ("--backbone-cache", str(tmp / "backbone-cache"))
+            codes[WARM] = (REPO, cache)
+            results["storing_run"] = pipeline_run(
+                tmp / "storing", REPO, tmp / "data", args.backbone, args.image_size, cache
+            )
+            print("storing run", json.dumps(results["storing_run"]), flush=True)
         runs: dict[str, list] = {name: [] for name in codes}
         for i in range(args.runs):  # interleaved, so every code sees the same machine
-            for c, (name, code) in enumerate(codes.items()):
+            for c, (name, (code, extra)) in enumerate(codes.items()):
                 work = tmp / f"run{i}-code{c}"
                 runs[name].append(
-                    pipeline_run(work, code, tmp / "data", args.backbone, args.image_size)
+                    pipeline_run(work, code, tmp / "data", args.backbone, args.image_size, extra)
                 )
                 print(name, json.dumps(runs[name][-1]), flush=True)
             rounds.append(notebook(2))
@@ -371,6 +401,8 @@ def main() -> None:
             "ratios": ratios(run, epoch),
             "runs": measured_runs,
         }
+    if "storing_run" in results:
+        results["storing_run"]["ratios"] = ratios(results["storing_run"], epoch)
     if not args.no_digits:
         results["digits"] = digits_accuracies()
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")

@@ -20,7 +20,7 @@ import kfp
 from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH
 from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
-from components.parameters import RANGES
+from components.parameters import RANGES, option
 from components.step import InputError
 
 # The ranges of the fields of KFP's cron format (robfig/cron, seconds first).
@@ -193,13 +193,16 @@ def compiled(gpus: int, gpu_node_selector: list[str], extract_parallelism: int) 
 
 
 def check_request(params: dict, cron: str | None) -> str | None:
-    """A cluster run's data and registry (gs:// URIs its pods can reach) and KFP's cron."""
+    """A cluster run's data, registry and backbone cache (gs:// URIs its pods can reach) and
+    KFP's cron."""
     from components import registry, storage
 
-    for name in ("data", "registry"):
+    for name in ("data", "registry", "backbone_cache"):
+        if name == "backbone_cache" and not params[name]:
+            continue  # off
         if not storage.is_gcs(params[name]):
             raise InputError(
-                f"--{name} {params[name]}: a cluster's steps need a gs:// URI "
+                f"{option(name)} {params[name]}: a cluster's steps need a gs:// URI "
                 "(a local path is not in their containers)"
             )
         storage.split_gcs(params[name])

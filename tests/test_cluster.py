@@ -90,6 +90,7 @@ def test_schedule_creates_a_recurring_run_without_catch_up_one_at_a_time(api, tm
         (["schedule", "--cron", "0 25 * * *", *PARAMS], "--cron '0 25 * * *': hour '25'"),
         (["schedule", "--cron", "every night", *PARAMS], "expected 5 fields"),
         (["submit", "--data", "raw", "--registry", "gs://b/r"], "--data raw: a cluster's steps"),
+        (["submit", "--backbone-cache", "cache", *PARAMS], "--backbone-cache cache: a cluster's"),
         (["submit", "--epochs", "0", *PARAMS], "--epochs 0: must be between 1 and 100000"),
     ],
 )
