@@ -104,13 +104,20 @@ def load(root: str, name: str, image_size: int) -> Hit | None:
         return None
 
 
-def store(root: str, name: str, features: model.TracedFunction, dim: int, warnings: list[str]):
-    """Publishes the traced extractor as entry ``name``; a run that stored it first wins."""
+def store(
+    root: str, name: str, features: model.TracedFunction, dim: int, warnings: list[str]
+) -> None:
+    """Publishes the traced extractor as entry ``name``; a run that stored it first wins.
+    Where it cannot be stored, the run goes on without it (with a warning naming it)."""
     module = tf.Module()
     module.features = features
     module.weights = list(features.get_concrete_function().variables)
-    with tempfile.TemporaryDirectory(prefix="backbone-cache-") as tmp:
-        tf.saved_model.save(module, str(Path(tmp, SAVED_MODEL)))
-        Path(tmp, ENTRY).write_text(json.dumps({"dim": dim, "warnings": warnings}, indent=2))
-        with suppress(storage.StorageConflict):  # the same key: the same extractor
-            storage.publish_tree(tmp, storage.join(root, name), ENTRY)
+    where = storage.join(root, name)
+    try:
+        with tempfile.TemporaryDirectory(prefix="backbone-cache-") as tmp:
+            tf.saved_model.save(module, str(Path(tmp, SAVED_MODEL)))
+            Path(tmp, ENTRY).write_text(json.dumps({"dim": dim, "warnings": warnings}, indent=2))
+            with suppress(storage.StorageConflict):  # the same key: the same extractor
+                storage.publish_tree(tmp, where, ENTRY)
+    except (OSError, storage.StorageError, tf.errors.OpError) as e:
+        log.warning("backbone cache: cannot store %s (%s); the run goes on without it", where, e)

@@ -563,6 +563,13 @@ MUTATIONS = [
         (f"{CACHE}::test_an_entry_is_never_replaced",),
     ),
     Mutation(
+        "a cache that cannot be written fails the run",
+        "components/backbone_cache.py",
+        "    except (OSError, storage.StorageError, tf.errors.OpError) as e:\n",
+        "    except storage.StorageConflict as e:\n",
+        (f"{CACHE}::test_a_cache_that_cannot_be_written_is_named_and_the_run_goes_on",),
+    ),
+    Mutation(
         "a damaged cache entry fails the run",
         "components/backbone_cache.py",
         "    except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError) as e:\n",

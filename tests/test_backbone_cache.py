@@ -103,6 +103,15 @@ def test_a_damaged_entry_is_named_and_built_around(split_dir, tmp_path, caplog):
     assert _shards(tmp_path / "again") == _shards(tmp_path / "first")
 
 
+def test_a_cache_that_cannot_be_written_is_named_and_the_run_goes_on(split_dir, tmp_path, caplog):
+    (tmp_path / "a-file").write_text("")
+    cache = tmp_path / "a-file" / "cache"  # under a file: no folder can be made there
+    with caplog.at_level(logging.WARNING):
+        facts = _extract(split_dir, tmp_path / "features", str(cache))
+    assert facts["backbone_cache"] == "built" and _shards(tmp_path / "features")
+    assert f"cannot store {cache}" in caplog.text
+
+
 def test_an_entry_is_never_replaced(tmp_path):
     """Two runs storing the same key: the first entry stays, the second run goes on."""
     weight = tf.Variable([1.0, 2.0, 3.0])
