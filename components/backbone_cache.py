@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 ENTRY = "entry.json"  # written last: an entry without it is unfinished
 SAVED_MODEL = "saved_model"
+# what a cache that cannot be read or written raises: the run goes on without it
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, storage.StorageError, tf.errors.OpError)
+UNWRITABLE = (OSError, storage.StorageError, tf.errors.OpError)
 # the code whose change changes what an entry computes
 _SOURCES = (Path(model.__file__), Path(backbone.__file__))
 
@@ -82,26 +85,28 @@ def load(root: str, name: str, image_size: int) -> Hit | None:
     (with a warning naming it: delete it and the next run stores a fresh one)."""
     where = storage.join(root, name)
     try:
-        if storage.is_gcs(root):
-            if storage.read_text(storage.join(where, ENTRY)) is None:
-                return None
-            local = tempfile.mkdtemp(prefix="backbone-cache-")
+        if not storage.is_gcs(root):
+            return _loaded(Path(where), image_size) if Path(where, ENTRY).is_file() else None
+        if storage.read_text(storage.join(where, ENTRY)) is None:
+            return None
+        # loading restores the weights into memory: the downloaded files can go
+        with tempfile.TemporaryDirectory(prefix="backbone-cache-") as local:
             storage.download_tree(where, local)
-        else:
-            local = where
-            if not Path(local, ENTRY).is_file():
-                return None
-        facts = json.loads(Path(local, ENTRY).read_text())
-        loaded = tf.saved_model.load(str(Path(local, SAVED_MODEL)))
-        return Hit(
-            features=model.compiled(loaded.features, image_size),
-            dim=int(facts["dim"]),
-            warnings=list(facts["warnings"]),
-            loaded=loaded,
-        )
-    except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError) as e:
+            return _loaded(Path(local), image_size)
+    except UNREADABLE as e:
         log.warning("backbone cache: %s cannot be loaded (%s); building the backbone", where, e)
         return None
+
+
+def _loaded(entry: Path, image_size: int) -> Hit:
+    facts = json.loads(Path(entry, ENTRY).read_text())
+    loaded = tf.saved_model.load(str(entry / SAVED_MODEL))
+    return Hit(
+        features=model.compiled(loaded.features, image_size),
+        dim=int(facts["dim"]),
+        warnings=list(facts["warnings"]),
+        loaded=loaded,
+    )
 
 
 def store(
@@ -119,5 +124,5 @@ def store(
             Path(tmp, ENTRY).write_text(json.dumps({"dim": dim, "warnings": warnings}, indent=2))
             with suppress(storage.StorageConflict):  # the same key: the same extractor
                 storage.publish_tree(tmp, where, ENTRY)
-    except (OSError, storage.StorageError, tf.errors.OpError) as e:
+    except UNWRITABLE as e:
         log.warning("backbone cache: cannot store %s (%s); the run goes on without it", where, e)

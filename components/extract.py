@@ -9,7 +9,9 @@ training image also gets that many augmented views' features, a batch at a time.
 The first task also writes the serving SavedModel with an untrained head: train, which
 only trains the head, fills in its weights instead of building the backbone again. When
 train runs in the same process, extract hands it the traced functions instead
-(``serving.Template``), and train writes the serving model once.
+(``serving.Template``), and train writes the serving model once. With a backbone cache
+(``components.backbone_cache``), a run that finds its traced extractor there loads it
+instead of building and tracing the backbone.
 """
 
 from __future__ import annotations

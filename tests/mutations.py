@@ -556,23 +556,32 @@ MUTATIONS = [
     Mutation(
         "a second store of the same key replaces the entry",
         "components/backbone_cache.py",
-        "            storage.publish_tree(tmp, storage.join(root, name), ENTRY)\n",
-        "            if tf.io.gfile.exists(storage.join(root, name)):\n"
-        "                tf.io.gfile.rmtree(storage.join(root, name))\n"
-        "            storage.publish_tree(tmp, storage.join(root, name), ENTRY)\n",
+        "                storage.publish_tree(tmp, where, ENTRY)\n",
+        "                if tf.io.gfile.exists(where):\n"
+        "                    tf.io.gfile.rmtree(where)\n"
+        "                storage.publish_tree(tmp, where, ENTRY)\n",
         (f"{CACHE}::test_an_entry_is_never_replaced",),
     ),
     Mutation(
         "a cache that cannot be written fails the run",
         "components/backbone_cache.py",
-        "    except (OSError, storage.StorageError, tf.errors.OpError) as e:\n",
+        "    except UNWRITABLE as e:\n",
         "    except storage.StorageConflict as e:\n",
         (f"{CACHE}::test_a_cache_that_cannot_be_written_is_named_and_the_run_goes_on",),
     ),
     Mutation(
+        "an entry downloaded from GCS is left in the temporary folder",
+        "components/backbone_cache.py",
+        '        with tempfile.TemporaryDirectory(prefix="backbone-cache-") as local:\n'
+        "            storage.download_tree(where, local)\n",
+        '        if local := tempfile.mkdtemp(prefix="backbone-cache-"):\n'
+        "            storage.download_tree(where, local)\n",
+        (f"{CACHE}::test_a_gcs_cache_is_stored_and_loaded_leaving_no_download_behind",),
+    ),
+    Mutation(
         "a damaged cache entry fails the run",
         "components/backbone_cache.py",
-        "    except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError) as e:\n",
+        "    except UNREADABLE as e:\n",
         "    except KeyError as e:\n",
         (f"{CACHE}::test_a_damaged_entry_is_named_and_built_around",),
     ),

@@ -6,6 +6,7 @@ is reported and built around."""
 import json
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 
 import keras
@@ -128,8 +129,13 @@ def test_an_entry_is_never_replaced(tmp_path):
     assert _entries(tmp_path) == ["k"]
 
 
-def test_a_gcs_cache_is_stored_and_loaded(split_dir, tmp_path, bucket):
+def test_a_gcs_cache_is_stored_and_loaded_leaving_no_download_behind(
+    split_dir, tmp_path, bucket, monkeypatch
+):
     cache = f"gs://{bucket.name}/backbones"
     assert _extract(split_dir, tmp_path / "first", cache)["backbone_cache"] == "built"
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     assert _extract(split_dir, tmp_path / "again", cache)["backbone_cache"] == "loaded"
     assert _shards(tmp_path / "again") == _shards(tmp_path / "first")
+    assert list((tmp_path / "tmp").iterdir()) == []
