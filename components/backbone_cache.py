@@ -4,12 +4,13 @@ with Keras and tracing it is seconds of single-threaded Python each time, where 
 traced copy is well under one.
 
 An entry is a SavedModel of the traced extractor, weights included, under a key made of
-everything that decides what it computes: the backbone, its weights (the file's content,
-or the seed of a random init), the image size, the precision, the TensorFlow and Keras
-versions, and the source of the code that builds and traces it. ImageNet weights that
-Keras downloads (``imagenet``, ``auto``) and ``gs://`` weights files are not keyed by
-content here, so they are not cached. Entries are published whole and never replaced
-(``storage.publish_tree``); one that cannot be loaded is reported and built around.
+everything that decides what it computes: the backbone, its weights (a local file's
+SHA-256, a ``gs://`` file's checksum as GCS keeps it, or the seed of a random init), the
+image size, the precision, the TensorFlow and Keras versions, and the source of the code
+that builds and traces it. ImageNet weights that Keras downloads (``imagenet``, ``auto``)
+are not keyed by content here, so they are not cached. Entries are published whole and
+never replaced (``storage.publish_tree``); one that cannot be loaded is reported and built
+around.
 """
 
 from __future__ import annotations
@@ -52,10 +53,17 @@ def key(backbone_name: str, weights: str, image_size: int, seed: int) -> str | N
     The precision is the global policy, so ``backbone.devices`` must have set it."""
     if weights == "none":
         init = {"random_init_seed": seed}
-    elif weights in ("imagenet", "auto") or storage.is_gcs(weights) or not Path(weights).is_file():
-        return None  # a missing file is build_backbone's error to report, naming it
-    else:
+    elif weights in ("imagenet", "auto"):
+        return None
+    elif storage.is_gcs(weights):
+        try:
+            init = {"gcs_checksum": storage.checksum(weights)}
+        except storage.StorageError:
+            return None  # build_backbone reports it, naming the file
+    elif Path(weights).is_file():
         init = {"sha256": _sha256(Path(weights))}
+    else:
+        return None
     material = {
         "backbone": backbone_name,
         "weights": init,

@@ -181,6 +181,17 @@ def download_file(uri: str, local_path: str) -> None:
             raise StorageError(f"{uri}: no such object") from e
 
 
+def checksum(uri: str) -> str:
+    """The checksum GCS keeps of a ``gs://`` object's content (MD5; CRC32C and size for a
+    composite object, which has no MD5), read without downloading the object."""
+    bucket, name = _bucket(uri)
+    with _reporting(uri):
+        blob = bucket.get_blob(name)
+    if blob is None:
+        raise StorageError(f"{uri}: no such object")
+    return f"md5:{blob.md5_hash}" if blob.md5_hash else f"crc32c:{blob.crc32c}:{blob.size}"
+
+
 def copy_to_local(uri: str, local_path: str) -> str:
     """A local path for ``uri``: a ``gs://`` object is downloaded to ``local_path``."""
     if not is_gcs(uri):

@@ -540,6 +540,13 @@ MUTATIONS = [
         (f"{CACHE}::test_the_key_follows_what_the_extractor_computes",),
     ),
     Mutation(
+        "a gs:// weights file is keyed by its name, not its checksum",
+        "components/backbone_cache.py",
+        '            init = {"gcs_checksum": storage.checksum(weights)}\n',
+        '            init = {"gcs": weights}\n',
+        (f"{CACHE}::test_a_gcs_weights_file_is_keyed_by_its_checksum",),
+    ),
+    Mutation(
         "the backbone cache key leaves out the precision",
         "components/backbone_cache.py",
         '        "precision": keras.mixed_precision.global_policy().name,\n',

@@ -79,8 +79,22 @@ def test_the_key_follows_what_the_extractor_computes(tmp_path):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert len({base, *others}) == 1 + len(others)
-    for uncached in ("imagenet", "auto", "gs://bucket/w.h5", str(tmp_path / "missing.h5")):
+    for uncached in ("imagenet", "auto", str(tmp_path / "missing.h5")):
         assert backbone_cache.key("MobileNet", uncached, 48, 0) is None
+
+
+def test_a_gcs_weights_file_is_keyed_by_its_checksum(tmp_path, bucket):
+    weights = imagenet_mobilenet()
+    changed = tmp_path / "changed.weights.h5"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 1
+    changed.write_bytes(bytes(data))
+    for name, source in (("a.h5", weights), ("b.h5", weights), ("c.h5", changed)):
+        bucket.blob(f"weights/{name}").upload_from_filename(str(source))
+    a, b, c = (backbone_cache.key("MobileNet", f"gs://{bucket.name}/weights/{n}", 48, 0)
+               for n in ("a.h5", "b.h5", "c.h5"))  # fmt: skip
+    assert a is not None and a == b and a != c
+    assert backbone_cache.key("MobileNet", f"gs://{bucket.name}/weights/none.h5", 48, 0) is None
 
 
 def _extract(split_dir: Path, out: Path, cache: str) -> dict:
