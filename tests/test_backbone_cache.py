@@ -40,16 +40,22 @@ def test_a_cached_backbone_gives_the_features_and_model_a_built_one_gives(
     builds nothing, and writes the same feature shards and the same served model."""
     cache = tmp_path / "cache"
     settings = {"epochs": 3, "patience": 3, "seed": 0, "weights": str(imagenet_mobilenet())}
-    train_model(split_dir, tmp_path / "cold", one_task=True, cache=str(cache), **settings, **LEARNS)
+    cold_facts = train_model(
+        split_dir, tmp_path / "cold", one_task=True, cache=str(cache), **settings, **LEARNS
+    )
     (cold,) = feature_dirs(tmp_path / "cold")
     assert json.loads(Path(cold, shards.FEATURE_INDEX).read_text())["backbone_cache"] == "built"
     assert len(_entries(cache)) == 1
 
     monkeypatch.setattr(backbone, "build_backbone", lambda *a, **k: pytest.fail("built"))
-    train_model(split_dir, tmp_path / "warm", one_task=True, cache=str(cache), **settings, **LEARNS)
+    warm_facts = train_model(
+        split_dir, tmp_path / "warm", one_task=True, cache=str(cache), **settings, **LEARNS
+    )
     (warm,) = feature_dirs(tmp_path / "warm")
     assert json.loads(Path(warm, shards.FEATURE_INDEX).read_text())["backbone_cache"] == "loaded"
     assert _shards(warm) == _shards(cold)
+    assert "backbone cache" in warm_facts["caching"]  # the report and summary say so
+    assert "backbone cache" not in cold_facts["caching"]
     np.testing.assert_array_equal(
         _scores(tmp_path / "warm", split_dir), _scores(tmp_path / "cold", split_dir)
     )
