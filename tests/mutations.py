@@ -561,6 +561,13 @@ MUTATIONS = [
         (f"{CACHE}::test_a_cached_backbone_gives_the_features_and_model_a_built_one_gives",),
     ),
     Mutation(
+        "the run's caching line leaves out that the backbone came from the cache",
+        "components/train.py",
+        '    cached = {"loaded": "; the backbone loaded from the backbone cache", "built": ""}\n',
+        '    cached = {"built": ""}\n',
+        (f"{CACHE}::test_a_cached_backbone_gives_the_features_and_model_a_built_one_gives",),
+    ),
+    Mutation(
         "a second store of the same key replaces the entry",
         "components/backbone_cache.py",
         "                storage.publish_tree(tmp, where, ENTRY)\n",
