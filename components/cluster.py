@@ -197,9 +197,8 @@ def check_request(params: dict, cron: str | None) -> str | None:
     KFP's cron."""
     from components import registry, storage
 
-    for name in ("data", "registry", "backbone_cache"):
-        if name == "backbone_cache" and not params[name]:
-            continue  # off
+    cache = ["backbone_cache"] if params["backbone_cache"] else []  # empty: off
+    for name in ["data", "registry", *cache]:
         if not storage.is_gcs(params[name]):
             raise InputError(
                 f"{option(name)} {params[name]}: a cluster's steps need a gs:// URI "

@@ -110,7 +110,7 @@ def extract(
     hit = backbone_cache.load(cache, cached, image_size) if cached else None
     if hit:
         traced, dim, weights_used, warnings = hit.features, hit.dim, weights, hit.warnings
-        run = on_every_device(traced, None, strategy)
+        features = None  # no Keras network: only one device runs a cached extractor
         lap("build")
     else:
         with strategy.scope():
@@ -121,8 +121,8 @@ def extract(
         lap("build")
         # the network the serving model holds; traced once, for extraction and for serving
         traced = model.compiled(model.packed(features), image_size)
-        run = on_every_device(traced, features, strategy)
         lap("trace")
+    run = on_every_device(traced, features, strategy)
 
     def parse_and_decode(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         # in the tf.data pipeline: the next batches decode on other cores while this one runs

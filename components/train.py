@@ -124,10 +124,11 @@ def train(
     views = index["augment_views"]
     augmented = f" and of {views} augmented views of each training image" if views else ""
     held = "held in memory" if in_memory else "streamed from shards"
-    cached = {"loaded": "; the backbone loaded from the backbone cache", "built": ""}
+    loaded = index.get("backbone_cache") == "loaded"
+    cached = "; the backbone loaded from the backbone cache" if loaded else ""
     caching = (
         f"features of each image{augmented}, extracted once by {index['groups']} task(s); "
-        f"{feature_mb:.1f} MB {held}{cached.get(index.get('backbone_cache'), '')}"
+        f"{feature_mb:.1f} MB {held}{cached}"
     )
     feature_seconds = time.perf_counter() - clock
 

@@ -563,8 +563,8 @@ MUTATIONS = [
     Mutation(
         "the run's caching line leaves out that the backbone came from the cache",
         "components/train.py",
-        '    cached = {"loaded": "; the backbone loaded from the backbone cache", "built": ""}\n',
-        '    cached = {"built": ""}\n',
+        '    loaded = index.get("backbone_cache") == "loaded"\n',
+        "    loaded = False\n",
         (f"{CACHE}::test_a_cached_backbone_gives_the_features_and_model_a_built_one_gives",),
     ),
     Mutation(
