@@ -1,8 +1,8 @@
 """The training loop: one compiled TensorFlow call per epoch, early stopping in Python.
 
-Keras ``fit`` spends about 0.2 s of Python per epoch on this head (data adapters,
-callbacks, a fresh validation pass), which is most of the time when the head trains on
-cached features. Here every batch of an epoch and the validation pass run inside one
+Keras ``fit`` spends more Python per epoch on this head (data adapters, callbacks, a
+fresh validation pass) than the head's own computation takes when it trains on cached
+features (docs/benchmarks.md). Here every batch of an epoch and the validation pass run inside one
 ``tf.function``; Python only sees one call and four numbers per epoch.
 
 The same loop trains the head on cached features and (for the benchmark and the

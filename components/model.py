@@ -93,10 +93,10 @@ def compiled(fn: Callable[[tf.Tensor], tf.Tensor], image_size: int) -> TracedFun
     """``fn`` on image batches of any size, traced on its first call only.
 
     Keras' ``predict`` traces again for a short last batch and for every new call, and
-    tracing and optimising InceptionResNetV2's graph costs about 9 s here. A function that
-    calls this one reuses its trace, so the serving function costs almost nothing more.
-    It is traced here, up front: traced on its first batch from a ``tf.data`` iterator,
-    InceptionResNetV2's feature extraction took 5 s longer (22 s instead of 17 s).
+    tracing a backbone's graph is among a step's largest costs (docs/benchmarks.md). A
+    function that calls this one reuses its trace, so the serving function costs almost
+    nothing more. It is traced here, up front: traced on its first batch from a ``tf.data``
+    iterator instead, extraction was measurably slower.
     """
     traced = tf.function(fn, input_signature=[image_spec(image_size)])
     traced.get_concrete_function()
