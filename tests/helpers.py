@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from google.cloud import storage as gcs
 
-from components import model, serving, storage
+from components import model, registry, serving, storage
+from components.export import export
 from components.facts import TrainingFacts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,6 +151,31 @@ def cli_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def run(data, *options: str, cwd: Path) -> subprocess.CompletedProcess:
     """``shapes-pipeline run`` on ``data`` with the small, fast settings and a local registry."""
     return cli("run", "--data", str(data), "--registry", "reg", *FAST, *options, cwd=cwd)
+
+
+# the model name the export tests publish under
+EXPORTED = "shapes"
+
+
+def run_export(
+    trained, split_dir, evaluated, registry_uri: str, model_dir=None, verify="hash"
+) -> dict:
+    """``export`` of the ``trained`` model, as evaluated, to ``registry_uri``."""
+    return export(
+        str(model_dir or trained),
+        str(split_dir),
+        evaluated["evaluation_path"],
+        evaluated["predictions_path"],
+        registry=registry_uri,
+        model_name=EXPORTED,
+        pipeline_run={"id": "run-1", "name": "shapes-run-1"},
+        verify=verify,
+    )
+
+
+def published(registry_uri: str) -> list[str]:
+    """The versions of ``EXPORTED`` in the registry, oldest first."""
+    return [v["version"] for v in registry.versions(registry_uri, EXPORTED)]
 
 
 def registry_with_a_version(root: Path, model_name: str = "shapes-classifier") -> dict:

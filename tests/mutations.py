@@ -22,6 +22,7 @@ class Mutation:
 
 
 EXPORT = "tests/test_export.py"
+EXPORT_FAULTS = "tests/test_export_faults.py"
 TRAIN = "tests/test_train.py"
 SPLIT = "tests/test_split.py"
 EVALUATE = "tests/test_evaluate.py"
@@ -37,7 +38,7 @@ MUTATIONS = [
         "components/storage.py",
         "        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes\n",
         "",
-        (f"{EXPORT}::test_two_gates_racing_for_production[local]",),
+        (f"{EXPORT_FAULTS}::test_two_gates_racing_for_production[local]",),
         repeat=5,
     ),
     Mutation(
@@ -45,7 +46,7 @@ MUTATIONS = [
         "components/storage.py",
         "bucket.blob(name).upload_from_string(text, if_generation_match=generation)",
         "bucket.blob(name).upload_from_string(text)",
-        (f"{EXPORT}::test_two_gates_racing_for_production[gcs]",),
+        (f"{EXPORT_FAULTS}::test_two_gates_racing_for_production[gcs]",),
         repeat=5,
     ),
     Mutation(
@@ -53,7 +54,7 @@ MUTATIONS = [
         "components/storage.py",
         "os.rename(staging, target)  # fails where",
         "shutil.copytree(staging, target, dirs_exist_ok=True)  # fails where",
-        (f"{EXPORT}::test_two_writers_racing_for_the_same_version_name[local]",),
+        (f"{EXPORT_FAULTS}::test_two_writers_racing_for_the_same_version_name[local]",),
         repeat=5,
     ),
     Mutation(
@@ -63,7 +64,7 @@ MUTATIONS = [
             str(root / marker), if_generation_match=0
         )""",
         """        bucket.blob(f"{prefix}/{marker}").upload_from_filename(str(root / marker))""",
-        (f"{EXPORT}::test_two_writers_racing_for_the_same_version_name[gcs]",),
+        (f"{EXPORT_FAULTS}::test_two_writers_racing_for_the_same_version_name[gcs]",),
         repeat=5,
     ),
     # ------------------------------------------------ export's verification
@@ -384,7 +385,7 @@ MUTATIONS = [
         "components/export.py",
         "    for left in storage.remove_stale_staging(registry_path(registry, model_name)):",
         "    for left in []:",
-        (f"{EXPORT}::test_staging_left_by_a_killed_export_is_removed_once_an_hour_old",),
+        (f"{EXPORT_FAULTS}::test_staging_left_by_a_killed_export_is_removed_once_an_hour_old",),
     ),
     # ------------------------------------------------ the sharded data path (issue 15)
     Mutation(

@@ -1,23 +1,16 @@
 """Export: verified before publishing, published in one step, never overwriting, and
-promoted only over the model the gate compared against; on local folders and on GCS.
-
-The races and crashes run against fake-gcs-server (``strict_bucket``), which enforces
-GCS's generation preconditions; gcp-storage-emulator accepts every conditional write.
-"""
+promoted only over the model the gate compared against. Races, crashes and killed
+exports are in test_export_faults.py."""
 
 import json
 import os
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import Interleaving, race, save_oracle
+from helpers import EXPORTED, published, run_export, save_oracle
 
-from components import artifact, registry, serving, storage
+from components import artifact, registry, serving
 from components import export as export_module
 from components.export import export
 from components.predictions import read as read_predictions
@@ -27,40 +20,11 @@ from components.verify import VerificationError, verify
 
 pytestmark = pytest.mark.slow  # trains, exports or starts a browser
 
-NAME = "shapes"
-
-
-def run_export(
-    trained, split_dir, evaluated, registry_uri: str, model_dir=None, verify="hash"
-) -> dict:
-    return export(
-        str(model_dir or trained),
-        str(split_dir),
-        evaluated["evaluation_path"],
-        evaluated["predictions_path"],
-        registry=registry_uri,
-        model_name=NAME,
-        pipeline_run={"id": "run-1", "name": "shapes-run-1"},
-        verify=verify,
-    )
-
-
-@pytest.fixture(params=["local", "gcs"])
-def registry_uri(request, tmp_path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "registry")
-    bucket = request.getfixturevalue("strict_bucket")
-    return f"gs://{bucket.name}/registry"
-
-
-def published(registry_uri: str) -> list[str]:
-    return [v["version"] for v in registry.versions(registry_uri, NAME)]
-
 
 def test_export_publishes_a_verified_servable_version(trained, split_dir, evaluated, tmp_path):
     root = tmp_path / "registry"
     facts = run_export(trained, split_dir, evaluated, str(root))
-    version = root / NAME / facts["version"]
+    version = root / EXPORTED / facts["version"]
     assert (version / "saved_model" / "1" / "saved_model.pb").is_file()
     assert (version / "labels.txt").read_text().split() == ["circles", "squares", "triangles"]
     assert json.loads((version / "metadata.json").read_text()) == facts
@@ -73,8 +37,8 @@ def test_export_publishes_a_verified_servable_version(trained, split_dir, evalua
     assert facts["pipeline_run"] == {"id": "run-1", "name": "shapes-run-1"}
     assert facts["packages"]["training"]["tensorflow"]
     assert facts["packages"]["export"]["kfp"]
-    assert registry.production_version(str(root), NAME) == facts["version"]
-    names = sorted(p.name for p in (root / NAME).iterdir())
+    assert registry.production_version(str(root), EXPORTED) == facts["version"]
+    names = sorted(p.name for p in (root / EXPORTED).iterdir())
     assert names == sorted([facts["version"], "LATEST", ".LATEST.lock"])
 
 
@@ -109,7 +73,7 @@ def test_a_model_other_than_the_evaluated_one_is_not_published(
     with pytest.raises(VerificationError, match="are not the files evaluate scored"):
         run_export(trained, split_dir, evaluated, str(root), model_dir=other)
     assert published(str(root)) == []
-    assert registry.production_version(str(root), NAME) is None
+    assert registry.production_version(str(root), EXPORTED) is None
 
 
 def test_a_model_that_does_not_reproduce_the_evaluation_is_not_published(
@@ -126,7 +90,7 @@ def test_a_model_that_does_not_reproduce_the_evaluation_is_not_published(
     with pytest.raises(VerificationError, match="verification of the model to publish failed"):
         export(
             str(trained), str(split_dir), evaluated["evaluation_path"], str(off),
-            registry=str(root), model_name=NAME, verify="reload",
+            registry=str(root), model_name=EXPORTED, verify="reload",
         )  # fmt: skip
     assert published(str(root)) == []
 
@@ -210,213 +174,13 @@ def test_export_refuses_a_failed_gate_and_a_moved_production(
             str(tmp_path / "failed.json"),
             evaluated["predictions_path"],
             registry=root,
-            model_name=NAME,
+            model_name=EXPORTED,
         )
     first = run_export(trained, split_dir, evaluated, root)
     # The gate compared against "no production model", but there is one now:
     with pytest.raises(PromotionConflict, match="production is no longer empty"):
         run_export(trained, split_dir, evaluated, root)
     assert published(root) == [first["version"]]
-
-
-def test_a_rerun_after_a_failure_past_publishing_does_not_store_the_model_twice(
-    trained, split_dir, evaluated, tmp_path, monkeypatch
-):
-    root = str(tmp_path / "registry")
-    promote = export_module.promote
-
-    def crash(*args, **kwargs):
-        raise OSError("the node went away")
-
-    monkeypatch.setattr(export_module, "promote", crash)
-    with pytest.raises(OSError):
-        run_export(trained, split_dir, evaluated, root)
-    (stored,) = registry.versions(root, NAME)
-    assert not stored["production"]
-    monkeypatch.setattr(export_module, "promote", promote)
-    again = run_export(trained, split_dir, evaluated, root)
-    assert again == {k: v for k, v in stored.items() if k != "production"}
-    assert published(root) == [stored["version"]]
-    assert registry.production_version(root, NAME) == stored["version"]
-
-
-def test_two_writers_racing_for_the_same_version_name(registry_uri, tmp_path, monkeypatch):
-    """Same model, same second (so the same name and the same files, but each its own
-    metadata), both past the "is the name free?" check: one creates the version, the other
-    fails and replaces nothing (locally the rename refuses an existing folder; on GCS the
-    marker's upload is refused by the generation precondition)."""
-    folders = []
-    for writer in ("a", "b"):
-        folder = tmp_path / writer
-        (folder / "saved_model" / "1").mkdir(parents=True)
-        (folder / "saved_model" / "1" / "saved_model.pb").write_bytes(b"same model")
-        (folder / "metadata.json").write_text(json.dumps({"version": "v", "writer": writer}))
-        folders.append(folder)
-    uri = storage.join(registry_uri, NAME, "20260101T000000Z-same")
-    Interleaving(monkeypatch, "_taken")
-
-    def publish(folder):
-        storage.publish_tree(str(folder), uri, marker="metadata.json")
-        return json.loads((folder / "metadata.json").read_text())
-
-    outcomes = race(publish, folders)
-    (winner,) = [o for o in outcomes if isinstance(o, dict)]
-    (loser,) = [o for o in outcomes if not isinstance(o, dict)]
-    assert isinstance(loser, storage.StorageConflict) and "already exists" in str(loser)
-    assert registry.versions(registry_uri, NAME) == [{**winner, "production": False}]
-    with storage.local_tree(uri) as local:
-        assert (Path(local) / "saved_model" / "1" / "saved_model.pb").read_bytes() == b"same model"
-    assert_no_leftovers(registry_uri)
-
-
-def test_two_gates_racing_for_production(registry_uri, monkeypatch):
-    """Both compared against "no production model" and both read LATEST before either
-    writes: exactly one becomes production (a lock file locally, the generation
-    precondition on GCS)."""
-    Interleaving(monkeypatch, "_check_current")
-
-    def promote(version):
-        registry.promote(registry_uri, NAME, version, replaces=None)
-        return version
-
-    outcomes = race(promote, ["20260101T000000Z-aaaa", "20260101T000000Z-bbbb"])
-    (winner,) = [o for o in outcomes if isinstance(o, str)]
-    (loser,) = [o for o in outcomes if not isinstance(o, str)]
-    assert isinstance(loser, PromotionConflict) and "is not production" in str(loser)
-    assert registry.production_version(registry_uri, NAME) == winner
-
-
-def test_two_exports_racing_for_the_registry(
-    trained, split_dir, evaluated, strict_bucket, monkeypatch
-):
-    """Two whole exports of pipelines whose gates both compared against "no production
-    model", on GCS: both versions are stored, complete and verified; one is production;
-    the other export fails and says so."""
-    registry_uri = f"gs://{strict_bucket.name}/registry"
-    names = iter(["20260101T000000Z-aaaa", "20260101T000000Z-bbbb"])
-    lock = threading.Lock()
-
-    def next_name(folder):
-        with lock:
-            return next(names)
-
-    monkeypatch.setattr(export_module, "new_version", next_name)
-    both_promote = threading.Barrier(2)
-    promote = export_module.promote
-
-    def promote_together(*args, **kwargs):
-        both_promote.wait(timeout=120)
-        return promote(*args, **kwargs)
-
-    monkeypatch.setattr(export_module, "promote", promote_together)
-    job = lambda _: run_export(trained, split_dir, evaluated, registry_uri)  # noqa: E731
-    outcomes = race(job, [0, 1])
-    (winner,) = [o for o in outcomes if isinstance(o, dict)]
-    (loser,) = [o for o in outcomes if not isinstance(o, dict)]
-    assert isinstance(loser, PromotionConflict) and "is not production" in str(loser)
-    assert published(registry_uri) == ["20260101T000000Z-aaaa", "20260101T000000Z-bbbb"]
-    assert registry.production_version(registry_uri, NAME) == winner["version"]
-    for version in registry.versions(registry_uri, NAME):
-        assert_servable(version, split_dir, evaluated)
-    assert_no_leftovers(registry_uri)
-
-
-def test_a_writer_landing_between_check_and_write_loses_to_the_precondition(
-    strict_bucket, monkeypatch
-):
-    """The check passes, then another writer creates the object; GCS refuses our write."""
-    uri = f"gs://{strict_bucket.name}/registry/{NAME}/LATEST"
-    check = storage._check_current
-
-    def someone_else_writes_first(*args):
-        check(*args)
-        strict_bucket.blob(f"registry/{NAME}/LATEST").upload_from_string("theirs\n")
-
-    monkeypatch.setattr(storage, "_check_current", someone_else_writes_first)
-    with pytest.raises(storage.StorageConflict, match="changed by another writer meanwhile"):
-        storage.replace_text(uri, "ours\n", expected=None)
-    assert storage.read_text(uri) == "theirs\n"
-
-
-def assert_servable(metadata: dict, split_dir, evaluated) -> None:
-    with storage.local_tree(metadata["uri"]) as local:
-        assert verify(local, str(split_dir), evaluated["predictions_path"], 256)["images"] == 9
-
-
-def assert_no_leftovers(registry_uri: str) -> None:
-    """No staging files on GCS and no hidden staging folders locally."""
-    if storage.is_gcs(registry_uri):
-        bucket, prefix = storage.split_gcs(registry_uri)
-        from google.cloud import storage as gcs
-
-        names = [b.name for b in gcs.Client().list_blobs(bucket, prefix=prefix)]
-        assert not [n for n in names if f"/{storage.STAGING}/" in n]
-    else:
-        hidden = [p.name for p in Path(registry_uri, NAME).iterdir() if p.name.startswith(".")]
-        assert hidden in ([], [".LATEST.lock"])
-
-
-CRASH = """
-import json, os, sys
-from google.cloud.storage import Blob
-from components import export, storage
-
-args = json.loads(sys.argv[1])
-where = args.pop("crash")
-if where == "gcs-marker":  # every file copied into place, the marker not yet written
-    upload = Blob.upload_from_filename
-    def crash(self, *a, **k):
-        if self.name.endswith("/metadata.json"):
-            os._exit(9)
-        return upload(self, *a, **k)
-    Blob.upload_from_filename = crash
-elif where == "local-rename":  # the staged folder complete, not yet renamed into place
-    storage.os.rename = lambda *a: os._exit(9)
-export.export(*args.pop("paths"), **args)
-"""
-
-
-@pytest.mark.parametrize("crash", ["gcs-marker", "local-rename"])
-def test_a_crash_midway_leaves_the_registry_as_it_was(
-    crash, trained, split_dir, evaluated, tmp_path, request
-):
-    if crash.startswith("gcs"):
-        bucket = request.getfixturevalue("strict_bucket")
-        root = f"gs://{bucket.name}/registry"
-    else:
-        root = str(tmp_path / "registry")
-    args = {
-        "crash": crash,
-        "paths": [
-            str(trained),
-            str(split_dir),
-            evaluated["evaluation_path"],
-            evaluated["predictions_path"],
-        ],
-        "registry": root,
-        "model_name": NAME,
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", CRASH, json.dumps(args)],
-        cwd=Path(__file__).resolve().parents[1],
-        env=os.environ,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 9, done.stderr
-    assert published(root) == []
-    # Only a crash before the marker leaves a folder under the version's name, and without
-    # metadata.json it is no version: not listed, not resolvable, never production.
-    left = storage.list_folders(storage.join(root, NAME))
-    assert len(left) == (1 if crash == "gcs-marker" else 0)
-    with pytest.raises(InputError, match="no shapes/LATEST"):
-        registry.resolve(root, NAME)
-    if crash != "gcs-marker":
-        return
-    # What that crash left under a version's name is not in the next export's way.
-    facts = run_export(trained, split_dir, evaluated, root)
-    assert published(root) == [facts["version"]]
-    assert registry.production_version(root, NAME) == facts["version"]
 
 
 def test_published_versions_are_readable_by_other_users(trained, split_dir, evaluated, tmp_path):
@@ -430,30 +194,3 @@ def test_published_versions_are_readable_by_other_users(trained, split_dir, eval
     modes = {p.stat().st_mode & 0o777 for p in [version, *version.rglob("*")] if p.is_dir()}
     assert modes == {0o755}
     assert {p.stat().st_mode & 0o777 for p in version.rglob("*") if p.is_file()} == {0o644}
-
-
-def test_staging_left_by_a_killed_export_is_removed_once_an_hour_old(
-    trained, split_dir, evaluated, tmp_path
-):
-    folder = tmp_path / "registry" / NAME
-    old, fresh = (
-        folder / ".20250101T000000Z-dead.abcd1234",
-        folder / ".20250101T000000Z-beef.x1y2z3w4",
-    )
-    for staging in (old, fresh):
-        (staging / "saved_model").mkdir(parents=True)
-    os.utime(old, (time.time() - 3700, time.time() - 3700))
-    run_export(trained, split_dir, evaluated, str(tmp_path / "registry"))
-    assert not old.exists() and fresh.exists()
-    assert ".20250101T000000Z-beef.x1y2z3w4" not in str(
-        registry.versions(str(tmp_path / "registry"), NAME)
-    )
-
-
-def test_stale_staging_on_gcs(strict_bucket):
-    strict_bucket.blob(f"registry/{NAME}/.staging/v-123/saved_model.pb").upload_from_string(b"x")
-    folder = f"gs://{strict_bucket.name}/registry/{NAME}"
-    assert storage.remove_stale_staging(folder) == []  # seconds old: may be a running export
-    (removed,) = storage.remove_stale_staging(folder, older_than_s=0)
-    assert removed.endswith("/.staging/v-123/saved_model.pb")
-    assert not list(strict_bucket.list_blobs(prefix=f"registry/{NAME}/.staging/"))
