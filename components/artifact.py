@@ -12,6 +12,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from components.dataset import sha256_of
+
 SERVING_DIR = "saved_model"
 SAVED_MODEL_DIR = f"{SERVING_DIR}/1"
 LABELS_FILE = "labels.txt"
@@ -40,7 +42,7 @@ def tree_sha256(folder: str | Path, only: tuple[str, ...] | None = None) -> str:
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root)
         if only is None or rel.parts[0] in only:
-            content = hashlib.sha256(path.read_bytes()).hexdigest()
+            content = sha256_of(path)
             digest.update(f"{rel.as_posix()}\0{content}\n".encode())
     return digest.hexdigest()
 

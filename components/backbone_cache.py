@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 
 from components import backbone, model, storage
+from components.dataset import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,6 @@ UNREADABLE = (OSError, ValueError, KeyError, TypeError, storage.StorageError, tf
 UNWRITABLE = (OSError, storage.StorageError, tf.errors.OpError)
 # the code whose change changes what an entry computes
 _SOURCES = (Path(model.__file__), Path(backbone.__file__))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def key(backbone_name: str, weights: str, image_size: int, seed: int) -> str | None:
@@ -61,7 +54,7 @@ def key(backbone_name: str, weights: str, image_size: int, seed: int) -> str | N
         except storage.StorageError:
             return None  # build_backbone reports it, naming the file
     elif Path(weights).is_file():
-        init = {"sha256": _sha256(Path(weights))}
+        init = {"sha256": sha256_of(weights)}
     else:
         return None
     material = {
@@ -71,7 +64,7 @@ def key(backbone_name: str, weights: str, image_size: int, seed: int) -> str | N
         "precision": keras.mixed_precision.global_policy().name,
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "code": [_sha256(p) for p in _SOURCES],
+        "code": [sha256_of(p) for p in _SOURCES],
     }
     text = json.dumps(material, sort_keys=True)
     return f"{backbone_name}-{image_size}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"

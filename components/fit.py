@@ -2,8 +2,8 @@
 
 Keras ``fit`` spends more Python per epoch on this head (data adapters, callbacks, a
 fresh validation pass) than the head's own computation takes when it trains on cached
-features (docs/benchmarks.md). Here every batch of an epoch and the validation pass run inside one
-``tf.function``; Python only sees one call and four numbers per epoch.
+features (docs/benchmarks.md). Here every batch of an epoch and the validation pass run
+inside one ``tf.function``; Python only sees one call and four numbers per epoch.
 
 The same loop trains the head on cached features and (for the benchmark and the
 equivalence test) the whole model on images, the notebook's way.

@@ -536,7 +536,7 @@ MUTATIONS = [
     Mutation(
         "the backbone cache is keyed by the weights file's path, not its content",
         "components/backbone_cache.py",
-        '        init = {"sha256": _sha256(Path(weights))}\n',
+        '        init = {"sha256": sha256_of(weights)}\n',
         '        init = {"path": weights}\n',
         (f"{CACHE}::test_the_key_follows_what_the_extractor_computes",),
     ),
