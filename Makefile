@@ -22,7 +22,7 @@ help:
 	@echo "make bench    - notebook's way vs this project's, figures to bench/results.json"
 	@echo "make bench-scale - whole runs at 3,000 and 30,000 images, per step, to bench/scale.json"
 	@echo "make bench-digits - accuracy on scikit-learn's handwritten digits, to bench/digits.json"
-	@echo "make mutation - plant each bug of tests/mutations.py in a copy; every one must be caught"
+	@echo "make mutation - plant each bug of tests/mutations/ in a copy; every one must be caught"
 	@echo "make images          - build the CPU and GPU images (podman or docker; pulls the python base)"
 	@echo "make images-offline  - build the CPU image with no registry (debootstrap + podman; root)"
 	@echo "make e2e-containers  - run the whole pipeline in the CPU image via kfp.local.DockerRunner (root)"

@@ -1,4 +1,4 @@
-"""`make mutation`: every mutation of ``tests/mutations.py``, one at a time, on a copy of
+"""`make mutation`: every mutation of ``tests/mutations/``, one at a time, on a copy of
 the code; each must make at least one of its tests fail.
 
 The copy is the repository's tracked and untracked-but-not-ignored files, in a temporary
@@ -45,7 +45,7 @@ def check(copy: Path, mutation: Mutation) -> str:
     if found != 1:
         raise SystemExit(
             f"error: mutation {mutation.name!r}: its text is in {mutation.file} {found} times "
-            "(must be once); update tests/mutations.py"
+            "(must be once); update tests/mutations/"
         )
     return text
 

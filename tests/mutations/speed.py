@@ -1,0 +1,141 @@
+"""Mutations of the start-up savings and the backbone cache: each saving must keep its
+results, and a cache must never change or block a run."""
+
+from mutations.base import BAD, CACHE, TRAIN, Mutation
+
+SPEED = [
+    # ------------------------------------------------ start-up costs
+    Mutation(
+        "what the imports loaded is left to the collector (and to the exit's sweep)",
+        "components/step.py",
+        '    if phase == "import":\n        _freeze_heap()\n',
+        "",
+        (
+            "tests/test_step.py::test_imports_run_without_the_collector_and_what_they_loaded_is_frozen",
+        ),
+    ),
+    Mutation(
+        "a local run starts two extract tasks on one machine",
+        "components/cli.py",
+        '"weights": "auto", "extract_workers": 1}',
+        '"weights": "auto"}',
+        ("tests/test_cli.py::test_config_file_with_flags_over_it_and_dry_run",),
+    ),
+    Mutation(
+        "the command line loads matplotlib with the report module",
+        "components/report.py",
+        "import numpy as np\nfrom PIL import Image\n",
+        "import numpy as np\nfrom matplotlib import pyplot  # noqa\nfrom PIL import Image\n",
+        ("tests/test_cli.py::test_no_mistake_needs_tensorflow_or_matplotlib_to_be_refused",),
+    ),
+    Mutation(
+        "grappler left on on a CPU",
+        "components/backbone.py",
+        "    if not gpu:\n        tf.config.optimizer",
+        "    if False:\n        tf.config.optimizer",
+        ("tests/test_backbone.py::test_on_a_cpu_auto_precision_is_float32_and_grappler_is_off",),
+    ),
+    Mutation(
+        "the train step loads Keras' extras (scikit-learn, SciPy, pandas, matplotlib)",
+        "components/kfp_components.py",
+        '    without_keras_extras()\n    with step("train"',
+        '    with step("train"',
+        ("tests/test_step.py::test_extract_and_train_run_without_keras_extras",),
+    ),
+    Mutation(
+        "Keras' extras blocked only where they were loaded already",
+        "components/step.py",
+        "        sys.modules.setdefault(name, None)",
+        "        name in sys.modules and sys.modules.setdefault(name, None)",
+        ("tests/test_step.py::test_extract_and_train_run_without_keras_extras",),
+    ),
+    Mutation(
+        "a local run with one extract worker runs extract and train as two tasks",
+        "components/local_run.py",
+        "        pipeline = make_pipeline(one_task=one_task)\n",
+        "        pipeline = make_pipeline(one_task=False)\n",
+        (f"{BAD}::test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache",),
+    ),
+    Mutation(
+        "the model saved from extract's functions in memory keeps the untrained head",
+        "components/serving.py",
+        "        template.head.set_weights(head_weights)\n",
+        "",
+        (f"{TRAIN}::test_extract_and_train_in_one_process_save_the_model_the_files_way_saves",),
+    ),
+    Mutation(
+        "fused Adam's bias correction counts one step ahead of Keras' Adam",
+        "components/fit.py",
+        '        step = tf.cast(self.iterations + 1, "float32")\n',
+        '        step = tf.cast(self.iterations + 2, "float32")\n',
+        ("tests/test_fit.py::test_fused_adam_is_keras_adam",),
+    ),
+    # ------------------------------------------------ backbone cache
+    Mutation(
+        "the backbone cache is keyed by the weights file's path, not its content",
+        "components/backbone_cache.py",
+        '        init = {"sha256": sha256_of(weights)}\n',
+        '        init = {"path": weights}\n',
+        (f"{CACHE}::test_the_key_follows_what_the_extractor_computes",),
+    ),
+    Mutation(
+        "a gs:// weights file is keyed by its name, not its checksum",
+        "components/backbone_cache.py",
+        '            init = {"gcs_checksum": storage.checksum(weights)}\n',
+        '            init = {"gcs": weights}\n',
+        (f"{CACHE}::test_a_gcs_weights_file_is_keyed_by_its_checksum",),
+    ),
+    Mutation(
+        "the backbone cache key leaves out the precision",
+        "components/backbone_cache.py",
+        '        "precision": keras.mixed_precision.global_policy().name,\n',
+        "",
+        (f"{CACHE}::test_the_key_follows_what_the_extractor_computes",),
+    ),
+    Mutation(
+        "extract builds the backbone even when the cache has it",
+        "components/extract.py",
+        "    if hit:\n",
+        "    if False:\n",
+        (f"{CACHE}::test_a_cached_backbone_gives_the_features_and_model_a_built_one_gives",),
+    ),
+    Mutation(
+        "the run's caching line leaves out that the backbone came from the cache",
+        "components/train.py",
+        '    loaded = index.get("backbone_cache") == "loaded"\n',
+        "    loaded = False\n",
+        (f"{CACHE}::test_a_cached_backbone_gives_the_features_and_model_a_built_one_gives",),
+    ),
+    Mutation(
+        "a second store of the same key replaces the entry",
+        "components/backbone_cache.py",
+        "                storage.publish_tree(tmp, where, ENTRY)\n",
+        "                if tf.io.gfile.exists(where):\n"
+        "                    tf.io.gfile.rmtree(where)\n"
+        "                storage.publish_tree(tmp, where, ENTRY)\n",
+        (f"{CACHE}::test_an_entry_is_never_replaced",),
+    ),
+    Mutation(
+        "a cache that cannot be written fails the run",
+        "components/backbone_cache.py",
+        "    except UNWRITABLE as e:\n",
+        "    except storage.StorageConflict as e:\n",
+        (f"{CACHE}::test_a_cache_that_cannot_be_written_is_named_and_the_run_goes_on",),
+    ),
+    Mutation(
+        "an entry downloaded from GCS is left in the temporary folder",
+        "components/backbone_cache.py",
+        '        with tempfile.TemporaryDirectory(prefix="backbone-cache-") as local:\n'
+        "            storage.download_tree(where, local)\n",
+        '        if local := tempfile.mkdtemp(prefix="backbone-cache-"):\n'
+        "            storage.download_tree(where, local)\n",
+        (f"{CACHE}::test_a_gcs_cache_is_stored_and_loaded_leaving_no_download_behind",),
+    ),
+    Mutation(
+        "a damaged cache entry fails the run",
+        "components/backbone_cache.py",
+        "    except UNREADABLE as e:\n",
+        "    except KeyError as e:\n",
+        (f"{CACHE}::test_a_damaged_entry_is_named_and_built_around",),
+    ),
+]
