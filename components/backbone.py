@@ -56,9 +56,29 @@ def build_backbone(name: str, weights: str, image_size: int) -> tuple[keras.Mode
         try:
             local = storage.copy_to_local(weights, f"{tmp}/backbone.weights.h5")
             storage.check_exists(local)
+            cache_keras_skipsets()
             return make(local), weights, []
         except (InputError, OSError) as e:
             raise WeightsError(f"{weights}: cannot load these weights into {name} ({e})") from e
+
+
+# Where Keras 3.15 looks up the attributes its weights loader skips, per kind of object.
+SKIPSET_KEY = "saving_attr_skiplist_{}"
+
+
+def cache_keras_skipsets() -> None:
+    """Keras' weights loader stores the attribute names it skips for each kind of object
+    under one name (``saving_attr_skipset_``) and looks them up under another, so it
+    builds a throwaway ``Layer`` to compute them again for every layer of a weights file
+    it loads (docs/benchmarks.md). Stores Keras' own sets under the name it reads.
+    Internal: ``tests/test_backbone.py`` fails when Keras changes it."""
+    from keras.src.backend.common import global_state
+    from keras.src.saving import saving_lib
+
+    for kind in ("Layer", "Functional", "Sequential"):
+        if global_state.get_global_attribute(SKIPSET_KEY.format(kind)) is None:
+            skipset = saving_lib.get_attr_skipset(kind)
+            global_state.set_global_attribute(SKIPSET_KEY.format(kind), skipset)
 
 
 def devices(precision: str = "auto") -> list[str]:

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from helpers import upload_folder
 
-from components.backbone import WeightsError, build_backbone, devices
+from components.backbone import SKIPSET_KEY, WeightsError, build_backbone, devices
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,26 @@ def test_weights_from_a_local_file(weights_file):
     assert used == str(path) and warnings == []
     for got, want in zip(net.get_weights(), expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_loading_a_weights_file_computes_keras_skipsets_once(weights_file):
+    """Keras' loader looks the attributes it skips up under a name it never stores them
+    under, so it builds a throwaway Layer for every layer it loads; build_backbone stores
+    them where Keras looks. Fails when Keras changes either name."""
+    from keras.src.backend.common import global_state
+    from keras.src.saving import saving_lib
+
+    for kind in ("Layer", "Functional", "Sequential"):
+        global_state.set_global_attribute(SKIPSET_KEY.format(kind), None)
+    skipset = saving_lib.get_attr_skipset
+    assert skipset("Layer") is not skipset("Layer"), (
+        "Keras keeps its skipsets itself now: remove backbone.cache_keras_skipsets"
+    )
+    build_backbone("MobileNetV3Small", str(weights_file[0]), 32)
+    kept = skipset("Layer")
+    assert kept is skipset("Layer") and skipset("Functional") is skipset("Functional")
+    global_state.set_global_attribute(SKIPSET_KEY.format("Layer"), None)
+    assert skipset("Layer") == kept  # Keras' own set, kept where it looks
 
 
 def test_weights_from_gcs(weights_file, bucket):

@@ -36,6 +36,13 @@ SPEED = [
         ("tests/test_backbone.py::test_on_a_cpu_auto_precision_is_float32_and_grappler_is_off",),
     ),
     Mutation(
+        "Keras recomputes its skipsets for every layer of a weights file",
+        "components/backbone.py",
+        "            cache_keras_skipsets()\n",
+        "",
+        ("tests/test_backbone.py::test_loading_a_weights_file_computes_keras_skipsets_once",),
+    ),
+    Mutation(
         "the train step loads Keras' extras (scikit-learn, SciPy, pandas, matplotlib)",
         "components/kfp_components.py",
         '    without_keras_extras()\n    with step("train"',
