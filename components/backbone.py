@@ -76,9 +76,9 @@ def cache_keras_skipsets() -> None:
     from keras.src.saving import saving_lib
 
     for kind in ("Layer", "Functional", "Sequential"):
-        if global_state.get_global_attribute(SKIPSET_KEY.format(kind)) is None:
-            skipset = saving_lib.get_attr_skipset(kind)
-            global_state.set_global_attribute(SKIPSET_KEY.format(kind), skipset)
+        name = SKIPSET_KEY.format(kind)
+        if global_state.get_global_attribute(name) is None:
+            global_state.set_global_attribute(name, saving_lib.get_attr_skipset(kind))
 
 
 def devices(precision: str = "auto") -> list[str]:

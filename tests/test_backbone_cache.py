@@ -29,6 +29,14 @@ def _scores(model_dir: Path, split: Path) -> np.ndarray:
     return predict(split_images(split, "val") + split_images(split, "test"))
 
 
+def _one_byte_changed(source: Path, target: Path) -> Path:
+    """A copy of ``source`` with its middle byte flipped: other content, same size."""
+    data = bytearray(source.read_bytes())
+    data[len(data) // 2] ^= 1
+    target.write_bytes(bytes(data))
+    return target
+
+
 def _entries(cache: Path) -> list[str]:
     return sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
 
@@ -65,10 +73,7 @@ def test_the_key_follows_what_the_extractor_computes(tmp_path):
     weights = imagenet_mobilenet()
     same = tmp_path / "same.weights.h5"
     shutil.copy(weights, same)
-    changed = tmp_path / "changed.weights.h5"
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 1
-    changed.write_bytes(bytes(data))
+    changed = _one_byte_changed(weights, tmp_path / "changed.weights.h5")
     base = backbone_cache.key("MobileNet", str(weights), 48, 0)
     assert base == backbone_cache.key("MobileNet", str(same), 48, 0)  # content, not path
     assert base == backbone_cache.key("MobileNet", str(weights), 48, 1)  # seed: random only
@@ -91,10 +96,7 @@ def test_the_key_follows_what_the_extractor_computes(tmp_path):
 
 def test_a_gcs_weights_file_is_keyed_by_its_checksum(tmp_path, bucket):
     weights = imagenet_mobilenet()
-    changed = tmp_path / "changed.weights.h5"
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 1
-    changed.write_bytes(bytes(data))
+    changed = _one_byte_changed(weights, tmp_path / "changed.weights.h5")
     for name, source in (("a.h5", weights), ("b.h5", weights), ("c.h5", changed)):
         bucket.blob(f"weights/{name}").upload_from_filename(str(source))
     a, b, c = (backbone_cache.key("MobileNet", f"gs://{bucket.name}/weights/{n}", 48, 0)
