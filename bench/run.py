@@ -1,7 +1,9 @@
 """`make bench`: the notebook's way against this project's, measured side by side in one run.
 
 Writes bench/results.json and prints a table. Speed does not depend on the weights, so the
-backbone is randomly initialised (``weights=none``); the data are 300 demo images.
+backbone is randomly initialised (``weights=none``); the data are 300 demo images. With
+``--weights-file`` every run loads that same random backbone from a file, as production
+runs load ImageNet weights, so the ratios include the load.
 
 The notebook's way is measured in this process: its seconds per epoch (set-up excluded;
 the median of epochs timed before the runs and after each round of them), times its 500
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -187,8 +190,32 @@ def measure_in_process(
 WARM = "after, backbone cache warm"
 
 
+def write_weights_file(path: str, backbone: str, image_size: int) -> None:
+    """The random backbone a run with ``weights=none`` builds, as a weights file: runs that
+    load it train the same model, but pay for loading a file, as production runs do.
+
+    Called in a fresh process (``--weights-file``): Keras names a process's layers in the
+    order it makes them, and a weights file only loads into layers of the same names.
+    """
+    import keras
+
+    from components import backbone as nets
+    from components.parameters import defaults
+
+    nets.devices()
+    keras.utils.set_random_seed(defaults()["seed"])  # as extract seeds its build
+    base, _, _ = nets.build_backbone(backbone, "none", image_size)
+    base.save_weights(path)
+
+
 def pipeline_run(
-    tmp: Path, code: Path, data: Path, backbone: str, image_size: int, extra: tuple = ()
+    tmp: Path,
+    code: Path,
+    data: Path,
+    backbone: str,
+    image_size: int,
+    extra: tuple = (),
+    weights: str = "none",
 ) -> dict:
     """A whole ``shapes-pipeline run`` of the code in ``code``, as a user starts it, in its
     own process, with ``extra`` options. Older code has no extract step or no per-phase
@@ -197,7 +224,7 @@ def pipeline_run(
     summary = tmp / "summary.json"
     command = [
         sys.executable, "-m", "components.cli", "run", "--data", str(data),
-        "--backbone", backbone, "--weights", "none", "--image-size", str(image_size),
+        "--backbone", backbone, "--weights", weights, "--image-size", str(image_size),
         "--min-accuracy", "0", "--registry", str(tmp / "registry"),
         "--pipeline-root", str(tmp / "runs"), "--summary", str(summary), *extra,
     ]  # fmt: skip
@@ -272,6 +299,12 @@ def main() -> None:
     cli.add_argument(
         "--no-cache", action="store_true", help="skip the runs with a warm backbone cache"
     )
+    cli.add_argument(
+        "--weights-file",
+        action="store_true",
+        help="every run loads its random backbone from a weights file, as production runs "
+        "load ImageNet weights (the same model; the load's cost included)",
+    )
     cli.add_argument("--output", default=str(REPO / "bench" / "results.json"))
     args = cli.parse_args()
 
@@ -288,11 +321,22 @@ def main() -> None:
         split_dataset(
             str(tmp / "data"), str(tmp / "ds"), seed=230, train_fraction=0.8, val_fraction=0.1
         )
+        weights = "none"
+        if args.weights_file:
+            weights = str(tmp / "backbone.weights.h5")
+            writer = multiprocessing.get_context("spawn").Process(
+                target=write_weights_file, args=(weights, args.backbone, args.image_size)
+            )
+            writer.start()
+            writer.join()
+            if writer.exitcode:
+                sys.exit(f"writing {weights} failed")
         measured, notebook = measure_in_process(tmp / "ds", args.backbone, args.image_size)
         results = {
             "backbone": args.backbone,
             "image_size": args.image_size,
             "images": 3 * args.per_class,
+            "weights": "a weights file" if args.weights_file else "none",
             **measured,
         }
         # the notebook's epochs before the runs and after each round of them: a slow spell
@@ -307,15 +351,18 @@ def main() -> None:
             cache = ("--backbone-cache", str(tmp / "backbone-cache"))
             codes[WARM] = (REPO, cache)
             results["storing_run"] = pipeline_run(
-                tmp / "storing", REPO, tmp / "data", args.backbone, args.image_size, cache
-            )
+                tmp / "storing", REPO, tmp / "data", args.backbone, args.image_size, cache,
+                weights,
+            )  # fmt: skip
             print("storing run", json.dumps(results["storing_run"]), flush=True)
         runs: dict[str, list] = {name: [] for name in codes}
         for i in range(args.runs):  # interleaved, so every code sees the same machine
             for c, (name, (code, extra)) in enumerate(codes.items()):
                 work = tmp / f"run{i}-code{c}"
                 runs[name].append(
-                    pipeline_run(work, code, tmp / "data", args.backbone, args.image_size, extra)
+                    pipeline_run(
+                        work, code, tmp / "data", args.backbone, args.image_size, extra, weights
+                    )
                 )
                 print(name, json.dumps(runs[name][-1]), flush=True)
             rounds.append(notebook(2))
