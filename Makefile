@@ -53,7 +53,8 @@ lint: $(STAMP)
 compile: $(STAMP)
 	$(BIN)/shapes-pipeline compile -o pipeline.yaml
 
-# BENCH_ARGS, e.g. --before 12d1a4b (older code side by side), --no-digits, --no-cache, --runs 5
+# BENCH_ARGS, e.g. --before 12d1a4b (older code side by side), --no-digits, --no-cache, --runs 5,
+# --weights-file (runs load their backbone from a file, as production runs do)
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

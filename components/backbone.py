@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import keras
 import tensorflow as tf
@@ -31,7 +33,8 @@ def build_backbone(name: str, weights: str, image_size: int) -> tuple[keras.Mode
 
     def make(w: str | None) -> keras.Model:
         try:
-            return cls(include_top=False, weights=w, input_shape=shape)
+            with variables_share_kernels():
+                return cls(include_top=False, weights=w, input_shape=shape)
         except ValueError as e:  # Keras' way of saying the size or the weights do not fit
             raise InputError(f"backbone {name} at image_size {image_size}: {e}") from e
 
@@ -79,6 +82,28 @@ def cache_keras_skipsets() -> None:
         name = SKIPSET_KEY.format(kind)
         if global_state.get_global_attribute(name) is None:
             global_state.set_global_attribute(name, saving_lib.get_attr_skipset(kind))
+
+
+@contextmanager
+def variables_share_kernels() -> Iterator[None]:
+    """TensorFlow creates an eager variable with a ``VarHandleOp`` whose ``debug_name``
+    attribute is the variable's name, and keeps one kernel per set of attributes, so each
+    of a backbone's hundreds of variables makes a kernel of its own (docs/benchmarks.md).
+    Without the name, variables of one shape and type share a kernel; only TensorFlow's
+    error messages about them lose the name. Internal: ``tests/test_backbone.py`` fails
+    when TensorFlow changes it."""
+    from tensorflow.python.ops import gen_resource_variable_ops as ops
+
+    named = ops.var_handle_op
+
+    def unnamed(*args, debug_name: str = "", **kwargs):
+        return named(*args, **kwargs)
+
+    ops.var_handle_op = unnamed
+    try:
+        yield
+    finally:
+        ops.var_handle_op = named
 
 
 def devices(precision: str = "auto") -> list[str]:

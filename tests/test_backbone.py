@@ -29,6 +29,30 @@ def test_weights_from_a_local_file(weights_file):
         np.testing.assert_array_equal(got, want)
 
 
+def test_backbone_variables_reach_tensorflow_without_their_names(monkeypatch):
+    """TensorFlow keeps a kernel per set of VarHandleOp attributes and names each op after
+    its variable, so every variable of a backbone would make a kernel; build_backbone's
+    reach the op without the name. Fails when TensorFlow stops naming them (then remove
+    backbone.variables_share_kernels) or creates variables another way."""
+    from tensorflow.python.ops import gen_resource_variable_ops as ops
+
+    names = []
+    real = ops.var_handle_op
+
+    def spy(*args, **kwargs):
+        names.append(kwargs.get("debug_name", ""))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "var_handle_op", spy)
+    tf.Variable(1.0, name="plain")
+    assert names == ["plain/"], "TensorFlow no longer names VarHandleOps after variables"
+    names.clear()
+    net, _, _ = build_backbone("MobileNetV3Small", "none", 32)
+    assert len(names) == len(net.weights) > 100
+    assert not any(names)
+    assert ops.var_handle_op is spy  # put back once the backbone is built
+
+
 def test_loading_a_weights_file_computes_keras_skipsets_once(weights_file):
     """Keras' loader looks the attributes it skips up under a name it never stores them
     under, so it builds a throwaway Layer for every layer it loads; build_backbone stores

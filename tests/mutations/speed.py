@@ -43,6 +43,13 @@ SPEED = [
         ("tests/test_backbone.py::test_loading_a_weights_file_computes_keras_skipsets_once",),
     ),
     Mutation(
+        "each of the backbone's variables makes a TensorFlow kernel of its own",
+        "components/backbone.py",
+        "            with variables_share_kernels():\n                return cls(",
+        "            if True:\n                return cls(",
+        ("tests/test_backbone.py::test_backbone_variables_reach_tensorflow_without_their_names",),
+    ),
+    Mutation(
         "the train step loads Keras' extras (scikit-learn, SciPy, pandas, matplotlib)",
         "components/kfp_components.py",
         '    without_keras_extras()\n    with step("train"',
