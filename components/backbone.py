@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -84,6 +85,10 @@ def cache_keras_skipsets() -> None:
             global_state.set_global_attribute(name, saving_lib.get_attr_skipset(kind))
 
 
+# held while TensorFlow's VarHandleOp function is swapped (variables_share_kernels)
+_SWAPPING = threading.RLock()
+
+
 @contextmanager
 def variables_share_kernels() -> Iterator[None]:
     """TensorFlow creates an eager variable with a ``VarHandleOp`` whose ``debug_name``
@@ -94,16 +99,18 @@ def variables_share_kernels() -> Iterator[None]:
     when TensorFlow changes it."""
     from tensorflow.python.ops import gen_resource_variable_ops as ops
 
-    named = ops.var_handle_op
+    # one build at a time swaps it, so two threads' builds cannot leave it swapped
+    with _SWAPPING:
+        named = ops.var_handle_op
 
-    def unnamed(*args, debug_name: str = "", **kwargs):
-        return named(*args, **kwargs)
+        def unnamed(*args, debug_name: str = "", **kwargs):
+            return named(*args, **kwargs)
 
-    ops.var_handle_op = unnamed
-    try:
-        yield
-    finally:
-        ops.var_handle_op = named
+        ops.var_handle_op = unnamed
+        try:
+            yield
+        finally:
+            ops.var_handle_op = named
 
 
 def devices(precision: str = "auto") -> list[str]:

@@ -1,12 +1,20 @@
 """The backbone: its weights from every source, and the settings a device gets."""
 
+import threading
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import upload_folder
 
-from components.backbone import SKIPSET_KEY, WeightsError, build_backbone, devices
+from components.backbone import (
+    SKIPSET_KEY,
+    WeightsError,
+    build_backbone,
+    devices,
+    variables_share_kernels,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +59,29 @@ def test_backbone_variables_reach_tensorflow_without_their_names(monkeypatch):
     assert len(names) == len(net.weights) > 100
     assert not any(names)
     assert ops.var_handle_op is spy  # put back once the backbone is built
+
+
+def test_two_threads_building_at_once_leave_tensorflow_as_it_was():
+    """The second thread waits for the first to put TensorFlow's function back; if both
+    swapped it at once, the one leaving last would put back the other's swap, for good."""
+    from tensorflow.python.ops import gen_resource_variable_ops as ops
+
+    real = ops.var_handle_op
+    inside, first_left = threading.Event(), threading.Event()
+
+    def second() -> None:
+        with variables_share_kernels():
+            inside.set()
+            first_left.wait(10)
+
+    with variables_share_kernels():
+        thread = threading.Thread(target=second)
+        thread.start()
+        inside.wait(1)  # it would be in by now, were it not kept out
+    first_left.set()
+    thread.join()
+    assert inside.is_set()
+    assert ops.var_handle_op is real
 
 
 def test_loading_a_weights_file_computes_keras_skipsets_once(weights_file):

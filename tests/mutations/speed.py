@@ -50,6 +50,13 @@ SPEED = [
         ("tests/test_backbone.py::test_backbone_variables_reach_tensorflow_without_their_names",),
     ),
     Mutation(
+        "two threads' backbone builds swap TensorFlow's function at once",
+        "components/backbone.py",
+        "    with _SWAPPING:\n        named = ops.var_handle_op",
+        "    if True:\n        named = ops.var_handle_op",
+        ("tests/test_backbone.py::test_two_threads_building_at_once_leave_tensorflow_as_it_was",),
+    ),
+    Mutation(
         "the train step loads Keras' extras (scikit-learn, SciPy, pandas, matplotlib)",
         "components/kfp_components.py",
         '    without_keras_extras()\n    with step("train"',
