@@ -33,6 +33,8 @@ def build_backbone(name: str, weights: str, image_size: int) -> tuple[keras.Mode
     shape = (image_size, image_size, 3)
 
     def make(w: str | None) -> keras.Model:
+        if w is not None:  # every weights file Keras loads, the ImageNet download's too
+            cache_keras_skipsets()
         try:
             with variables_share_kernels():
                 return cls(include_top=False, weights=w, input_shape=shape)
@@ -60,7 +62,6 @@ def build_backbone(name: str, weights: str, image_size: int) -> tuple[keras.Mode
         try:
             local = storage.copy_to_local(weights, f"{tmp}/backbone.weights.h5")
             storage.check_exists(local)
-            cache_keras_skipsets()
             return make(local), weights, []
         except (InputError, OSError) as e:
             raise WeightsError(f"{weights}: cannot load these weights into {name} ({e})") from e

@@ -38,6 +38,7 @@ SPEED = [
     Mutation(
         "Keras recomputes its skipsets for every layer of a weights file",
         "components/backbone.py",
+        "        if w is not None:  # every weights file Keras loads, the ImageNet download's too\n"
         "            cache_keras_skipsets()\n",
         "",
         ("tests/test_backbone.py::test_loading_a_weights_file_computes_keras_skipsets_once",),
