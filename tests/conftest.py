@@ -23,10 +23,21 @@ from helpers import (
     split_images,
     train_model,
 )
+from hypothesis import HealthCheck, settings
 
 from components import serving, storage
 from components.demo_data import generate
 from components.split import split_dataset
+
+# Hypothesis: `ci` (the default) keeps make test within its budget; `thorough` is what
+# make mutation runs (HYPOTHESIS_PROFILE=thorough). Both derandomised runs are reproducible.
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "thorough", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)
