@@ -19,3 +19,17 @@ def test_each_mutation_still_applies_and_names_real_tests(mutation: Mutation):
         name = re.match(r"\w*", test).group()
         defined = rf"^def {name}\(" if name else r"^def test_"
         assert re.search(defined, (REPO / file).read_text(), re.MULTILINE), node
+
+
+def test_each_function_the_generated_mutants_score_exists():
+    """A function renamed or moved would silently leave the generated mutants' scope."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from mutants import SCOPE
+
+    for module, functions in SCOPE.items():
+        loaded = importlib.import_module(f"components.{module}")
+        for name in functions or ():
+            assert callable(getattr(loaded, name, None)), f"components.{module}.{name}"

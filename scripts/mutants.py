@@ -1,0 +1,126 @@
+"""`make mutation`, generated part: mutmut's mutants of the modules whose logic is plain
+Python, scored per module.
+
+The curated list of ``tests/mutations/`` holds the bugs its authors thought of; these are
+the ones nobody chose. mutmut (configured in ``pyproject.toml``) writes every mutant into
+``mutants/`` and runs, for each, the tests that reach its function. A module passes at
+``--target`` killed; every survivor must be explained in ``SURVIVORS``
+(``scripts/survivors.py``), and one that no longer exists must leave that list, so the
+list stays the truth about today's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from fnmatch import fnmatch
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from survivors import SURVIVORS  # noqa: E402
+
+# Module -> the functions in scope (None: all of them). The rest of a listed module is
+# TensorFlow work, which the curated list covers (mutants of it take minutes each).
+SCOPE: dict[str, tuple[str, ...] | None] = {
+    "split": None,
+    "shards": ("plan", "write", "read_index", "of_group", "groups", "checked", "count_records"),
+    "archive": None,
+    "parameters": None,
+    "registry": None,
+    "storage": None,
+    "evaluate": ("wilson_interval", "stratified_sample", "class_change", "decide"),
+    "predictions": None,
+    "verify": ("verify",),
+    "export": None,
+    "preflight": None,
+}
+# mutmut's exit codes: the tests failed (1, 3), ran past their time (timeouts) or crashed.
+DETECTED = {1, 3, 24, -24, 152, 255, 36, -11, -9}
+
+
+def patterns() -> list[str]:
+    """mutmut's name globs for the functions in scope."""
+    globs = []
+    for module, functions in SCOPE.items():
+        prefix = f"components.{module}.x"
+        globs += (
+            [f"{prefix}*"] if functions is None else [f"{prefix}_{f}__mutmut_*" for f in functions]
+        )
+    return globs
+
+
+def in_scope(name: str) -> bool:
+    return any(fnmatch(name, g) for g in patterns())
+
+
+def results() -> dict[str, int | None]:
+    """Every in-scope mutant's exit code, from mutmut's per-file records."""
+    codes: dict[str, int | None] = {}
+    for module in SCOPE:
+        meta = REPO / "mutants" / "components" / f"{module}.py.meta"
+        if meta.is_file():
+            found = json.loads(meta.read_text())["exit_code_by_key"]
+            codes.update({k: v for k, v in found.items() if in_scope(k)})
+    return codes
+
+
+def table(codes: dict[str, int | None], target: float) -> tuple[list[str], list[str]]:
+    """The per-module lines, and the modules below ``target``."""
+    total: Counter[str] = Counter()
+    killed: Counter[str] = Counter()
+    for name, code in codes.items():
+        module = name.split(".")[1]
+        total[module] += 1
+        killed[module] += code in DETECTED
+    lines = ["| module | mutants | killed | survived | score |", "|---|---|---|---|---|"]
+    low = []
+    for module in SCOPE:
+        n, k = total[module], killed[module]
+        score = k / n if n else 1.0
+        lines.append(f"| `{module}.py` | {n} | {k} | {n - k} | {score:.1%} |")
+        if score < target:
+            low.append(module)
+    n, k = sum(total.values()), sum(killed.values())
+    lines.append(f"| all | {n} | {k} | {n - k} | {k / max(n, 1):.1%} |")
+    return lines, low
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("--target", type=float, default=0.9, help="least share killed per module")
+    cli.add_argument("--report-only", action="store_true", help="score the last run again")
+    cli.add_argument("--output", default="test-artifacts/mutants.md", help="the table's file")
+    args = cli.parse_args(argv)
+    started = time.monotonic()
+    if not args.report_only:
+        subprocess.run(
+            [str(Path(sys.executable).parent / "mutmut"), "run", *patterns()],
+            cwd=REPO,
+            env={**os.environ, "HYPOTHESIS_PROFILE": "thorough"},
+            check=True,
+        )
+    codes = results()
+    lines, low = table(codes, args.target)
+    survived = sorted(k for k, v in codes.items() if v not in DETECTED)
+    unexplained = [s for s in survived if s not in SURVIVORS]
+    stale = sorted(set(SURVIVORS) - set(survived))
+    explained = len(survived) - len(unexplained)
+    seconds = time.monotonic() - started
+    lines.append(f"\nsurvivors: {len(survived)}, explained: {explained}; {seconds:.0f} s")
+    lines += [f"unexplained: {name}  (mutmut show {name})" for name in unexplained]
+    lines += [f"no longer a survivor, remove from scripts/survivors.py: {n}" for n in stale]
+    Path(REPO, args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(REPO, args.output).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 1 if low or unexplained or stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
