@@ -88,4 +88,4 @@ kind-up kind-down minikube-up minikube-down:
 	scripts/local-cluster.sh $(firstword $(subst -, ,$@)) $(lastword $(subst -, ,$@))
 
 clean:
-	rm -rf runs registry summary.json pipeline.yaml mutants $(VENV)
+	rm -rf runs registry summary.json pipeline.yaml .mutation $(VENV)

@@ -2,11 +2,14 @@
 Python, scored per module.
 
 The curated list of ``tests/mutations/`` holds the bugs its authors thought of; these are
-the ones nobody chose. mutmut (configured in ``pyproject.toml``) writes every mutant into
-``mutants/`` and runs, for each, the tests that reach its function. A module passes at
-``--target`` killed; every survivor must be explained in ``SURVIVORS``
-(``scripts/survivors.py``), and one that no longer exists must leave that list, so the
-list stays the truth about today's code.
+the ones nobody chose. mutmut (configured in ``pyproject.toml``) runs in ``.mutation/``, a
+copy of the tracked files as they are in the working tree (scratch files cannot break it),
+writes every mutant into ``.mutation/mutants/`` and runs, for each, the tests that reach
+its function. A module passes at ``--target`` killed; every survivor must be explained in
+``SURVIVORS`` (``scripts/survivors.py``), and one that no longer exists must leave that
+list, so the list stays the truth about today's code. ``--again`` reruns only the last
+run's survivors against today's tests (the loop while writing tests); ``cd .mutation &&
+mutmut show NAME`` prints a mutant's change.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,8 +26,10 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / ".mutation"
 sys.path.insert(0, str(REPO / "scripts"))
 
+from mutation import copy_repo  # noqa: E402
 from survivors import SURVIVORS  # noqa: E402
 
 # Module -> the functions in scope (None: all of them). The rest of a listed module is
@@ -64,7 +70,7 @@ def results() -> dict[str, int | None]:
     """Every in-scope mutant's exit code, from mutmut's per-file records."""
     codes: dict[str, int | None] = {}
     for module in SCOPE:
-        meta = REPO / "mutants" / "components" / f"{module}.py.meta"
+        meta = WORK / "mutants" / "components" / f"{module}.py.meta"
         if meta.is_file():
             found = json.loads(meta.read_text())["exit_code_by_key"]
             codes.update({k: v for k, v in found.items() if in_scope(k)})
@@ -92,17 +98,29 @@ def table(codes: dict[str, int | None], target: float) -> tuple[list[str], list[
     return lines, low
 
 
+def refresh(keep_results: bool) -> None:
+    """``.mutation/`` as a new copy of the repository; mutmut's results kept if asked."""
+    for entry in WORK.glob("*") if WORK.exists() else []:
+        if not (keep_results and entry.name == "mutants"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    WORK.mkdir(exist_ok=True)
+    copy_repo(WORK, untracked=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--target", type=float, default=0.9, help="least share killed per module")
     cli.add_argument("--report-only", action="store_true", help="score the last run again")
+    cli.add_argument("--again", action="store_true", help="rerun the last run's survivors")
     cli.add_argument("--output", default="test-artifacts/mutants.md", help="the table's file")
     args = cli.parse_args(argv)
     started = time.monotonic()
     if not args.report_only:
+        names = [k for k, v in results().items() if v not in DETECTED] if args.again else []
+        refresh(keep_results=args.again)
         subprocess.run(
-            [str(Path(sys.executable).parent / "mutmut"), "run", *patterns()],
-            cwd=REPO,
+            [str(Path(sys.executable).parent / "mutmut"), "run", *(names or patterns())],
+            cwd=WORK,
             env={**os.environ, "HYPOTHESIS_PROFILE": "thorough"},
             check=True,
         )

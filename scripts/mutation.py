@@ -24,9 +24,11 @@ sys.path.insert(0, str(REPO / "tests"))
 from mutations import MUTATIONS, Mutation  # noqa: E402
 
 
-def copy_repo(target: Path) -> None:
+def copy_repo(target: Path, untracked: bool = True) -> None:
+    """The repository's files as they are in the working tree: the tracked ones, and with
+    ``untracked`` those git does not ignore."""
     listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        ["git", "ls-files", "-z", "--cached", *(["--others", "--exclude-standard"] * untracked)],
         cwd=REPO,
         capture_output=True,
         check=True,
