@@ -71,14 +71,17 @@ def read_config(path: str) -> dict:
         loaded = yaml.safe_load(Path(path).read_text())
     except OSError as e:
         raise InputError(f"--config {path}: cannot read it ({e.strerror})") from e
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: an int of over 4300 digits
         raise InputError(f"--config {path}: not YAML or JSON ({str(e).splitlines()[0]})") from e
     if not isinstance(loaded, dict):
         raise InputError(f"--config {path}: must be a mapping of parameter names to values")
     unknown = sorted(set(loaded) - set(parameters.pipeline_inputs()))
     if unknown:
         raise InputError(f"--config {path}: unknown parameters {unknown}")
-    return loaded
+    try:
+        return {name: parameters.typed(name, value) for name, value in loaded.items()}
+    except InputError as e:
+        raise InputError(f"--config {path}: {e}") from None
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:

@@ -90,6 +90,41 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+# What a value of each KFP type may be (a float parameter takes an int, as a float).
+KINDS: dict[str, tuple[type, ...]] = {
+    "String": (str,),
+    "Integer": (int,),
+    "Float": (float, int),
+    "Boolean": (bool,),
+}
+
+
+def typed(name: str, value: Any) -> Any:
+    """``value`` (say, from a YAML config file) as the parameter's type, or an InputError
+    naming it: YAML's ``2.5`` or ``true`` for an int, ``"false"`` for a bool, ``5`` or
+    ``null`` for a name would otherwise pass every check, or crash one."""
+    kind = pipeline_inputs()[name].type
+    if not isinstance(value, KINDS[kind]) or isinstance(value, bool) != (kind == "Boolean"):
+        raise InputError(f"{name} {shown(value)}: must be {kind.lower()} (a {kind} parameter)")
+    if kind != "Float":
+        return value
+    try:
+        return float(value)
+    except OverflowError:
+        raise InputError(f"{name} {shown(value)}: too large for a float") from None
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``value`` for a one-line message: as given, unless it holds control characters
+    (then quoted with escapes) or is long (then cut)."""
+    if isinstance(value, int) and abs(value) > 10**limit:
+        return f"{'-' if value < 0 else ''}<an integer of {len(hex(abs(value)))} hex digits>"
+    text = str(value) if isinstance(value, str | int | float) else repr(value)
+    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029" for c in text):
+        text = repr(text)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def pipeline_inputs() -> dict[str, Any]:
     """Name -> KFP's input spec (``default``, ``description``) of the pipeline."""
     from pipeline import shapes_pipeline
@@ -107,7 +142,7 @@ def check(params: dict[str, Any]) -> None:
     for name, (low, high) in RANGES.items():
         value = params[name]
         if not low <= value <= high:
-            raise InputError(f"{option(name)} {value}: must be between {low} and {high}")
+            raise InputError(f"{option(name)} {shown(value)}: must be between {low} and {high}")
     if params["train_fraction"] + params["val_fraction"] >= 1:
         raise InputError(
             f"--train-fraction {params['train_fraction']} and --val-fraction "
@@ -118,7 +153,7 @@ def check(params: dict[str, Any]) -> None:
         close = difflib.get_close_matches(backbone, BACKBONES, n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise InputError(
-            f"--backbone {backbone}: not a keras.applications model; {hint}"
+            f"--backbone {shown(backbone)}: not a keras.applications model; {hint}"
             f"choices: {', '.join(BACKBONES)}"
         )
     smallest = MIN_IMAGE_SIZE.get(backbone, SMALLEST_IMAGE)
@@ -128,17 +163,17 @@ def check(params: dict[str, Any]) -> None:
         )
     if params["verify_export"] not in VERIFY_EXPORT:
         raise InputError(
-            f"--verify-export {params['verify_export']}: one of {', '.join(VERIFY_EXPORT)}"
+            f"--verify-export {shown(params['verify_export'])}: one of {', '.join(VERIFY_EXPORT)}"
         )
     weights = params["weights"]
     if weights not in WEIGHTS and not weights.startswith("gs://") and not os.path.isfile(weights):
         raise InputError(
-            f"--weights {weights}: not one of {', '.join(WEIGHTS)}, and no such file; or give "
-            "a local or gs:// weights file of the backbone without its top"
+            f"--weights {shown(weights)}: not one of {', '.join(WEIGHTS)}, and no such file; or "
+            "give a local or gs:// weights file of the backbone without its top"
         )
     cache = params["backbone_cache"]
     if cache and not cache.startswith("gs://") and os.path.isfile(cache):
-        raise InputError(f"--backbone-cache {cache}: a file, not a folder or gs:// URI")
+        raise InputError(f"--backbone-cache {shown(cache)}: a file, not a folder or gs:// URI")
 
 
 def option(name: str) -> str:
