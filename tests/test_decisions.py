@@ -9,14 +9,23 @@ thresholds are the decimals a user types), independently of the product's floats
 """
 
 import ast
+import json
 import re
 from decimal import Decimal
 from fractions import Fraction
 
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import save_oracle, save_oracle_features
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
+from PIL import Image
 
-from components.evaluate import class_change, decide
+from components import report
+from components.evaluate import class_change, decide, evaluate
+from components.split import split_dataset
+from components.verify import VerificationError, verify
 
 URI = "registry/shapes/20260101T000000Z-0123abcd"
 # compared-image counts whose fractions are exact decimals, so a regression can be exactly
@@ -185,3 +194,168 @@ def test_no_class_change_against_no_champion_or_an_unknown_one():
     """Nothing to compare: no change named (an older champion's classes are unknown)."""
     assert class_change(["a", "b"], None) == ([], [])
     assert class_change(["a", "b"], {"uri": URI, "classes": None}) == ([], [])
+
+
+# --------------------------------------------- the report's numbers, from the predictions
+
+COLOURS = {"blue": (0, 0, 255), "green": (0, 255, 0), "red": (255, 0, 0)}  # sorted
+GAIN = 0.02
+
+
+@pytest.fixture(scope="module")
+def confused(tmp_path_factory):
+    """A colour data set and an oracle that cannot see red (it calls red images green), so
+    the confusion matrix is neither diagonal nor symmetric; evaluated once, with every
+    figure the report draws captured as it is drawn."""
+    root = tmp_path_factory.mktemp("confused")
+    rng = np.random.default_rng(0)
+    for name, rgb in COLOURS.items():
+        (root / "src" / name).mkdir(parents=True)
+        for i in range(20):
+            pixels = np.clip(
+                np.array(rgb) * (0.3 + 0.035 * i) + rng.integers(0, 60, (28, 28, 3)), 0, 255
+            )
+            Image.fromarray(pixels.astype(np.uint8)).save(root / "src" / name / f"{i:02d}.png")
+    split_dataset(
+        str(root / "src"), str(root / "ds"), seed=230, train_fraction=0.8, val_fraction=0.1
+    )
+    kernel = np.zeros((3, 3), np.float32)
+    kernel[2, 0], kernel[1, 1], kernel[1, 2] = GAIN, GAIN, 0.9 * GAIN  # no red channel
+    save_oracle(root / "model", kernel, np.zeros(3, np.float32), list(COLOURS))
+    save_oracle_features(root / "ds", root / "features")
+    drawn = []
+    png = report._png
+
+    def captured(fig):
+        (ax, *_) = fig.axes
+        drawn.append(
+            {
+                "title": ax.get_title(),
+                "values": np.asarray(ax.images[0].get_array()) if ax.images else None,
+                "texts": {
+                    (t.get_position()[1], t.get_position()[0]): t.get_text() for t in ax.texts
+                },
+                "x": [t.get_text() for t in ax.get_xticklabels()],
+                "y": [t.get_text() for t in ax.get_yticklabels()],
+            }
+        )
+        drawn[-1]["uri"] = png(fig)
+        return drawn[-1]["uri"]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report, "_png", captured)
+        evaluation = gate_run(root, "model")
+    return root, evaluation, {d["title"]: d for d in drawn}
+
+
+def gate_run(root, model, out=None, **gate):
+    out = out or root
+    out.mkdir(exist_ok=True)
+    return evaluate(
+        str(root / "ds"),
+        [str(root / "features")],
+        str(root / model),
+        predictions_path=str(out / "predictions.csv"),
+        report_path=str(out / "report.html"),
+        evaluation_path=str(out / "evaluation.json"),
+        summary_path=str(out / "summary.md"),
+        **gate,
+    )
+
+
+@pytest.mark.slow
+def test_every_figure_and_table_is_the_matrix_of_the_predictions(confused):
+    """The matrix recomputed with numpy from predictions.csv's true and predicted classes is
+    the one evaluation.json holds, the one both confusion figures draw (cell (i, j) at row
+    i, column j; the normalised one each row over its total) and the one the per-class
+    tables of the report and summary are computed from."""
+    root, evaluation, drawn = confused
+    classes = evaluation["classes"]
+    frame = pd.read_csv(root / "predictions.csv", dtype=str)
+    index = {c: i for i, c in enumerate(classes)}
+    matrix = np.zeros((len(classes), len(classes)), int)
+    np.add.at(matrix, (frame["true_class"].map(index), frame["predicted_class"].map(index)), 1)
+    assert (matrix != matrix.T).any() and np.trace(matrix) < matrix.sum()  # a telling case
+    stored = json.loads((root / "evaluation.json").read_text())
+    assert stored["confusion_matrix"] == evaluation["confusion_matrix"] == matrix.tolist()
+    assert stored["test_accuracy"] == np.trace(matrix) / matrix.sum()
+
+    rows = matrix.sum(axis=1)
+    normalised = matrix / rows[:, None]
+    for title, values, text in (
+        ("Counts", matrix, "{:.0f}"),
+        ("Row-normalised (recall on the diagonal)", normalised, "{:.2f}"),
+    ):
+        figure = drawn[title]
+        np.testing.assert_allclose(figure["values"], values)
+        assert figure["texts"] == {
+            (i, j): text.format(values[i, j]) for i, j in np.ndindex(values.shape)
+        }
+        assert figure["x"] == figure["y"] == classes
+    page = (root / "report.html").read_text()
+    assert f'alt="confusion matrix, counts" src="{drawn["Counts"]["uri"]}"' in page
+    normalised_uri = drawn["Row-normalised (recall on the diagonal)"]["uri"]
+    assert f'alt="confusion matrix, row-normalised" src="{normalised_uri}"' in page
+
+    summary = (root / "summary.md").read_text()
+    columns = matrix.sum(axis=0)
+    for i, name in enumerate(classes):
+        precision = matrix[i, i] / columns[i] if columns[i] else 0.0
+        recall = matrix[i, i] / rows[i]
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        figures = [f"{v:.3f}" for v in (precision, recall, f1)] + [str(rows[i])]
+        assert stored["classification_report"][name]["support"] == rows[i]
+        assert f"<tr><td>{name}</td>" + "".join(f"<td>{v}</td>" for v in figures) in page
+        assert f"| {name} | " + " | ".join(figures) + " |" in summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "production, added, lost",
+    [
+        (["blue", "green", "red", "yellow"], [], ["yellow"]),
+        (["blue", "green", "rouge"], ["red"], ["rouge"]),
+    ],
+    ids=["lost", "renamed"],
+)
+def test_evaluate_names_a_lost_or_renamed_class_and_refuses_unless_allowed(
+    confused, production, added, lost
+):
+    """The production model knows other classes than this one (the existing test covers a
+    class added): the gate, evaluation.json and report name each side; allowed, it passes."""
+    root, _, _ = confused
+    version = root / "reg" / "shapes-classifier" / "-".join(production)
+    kernel = np.zeros((3, len(production)), np.float32)
+    kernel[2, 0] = kernel[1, 1] = GAIN
+    save_oracle(version, kernel, np.zeros(len(production), np.float32), production)
+    (version.parent / "LATEST").write_text(f"{version.name}\n")
+    gate = {"registry_uri": str(root / "reg"), "min_accuracy": 0.5}
+    for allow in (False, True):
+        out = root / f"{version.name}-{allow}"
+        result = gate_run(root, "model", out, allow_class_change=allow, **gate)["gate"]
+        assert (result["classes_added"], result["classes_lost"]) == (added, lost)
+        assert result["passed"] is allow and named(result["reason"]) == (added, lost)
+        shown = f"Classes added: {', '.join(added) or 'none'}; lost: {', '.join(lost)}."
+        assert (
+            shown in (out / "report.html").read_text() and shown in (out / "summary.md").read_text()
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", ["added", "lost"])
+def test_export_verification_refuses_a_model_whose_classes_changed(confused, tmp_path, change):
+    """Export's verification: the model to publish must have exactly the classes evaluation
+    scored, one more (the model added a class) or one fewer (it lost one) is refused."""
+    root, evaluation, _ = confused
+    frame = pd.read_csv(root / "predictions.csv", dtype=str)
+    if change == "added":  # evaluation scored no red: the model has a class more
+        frame = frame.drop(columns=["p_red"])
+    else:  # evaluation scored yellow too: the model lost it
+        frame["p_yellow"] = "0.000000"
+    frame.to_csv(tmp_path / "predictions.csv", index=False)
+    scored = [c for c in frame.columns if c.startswith("p_")]
+    assert verify(str(root / "model"), str(root / "ds"), str(root / "predictions.csv"), 4)
+    with pytest.raises(VerificationError, match="but evaluation scored") as refused:
+        verify(str(root / "model"), str(root / "ds"), str(tmp_path / "predictions.csv"), 4)
+    assert f"classes {evaluation['classes']}, but evaluation scored" in str(refused.value)
+    assert str([c[2:] for c in scored]) in str(refused.value)
