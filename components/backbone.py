@@ -163,6 +163,16 @@ def augmenter(seed: int, settings: Augmentation = MILD_AUGMENTATION) -> keras.Se
     return keras.Sequential([layer for layer in layers if layer])
 
 
+def augment(augmenter_model: keras.Sequential, images: tf.Tensor) -> tf.Tensor:
+    """A batch of pixels through ``augmenter_model``'s random transforms, as float32 (the
+    extractor's input, under mixed precision too, where the layers compute in float16);
+    with every transform off (an augmenter without layers, which Keras cannot call), the
+    pixels as they are."""
+    if not augmenter_model.layers:
+        return images
+    return tf.cast(augmenter_model(images, training=True), tf.float32)
+
+
 def unfreeze_top(backbone: keras.Model, layers: int) -> int:
     """Makes the top ``layers`` weight-carrying layers trainable, batch norm excepted.
 

@@ -145,7 +145,7 @@ def extract(
                 x = batch["pixels"]
                 passes = [(0, x)]
                 if shard["split"] == "train":
-                    passes += [(v, augment_fn(x, training=True)) for v in range(1, views + 1)]
+                    passes += [(v, nets.augment(augment_fn, x)) for v in range(1, views + 1)]
                 for view, images_in in passes:
                     values = np.asarray(run(images_in)).astype(dtype)
                     for row_features, label, row in zip(

@@ -161,7 +161,7 @@ def train(
         }
         if augment:
             augment_fn = nets.augmenter(seed, augmentation)
-            images["train"] = images["train"].map(lambda x, y: (augment_fn(x, training=True), y))
+            images["train"] = images["train"].map(lambda x, y: (nets.augment(augment_fn, x), y))
         clock = time.perf_counter()
         n_train = sum(e.split == "train" for e in manifest)
         stage = fit(
