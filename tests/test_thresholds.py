@@ -16,9 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from components import archive, dataset, local_run, registry, report, shards, storage
+from components import archive, dataset, local_run, registry, report, serving, shards, storage
 from components.dataset import DataError, Example
-from components.evaluate import stratified_sample
+from components.evaluate import ConsistencyError, check_serving, stratified_sample
 from components.step import InputError
 
 HOUR = 3600  # storage.remove_stale_staging's default age
@@ -281,3 +281,29 @@ def test_progress_off_a_terminal_is_a_line_every_5_seconds(monkeypatch):
     clock.now += 2e-3
     console.progress("epoch 3")
     assert out.getvalue().splitlines() == ["epoch 1", "epoch 3"]
+
+
+# ------------------------------------------------------ serving's tolerance (1e-4)
+
+
+@pytest.mark.slow  # reads the data set's shards with TensorFlow
+@pytest.mark.parametrize("off", [1e-4, np.nextafter(1e-4, 1)])  # the documented 1e-4
+def test_serving_may_differ_from_the_evaluation_by_1e_4_and_no_more(split_dir, off):
+    """check_serving: serving_default's probabilities exactly 1e-4 from the evaluation's
+    pass; the next float above is refused, naming the image."""
+    manifest = dataset.read_manifest(split_dir)
+    rows = [i for i, e in enumerate(manifest) if e.split == "test"]
+    paths = [manifest[i].path for i in rows]
+    evaluated = np.tile([0.0, 0.0, 0.9], (len(rows), 1))
+    served = serving.Served(
+        classes=["a", "b", "c"],
+        predict=lambda images: np.tile([0.0, off, 0.9], (len(images), 1)),
+        predict_features=None,
+    )
+    sample = np.arange(len(rows))
+    if off == 1e-4:
+        checked = check_serving(served, str(split_dir), paths, rows, evaluated, sample)
+        assert checked == {"images": len(rows), "max_difference": off, "tolerance": 1e-4}
+    else:
+        with pytest.raises(ConsistencyError, match=r"test/\w+/.*: serving_default gives"):
+            check_serving(served, str(split_dir), paths, rows, evaluated, sample)
