@@ -25,6 +25,9 @@ READABLE_COMPRESSION = {
     zipfile.ZIP_LZMA,
 }
 MAX_NAME_BYTES = 255  # a path component, on ext4, XFS, APFS and NTFS alike
+# A whole entry name: macOS's PATH_MAX, and well within Linux's 4096 with the folder it goes to.
+MAX_PATH_BYTES = 1024
+MAX_SHOWN = 100  # characters of an entry's name that an error shows
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ def check_entries(
         raise DataError(f"{shown_as}: {len(infos)} entries, more than {limits.entries}")
     total = 0
     for info in infos:
+        name = _shown(info.filename)
         parts = PurePosixPath(info.filename).parts
         if (
             info.filename.startswith("/")
@@ -54,20 +58,22 @@ def check_entries(
             or (parts and ":" in parts[0])
         ):
             raise DataError(
-                f"{shown_as}: entry {info.filename!r} would be written outside the folder "
+                f"{shown_as}: entry {name} would be written outside the folder "
                 "the archive is unpacked to"
             )
+        if not parts and not info.is_dir():  # "." or "": the folder itself, as a file
+            raise DataError(f"{shown_as}: entry {name} has no file name")
         if stat.S_ISLNK(info.external_attr >> 16):
-            raise DataError(f"{shown_as}: entry {info.filename!r} is a symbolic link")
+            raise DataError(f"{shown_as}: entry {name} is a symbolic link")
         unreadable = _unreadable(info)
         if unreadable:
-            raise DataError(f"{shown_as}: entry {info.filename!r} {unreadable}")
+            raise DataError(f"{shown_as}: entry {name} {unreadable}")
         if (
             info.file_size > limits.ratio * max(info.compress_size, 1)
             and info.file_size > limits.ratio_from_bytes
         ):
             raise DataError(
-                f"{shown_as}: entry {info.filename!r} inflates {info.compress_size} bytes to "
+                f"{shown_as}: entry {name} inflates {info.compress_size} bytes to "
                 f"{info.file_size} (more than {limits.ratio}x): a zip bomb?"
             )
         total += info.file_size
@@ -83,6 +89,17 @@ def check_entries(
     return [i for i in infos if PurePosixPath(i.filename).parts[:1] != (SKIPPED,)]
 
 
+def _shown(name: str) -> str:
+    """An entry's name as an error shows it: escaped, so on one line, and a long one cut."""
+    shown = repr(name)
+    if len(shown) <= MAX_SHOWN:
+        return shown
+    head = name
+    while len(repr(head)) > MAX_SHOWN - 30:
+        head = head[: len(head) * 3 // 4]
+    return f"{head!r}... ({len(name.encode())} bytes)"
+
+
 def _unreadable(info: zipfile.ZipInfo) -> str | None:
     """Why zipfile could not unpack the entry, if it could not."""
     if info.flag_bits & 0x1:
@@ -93,17 +110,26 @@ def _unreadable(info: zipfile.ZipInfo) -> str | None:
 
 
 def _check_names(infos: list[zipfile.ZipInfo], shown_as: str) -> None:
-    """No name both a file and a folder; no name longer than a filesystem takes."""
-    files = {i.filename.rstrip("/") for i in infos if not i.is_dir()}
-    folders = {str(p) for i in infos for p in PurePosixPath(i.filename).parents} - {"."}
-    clash = sorted(files & folders)
+    """No name both a file and a folder (as written: ``a/./b`` is ``a/b``, and a folder
+    entry ``a/`` is a folder); no name longer than a filesystem takes."""
+    paths = [(PurePosixPath(i.filename), i.is_dir()) for i in infos]
+    files = {str(p) for p, is_dir in paths if not is_dir}
+    folders = {str(q) for p, is_dir in paths for q in [*p.parents, *([p] if is_dir else [])]}
+    clash = sorted(files & (folders - {"."}))
     if clash:
-        raise DataError(f"{shown_as}: {clash[0]!r} is both a file and a folder in the archive")
+        raise DataError(
+            f"{shown_as}: {_shown(clash[0])} is both a file and a folder in the archive"
+        )
     for info in infos:
+        if len(info.filename.encode()) > MAX_PATH_BYTES:
+            raise DataError(
+                f"{shown_as}: entry {_shown(info.filename)} has a path longer than "
+                f"{MAX_PATH_BYTES} bytes"
+            )
         for part in PurePosixPath(info.filename).parts:
             if len(part.encode()) > MAX_NAME_BYTES:
                 raise DataError(
-                    f"{shown_as}: entry {info.filename!r} has a name longer than "
+                    f"{shown_as}: entry {_shown(info.filename)} has a name longer than "
                     f"{MAX_NAME_BYTES} bytes, which no usual filesystem takes"
                 )
 
@@ -129,7 +155,10 @@ def extract(
                 with archive.open(info) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, length=2**20)
             except (zipfile.BadZipFile, OSError, EOFError) as e:
-                raise DataError(f"{shown_as}: entry {info.filename!r} is damaged ({e})") from e
+                raise DataError(
+                    f"{shown_as}: entry {_shown(info.filename)} is damaged ({e})"
+                ) from e
+    out.mkdir(parents=True, exist_ok=True)  # an archive of folders only, or of nothing
     top = [p for p in out.iterdir() if not p.name.startswith(".")]
     if len(top) == 1 and top[0].is_dir():
         return top[0]

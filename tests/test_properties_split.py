@@ -5,6 +5,7 @@ against the records themselves."""
 
 import json
 import random
+import shutil
 import struct
 import tempfile
 from collections import Counter
@@ -200,6 +201,45 @@ def test_no_image_content_is_in_both_training_and_test(layout, seed):
         assert sum("duplicate images" in w for w in facts["warnings"]) == len(copies)
         again = split_dataset(str(src), str(Path(tmp, "again")), **split)
         assert again["manifest_sha256"] == facts["manifest_sha256"]
+
+
+@settings(max_examples=15)
+@given(
+    sizes=st.lists(st.integers(3, 6), min_size=2, max_size=3),
+    seed=st.integers(0, 2**32),
+    parts=st.tuples(st.sampled_from(SPLITS), st.sampled_from(SPLITS)),
+    data=st.data(),
+)
+def test_a_copy_in_test_and_in_train_or_val_is_refused(sizes, seed, parts, data):
+    """One class gets a byte-identical copy: file ``b`` made the same as file ``a``, where
+    the split puts ``a`` and ``b`` in ``parts``. Refused, naming both, when one of them is
+    in test and the other is not (val counts as training data); a warning otherwise."""
+    images = {f"class{c}": [f"img{i}.png" for i in range(n)] for c, n in enumerate(sizes)}
+    split = {"seed": seed, "train_fraction": 0.8, "val_fraction": 0.1}
+    label = data.draw(st.sampled_from(sorted(images)))
+    plan = plan_split(images, "src", **split)[label]
+    a = data.draw(st.sampled_from(plan[parts[0]]))
+    b = data.draw(st.sampled_from([f for f in plan[parts[1]] if f != a] or [None]))
+    assume(b is not None)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp, "src"), Path(tmp, "out")
+        for c, (name, files) in enumerate(images.items()):
+            (src / name).mkdir(parents=True)
+            for i, file in enumerate(files):
+                _png(src / name / file, c * 10 + i)
+        shutil.copyfile(src / label / a, src / label / b)
+        if "test" in parts and len(set(parts)) > 1:
+            with pytest.raises(DataError) as error:
+                split_dataset(str(src), str(out), **split)
+            message = str(error.value)
+            assert "in both training and test data" in message and "\n" not in message
+            assert f"{src}/{label}/{a}" in message and f"{src}/{label}/{b}" in message
+            assert not out.exists()
+            return
+        facts = split_dataset(str(src), str(out), **split)
+        (warning,) = facts["warnings"]
+        assert f"duplicate images (same content) in class {label}" in warning
+        assert f"{src}/{label}/{a}" in warning and f"{src}/{label}/{b}" in warning
 
 
 # Shards ----------------------------------------------------------------------------------------
