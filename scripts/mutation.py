@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         copy_repo(copy)
         for mutation in chosen:  # a stale entry is refused before any test runs
             check(copy, mutation)
-        env = {**os.environ, "PYTHONPATH": str(copy)}
+        env = {"HYPOTHESIS_PROFILE": "thorough", **os.environ, "PYTHONPATH": str(copy)}
         where = subprocess.run(
             [sys.executable, "-c", "import components; print(components.__file__)"],
             cwd=copy, env=env, capture_output=True, text=True, check=True,
