@@ -221,7 +221,11 @@ def publish_tree(local_dir: str, uri: str, marker: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        shutil.copytree(local_dir, staging, dirs_exist_ok=True)
+        try:
+            shutil.copytree(local_dir, staging, dirs_exist_ok=True)
+        except shutil.Error as e:  # a file not copied (a full disk, say): no conflict
+            source, _, why = e.args[0][0]
+            raise StorageError(f"{uri}: not published, copying {source} failed: {why}") from e
         _readable_by_all(staging)
         os.rename(staging, target)  # fails where another writer's folder is already there
     except OSError as e:
