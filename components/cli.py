@@ -44,7 +44,9 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
-    """One option per pipeline parameter; help and defaults from the pipeline function."""
+    """One option per pipeline parameter; help and defaults from the pipeline function.
+    One without a default is required after ``--config`` is read (see :func:`parse`)."""
+    required = []
     for name, spec in parameters.pipeline_inputs().items():
         default = defaults.get(name, spec.default)
         flag = parameters.option(name)
@@ -55,8 +57,10 @@ def add_pipeline_options(parser: argparse.ArgumentParser, defaults: dict) -> Non
             )
             continue
         kind = type(default) if isinstance(default, int | float) else str
-        required = default is None and name not in defaults
-        parser.add_argument(flag, type=kind, default=default, required=required, help=help_text)
+        if default is None and name not in defaults:
+            required.append(name)
+        parser.add_argument(flag, type=kind, default=default, help=help_text)
+    parser.set_defaults(required_parameters=required)
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -68,7 +72,11 @@ def read_config(path: str) -> dict:
     import yaml
 
     try:
-        loaded = yaml.safe_load(Path(path).read_text())
+        text = Path(path).read_text()
+        try:  # JSON read as JSON: PyYAML (YAML 1.1) takes JSON's 1e-05 for text and its
+            loaded = json.loads(text)  # "\ud83d\ude00" for two halves of a character
+        except json.JSONDecodeError:
+            loaded = yaml.safe_load(text)
     except OSError as e:
         raise InputError(f"--config {path}: cannot read it ({e.strerror})") from e
     except (yaml.YAMLError, ValueError) as e:  # ValueError: an int of over 4300 digits
@@ -86,7 +94,7 @@ def read_config(path: str) -> dict:
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parses twice where ``--config`` is given: its values become the defaults, so flags
-    given on the command line still win."""
+    given on the command line still win, and a required parameter may be in the file."""
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
         try:
@@ -95,6 +103,11 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
             fail(str(e))
         args.command_parser.set_defaults(**config)
         args = parser.parse_args(argv)
+    missing = [n for n in getattr(args, "required_parameters", []) if getattr(args, n) is None]
+    if missing:
+        args.command_parser.error(
+            f"the following arguments are required: {', '.join(map(parameters.option, missing))}"
+        )
     return args
 
 
