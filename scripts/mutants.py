@@ -8,8 +8,9 @@ writes every mutant into ``.mutation/mutants/`` and runs, for each, the tests th
 its function. A module passes at ``--target`` killed; every survivor must be explained in
 ``docs/testing.md``'s table of surviving mutants, and one that no longer survives must
 leave it, so the table stays the truth about today's code. ``--again`` reruns only the last
-run's survivors against today's tests (the loop while writing tests); ``cd .mutation &&
-mutmut show NAME`` prints a mutant's change.
+run's survivors against today's tests (the loop while writing tests); ``--modules`` and
+``--work`` run part of the scope in a copy of one's own; ``cd .mutation && mutmut show
+NAME`` prints a mutant's change.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORK = REPO / ".mutation"
 sys.path.insert(0, str(REPO / "scripts"))
 
 from mutation import copy_repo  # noqa: E402
@@ -59,10 +59,11 @@ def explained() -> set[str]:
     return set(re.findall(r"^\| `(components\.[\w.]+)`", section, re.MULTILINE))
 
 
-def patterns() -> list[str]:
-    """mutmut's name globs for the functions in scope."""
+def patterns(modules: list[str]) -> list[str]:
+    """mutmut's name globs for the functions in scope of ``modules``."""
     globs = []
-    for module, functions in SCOPE.items():
+    for module in modules:
+        functions = SCOPE[module]
         prefix = f"components.{module}.x"
         globs += (
             [f"{prefix}*"] if functions is None else [f"{prefix}_{f}__mutmut_*" for f in functions]
@@ -70,22 +71,21 @@ def patterns() -> list[str]:
     return globs
 
 
-def in_scope(name: str) -> bool:
-    return any(fnmatch(name, g) for g in patterns())
-
-
-def results() -> dict[str, int | None]:
+def results(work: Path, modules: list[str]) -> dict[str, int | None]:
     """Every in-scope mutant's exit code, from mutmut's per-file records."""
+    globs = patterns(modules)
     codes: dict[str, int | None] = {}
-    for module in SCOPE:
-        meta = WORK / "mutants" / "components" / f"{module}.py.meta"
+    for module in modules:
+        meta = work / "mutants" / "components" / f"{module}.py.meta"
         if meta.is_file():
             found = json.loads(meta.read_text())["exit_code_by_key"]
-            codes.update({k: v for k, v in found.items() if in_scope(k)})
+            codes.update({k: v for k, v in found.items() if any(fnmatch(k, g) for g in globs)})
     return codes
 
 
-def table(codes: dict[str, int | None], target: float) -> tuple[list[str], list[str]]:
+def table(
+    codes: dict[str, int | None], modules: list[str], target: float
+) -> tuple[list[str], list[str]]:
     """The per-module lines, and the modules below ``target``."""
     total: Counter[str] = Counter()
     killed: Counter[str] = Counter()
@@ -95,7 +95,7 @@ def table(codes: dict[str, int | None], target: float) -> tuple[list[str], list[
         killed[module] += code in DETECTED
     lines = ["| module | mutants | killed | survived | score |", "|---|---|---|---|---|"]
     low = []
-    for module in SCOPE:
+    for module in modules:
         n, k = total[module], killed[module]
         score = k / n if n else 1.0
         lines.append(f"| `{module}.py` | {n} | {k} | {n - k} | {score:.1%} |")
@@ -106,13 +106,13 @@ def table(codes: dict[str, int | None], target: float) -> tuple[list[str], list[
     return lines, low
 
 
-def refresh(keep_results: bool) -> None:
-    """``.mutation/`` as a new copy of the repository; mutmut's results kept if asked."""
-    for entry in WORK.glob("*") if WORK.exists() else []:
+def refresh(work: Path, keep_results: bool) -> None:
+    """``work`` as a new copy of the repository; mutmut's results kept if asked."""
+    for entry in work.glob("*") if work.exists() else []:
         if not (keep_results and entry.name == "mutants"):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    WORK.mkdir(exist_ok=True)
-    copy_repo(WORK, untracked=False)
+    work.mkdir(exist_ok=True)
+    copy_repo(work, untracked=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,23 +121,27 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--report-only", action="store_true", help="score the last run again")
     cli.add_argument("--again", action="store_true", help="rerun the last run's survivors")
     cli.add_argument("--output", default="test-artifacts/mutants.md", help="the table's file")
+    cli.add_argument("--modules", nargs="+", choices=list(SCOPE), default=list(SCOPE))
+    cli.add_argument("--work", type=Path, default=REPO / ".mutation", help="mutmut's copy")
     args = cli.parse_args(argv)
     started = time.monotonic()
+    work, modules = args.work.resolve(), args.modules
     if not args.report_only:
-        names = [k for k, v in results().items() if v not in DETECTED] if args.again else []
-        refresh(keep_results=args.again)
+        last = results(work, modules)
+        names = [k for k, v in last.items() if v not in DETECTED] if args.again else []
+        refresh(work, keep_results=args.again)
         subprocess.run(
-            [str(Path(sys.executable).parent / "mutmut"), "run", *(names or patterns())],
-            cwd=WORK,
+            [str(Path(sys.executable).parent / "mutmut"), "run", *(names or patterns(modules))],
+            cwd=work,
             env={"HYPOTHESIS_PROFILE": "ci", **os.environ},
             check=True,
         )
-    codes = results()
-    lines, low = table(codes, args.target)
+    codes = results(work, modules)
+    lines, low = table(codes, modules, args.target)
     survived = sorted(k for k, v in codes.items() if v not in DETECTED)
     documented = explained()
     unexplained = [s for s in survived if s not in documented]
-    stale = sorted(documented - set(survived))
+    stale = sorted(n for n in documented - set(survived) if n.split(".")[1] in modules)
     seconds = time.monotonic() - started
     lines.append(
         f"\nsurvivors: {len(survived)}, explained in docs/testing.md: "
