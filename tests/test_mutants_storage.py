@@ -471,17 +471,18 @@ def test_a_file_that_cannot_be_copied_is_an_error_not_a_conflict(tmp_path):
 # -------------------------------------------------------------- publishing, on GCS
 
 
+@pytest.mark.parametrize("folder, parent", [("reg/m/v1", "reg/m/"), ("v1", "")])
 def test_gcs_publish_stages_copies_then_writes_the_marker_all_preconditioned(
-    service, bucket, tmp_path
+    service, bucket, tmp_path, folder, parent
 ):
-    """Every file goes to <parent>/.staging/<name>-<12 hex>/, is copied into place, the
-    marker is written last; every write carries ifGenerationMatch=0; staging is removed."""
+    """Every file goes to <parent>/.staging/<name>-<12 hex>/ (at a bucket's top: to
+    .staging/<name>-<12 hex>/), is copied into place, the marker is written last; every
+    write carries ifGenerationMatch=0; the staged objects are deleted."""
     src = make_tree(tmp_path / "src")
-    uri = f"gs://{bucket.name}/reg/m/v1"
-    storage.publish_tree(str(src), uri, marker="metadata.json")
+    storage.publish_tree(str(src), f"gs://{bucket.name}/{folder}", marker="metadata.json")
     payload = ["saved_model/saved_model.pb", "saved_model/variables/v.data"]
     assert objects(bucket) == {
-        f"reg/m/v1/{rel}": data for rel, data in tree_bytes(src).items() if data is not None
+        f"{folder}/{rel}": data for rel, data in tree_bytes(src).items() if data is not None
     }
     writes = service.writes()
     uploads = [w for w in writes if w[0] == "POST" and w[1].startswith("/upload/")]
@@ -490,25 +491,15 @@ def test_gcs_publish_stages_copies_then_writes_the_marker_all_preconditioned(
     assert len(writes) == len(uploads) + len(copies) + len(deletes)
     assert all("ifGenerationMatch=0" in w[1] for w in uploads + copies)
     names = [re.search(rb'"name": ?"([^"]+)"', w[2]).group(1).decode() for w in uploads]
-    staging = re.fullmatch(r"(reg/m/\.staging/v1-[0-9a-f]{12})/.+", names[0]).group(1)
-    assert names == [f"{staging}/{rel}" for rel in payload] + ["reg/m/v1/metadata.json"]
+    staging = re.fullmatch(rf"({parent}\.staging/v1-[0-9a-f]{{12}})/.+", names[0]).group(1)
+    assert names == [f"{staging}/{rel}" for rel in payload] + [f"{folder}/metadata.json"]
     assert [w[1].split("?")[0] for w in copies] == [
-        f"/storage/v1/b/{bucket.name}/o/{staging}/{rel}/copyTo/b/{bucket.name}/o/reg/m/v1/{rel}"
+        f"/storage/v1/b/{bucket.name}/o/{staging}/{rel}/copyTo/b/{bucket.name}/o/{folder}/{rel}"
         for rel in payload
     ]
     assert writes.index(uploads[-1]) == len(uploads) - 1 + len(copies)  # marker last
     assert sorted(w[1].split("?")[0].rsplit("/o/", 1)[1] for w in deletes) == [
         f"{staging}/{rel}" for rel in payload
-    ]
-
-
-def test_gcs_publish_at_the_top_of_a_bucket(bucket, tmp_path):
-    src = make_tree(tmp_path / "src")
-    storage.publish_tree(str(src), f"gs://{bucket.name}/v1", marker="metadata.json")
-    assert sorted(objects(bucket)) == [
-        "v1/metadata.json",
-        "v1/saved_model/saved_model.pb",
-        "v1/saved_model/variables/v.data",
     ]
 
 
