@@ -20,7 +20,7 @@ import kfp
 from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH
 from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
-from components.parameters import RANGES, option
+from components.parameters import RANGES, WEIGHTS, option
 from components.step import InputError
 
 # The ranges of the fields of KFP's cron format (robfig/cron, seconds first).
@@ -193,12 +193,13 @@ def compiled(gpus: int, gpu_node_selector: list[str], extract_parallelism: int) 
 
 
 def check_request(params: dict, cron: str | None) -> str | None:
-    """A cluster run's data, registry and backbone cache (gs:// URIs its pods can reach) and
-    KFP's cron."""
+    """A cluster run's data, registry, backbone cache and weights file (gs:// URIs its pods
+    can reach) and KFP's cron."""
     from components import registry, storage
 
     cache = ["backbone_cache"] if params["backbone_cache"] else []  # empty: off
-    for name in ["data", "registry", *cache]:
+    weights = [] if params["weights"] in WEIGHTS else ["weights"]  # a keyword, not a file
+    for name in ["data", "registry", *cache, *weights]:
         if not storage.is_gcs(params[name]):
             raise InputError(
                 f"{option(name)} {params[name]}: a cluster's steps need a gs:// URI "

@@ -399,11 +399,6 @@ def test_every_pair_of_on_off_and_choice_options_is_taken_together(demo_data, tm
     assert cases > 100
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cluster.check_request checks data, registry and backbone_cache for gs:// URIs but "
-    "not weights: a local weights file passes submit's checks, and no step's pod has it",
-)
 @pytest.mark.parametrize("command", ["submit", "schedule"])
 def test_a_cluster_run_refuses_a_local_weights_file(tmp_path, capsys, command):
     """--weights takes a local file for run; a cluster's steps cannot read one, so submit
