@@ -1,0 +1,90 @@
+"""The shard index's promises to extract and train, pinned where mutation testing found
+them unchecked: the cut at exactly ``shard_mb``, the errors naming a missing index or a
+missing or cut shard and the repair, and shards.json as the one record of what was
+written. Tiny files, no TensorFlow."""
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from components import shards
+from components.dataset import DataError, Example
+
+
+def _examples(n: int, split: str = "train") -> list[Example]:
+    return [Example(f"{split}/a/{i}.png", "a", split, f"h{i}") for i in range(n)]
+
+
+@given(
+    per_shard=st.sampled_from([1, 2, 4, 5, 8, 10]),
+    shard_mb=st.sampled_from([1.0, 2.0, 0.5]),
+    shards_=st.integers(1, 4),
+    extra=st.integers(0, 1),
+)
+def test_a_shard_is_cut_when_it_reaches_shard_mb_exactly(per_shard, shard_mb, shards_, extra):
+    """Records of equal size that fill ``shard_mb`` (in MB of 10^6 bytes) exactly: every
+    shard holds that many (the one that reaches the size ends the shard, not the one after
+    it), and a record left over starts a shard of its own."""
+    size = int(shard_mb * 1_000_000) // per_shard
+    n = per_shard * shards_ + extra
+    planned = shards.plan(_examples(n), [size] * n, shard_mb, seed=0)
+    assert [len(rows) for _, rows in planned] == [per_shard] * shards_ + [1] * extra
+
+
+def test_a_missing_index_says_the_folder_is_no_sharded_data_set(tmp_path):
+    with pytest.raises(DataError) as error:
+        shards.read_index(tmp_path)
+    assert str(error.value) == (
+        f"{tmp_path}: no shards.json; not a sharded data set (split it again)"
+    )
+    with pytest.raises(DataError, match="no shards.json"):
+        shards.groups(tmp_path, 4)
+
+
+@given(written=st.integers(0, 64), recorded=st.integers(0, 64))
+def test_a_shard_is_read_only_at_its_recorded_size(written, recorded):
+    """``checked`` gives the shard's path (for TensorFlow to open) when its size is the one
+    shards.json records; otherwise one line naming it, both sizes, and what it means; and
+    a shard that is not there is named as missing."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "train", "train-00002.tfrecord")
+        with pytest.raises(DataError) as error:
+            shards.checked(path, recorded)
+        assert str(error.value) == f"{path}: shard missing"
+        path.parent.mkdir()
+        path.write_bytes(b"r" * written)
+        if written == recorded:
+            assert shards.checked(path, recorded) == str(path)
+            return
+        with pytest.raises(DataError) as error:
+            shards.checked(path, recorded)
+    assert str(error.value) == (
+        f"{path}: truncated or corrupt shard ({written} bytes, expected {recorded})"
+    )
+
+
+def test_shards_json_is_the_index_write_returns(tmp_path):
+    """Extract and train know a data set only through shards.json: it holds exactly what
+    ``write`` returned (shard size asked for, classes in label order, every shard), read
+    back equal by ``read_index``; the files it names are there, at their recorded size."""
+    examples = _examples(5) + _examples(2, "val") + _examples(3, "test")
+    files = []
+    for row in range(len(examples)):
+        files.append(tmp_path / f"in-{row}.png")
+        files[-1].write_bytes(bytes([row]) * (10 + row))
+    out = tmp_path / "out"
+    index = shards.write(out, examples, files, [f"a/{r}" for r in range(10)], ["a", "z"], 2e-5, 1)
+    on_disk = json.loads((out / shards.INDEX).read_text())
+    assert on_disk == index == shards.read_index(out)
+    assert on_disk["shard_mb"] == 2e-5 and on_disk["classes"] == ["a", "z"]
+    assert [s["split"] for s in on_disk["shards"]] == sorted(
+        (s["split"] for s in on_disk["shards"]), key=["train", "val", "test"].index
+    )
+    for shard in on_disk["shards"]:
+        assert shards.checked(out / shard["file"], shard["bytes"]) == str(out / shard["file"])
+        assert shard["classes"] == {"a": shard["count"]}
+    assert sum(s["count"] for s in on_disk["shards"]) == 10 and len(on_disk["shards"]) > 3
