@@ -118,7 +118,8 @@ def shown(value: Any, limit: int = 60) -> str:
     """``value`` for a one-line message: as given, unless it holds control characters
     (then quoted with escapes) or is long (then cut)."""
     if isinstance(value, int) and abs(value) > 10**limit:
-        return f"{'-' if value < 0 else ''}<an integer of {len(hex(abs(value)))} hex digits>"
+        digits = len(format(abs(value), "x"))
+        return f"{'-' if value < 0 else ''}<an integer of {digits} hex digits>"
     text = str(value) if isinstance(value, str | int | float) else repr(value)
     if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029" for c in text):
         text = repr(text)
