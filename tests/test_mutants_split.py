@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import tree_bytes
+from helpers import tree_bytes, upload_folder
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -358,3 +358,18 @@ def test_the_split_step_turns_the_garbage_collector_back_on(tmp_path):
         gc.unfreeze()  # what step froze: this test process's objects, not a step's
     assert enabled
     assert set(metadata["phase_seconds"]) >= {"import", "work"}
+
+
+@pytest.mark.parametrize("where", ["", "b/"], ids=["beside-classes", "in-a-class"])
+def test_errors_about_a_gs_data_folder_name_its_gs_path_not_the_download(tmp_path, bucket, where):
+    """A ``gs://`` data folder is read from a temporary download; an error must name the
+    folder as the user knows it (``gs://bucket/data`` or its class folder), which they can
+    open and fix, never the temporary copy."""
+    src = data(tmp_path / "src", {"a": 4, "b": 4})
+    upload_folder(bucket, src, "data")
+    bucket.blob(f"data/{where}bell\x07.png").upload_from_string(b"x")
+    uri = f"gs://{bucket.name}/data"
+    with pytest.raises(DataError) as error:
+        scan(uri, **SPLIT)
+    folder = f"{uri}/{where.rstrip('/')}" if where else uri
+    assert str(error.value).startswith(f"{folder}: holds 'bell\\x07.png', a name that")
