@@ -11,7 +11,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from components import demo_data, parameters, preflight
+from components.demo_data import generate
 from components.parameters import shown
+from components.step import InputError
 
 LIMIT = 60  # shown's default width
 
@@ -84,3 +87,79 @@ def test_a_value_that_is_not_text_or_a_number_is_shown_as_its_repr(value):
 def test_a_float_is_shown_by_its_digits():
     for value in (2.5, -0.0, math.inf, math.nan, 1e-300):
         assert shown(value) == str(value)
+
+
+@given(value=st.integers(2**1024, 10**400), negative=st.booleans())
+def test_an_integer_too_large_for_a_float_parameter_is_refused_naming_it(value, negative):
+    """YAML reads ``min_accuracy: 1e400`` written without a dot as an int that no float
+    holds: refused naming the parameter and the value as shown everywhere else."""
+    number = -value if negative else value
+    with pytest.raises(InputError) as error:
+        parameters.typed("min_accuracy", number)
+    assert str(error.value) == f"min_accuracy {shown(number)}: too large for a float"
+    assert "hex digits>" in str(error.value)
+
+
+# preflight: what run resolves and checks before any step -------------------------------
+
+
+def run_params(**changes) -> dict:
+    return {**parameters.defaults(), "data": "d", "registry": "reg", **changes}
+
+
+def test_without_data_the_demo_shapes_are_written_once_under_the_pipeline_root(
+    tmp_path, monkeypatch
+):
+    """No --data: the demo shapes, at <pipeline root>/demo-data made absolute (the steps run
+    elsewhere); written the first time, then reused as they are (a second run does not
+    rewrite them, so their bytes, and the split, stay the same). (The real generator, at
+    two images a class to keep this fast.)"""
+    written = []
+
+    def two_a_class(out_dir: str) -> list:
+        written.append(out_dir)
+        return generate(out_dir, per_class=2)
+
+    monkeypatch.setattr(demo_data, "generate", two_a_class)
+    monkeypatch.chdir(tmp_path)
+    given = run_params(data=None)
+    params = preflight.resolve_local(given, "root")
+    demo = tmp_path / "root" / "demo-data"
+    assert params["data"] == str(demo) and written == [str(demo)]
+    assert given["data"] is None  # the caller's dict kept
+    images = sorted(p.relative_to(demo).as_posix() for p in demo.rglob("*.png"))
+    assert {i.split("/")[0] for i in images} == {"circles", "squares", "triangles"}
+    assert len(images) == 6
+    again = preflight.resolve_local(given, str(tmp_path / "root"))
+    assert again["data"] == str(demo) and written == [str(demo)]  # reused, not rewritten
+
+
+def test_local_paths_are_made_absolute_and_uris_and_weight_names_kept(tmp_path, monkeypatch):
+    """data, registry and a weights file are resolved from the current folder; gs:// URIs
+    and the weights names imagenet, none and auto are passed on as given; nothing else
+    changes."""
+    monkeypatch.chdir(tmp_path)
+    local = run_params(data="data", registry="./reg/../reg2", weights="w/notop.h5")
+    resolved = preflight.resolve_local(local, "root")
+    assert (resolved["data"], resolved["registry"], resolved["weights"]) == (
+        str(tmp_path / "data"),
+        str(tmp_path / "reg2"),
+        str(tmp_path / "w" / "notop.h5"),
+    )
+    assert {k: v for k, v in resolved.items() if k not in ("data", "registry", "weights")} == {
+        k: v for k, v in local.items() if k not in ("data", "registry", "weights")
+    }
+    assert local["data"] == "data"  # the caller's dict kept
+    remote = run_params(data="gs://b/data", registry="gs://b/reg", weights="gs://b/w.h5")
+    assert preflight.resolve_local(remote, "root") == remote
+    for name in ("imagenet", "none", "auto"):
+        assert preflight.resolve_local(run_params(weights=name), "root")["weights"] == name
+    assert not (tmp_path / "root").exists()  # data was given: no demo written
+
+
+def test_check_inputs_says_how_many_images_of_which_classes(demo_data, tmp_path):
+    params = run_params(data=str(demo_data), registry=str(tmp_path / "reg"), weights="none")
+    found = preflight.check_inputs(params)
+    count = len(list(demo_data.rglob("*.png")))
+    classes = ["circles", "squares", "triangles"]
+    assert found == f"data: {demo_data}: {count} images, classes {classes}"
