@@ -316,6 +316,24 @@ def test_a_new_version_is_the_utc_second_then_the_content_hash(content):
     assert before <= made <= dt.datetime.now(dt.UTC) and suffix == content[:8]
 
 
+def test_names_and_times_are_utc_whatever_the_local_time_zone(setup, monkeypatch):
+    """A machine set to another zone (here UTC+5:45, never a whole hour off) names its
+    versions and dates them in UTC all the same, so names from anywhere sort by time."""
+    monkeypatch.setenv("TZ", "Asia/Kathmandu")
+    time.tzset()
+    try:
+        before = utc_seconds()
+        published = run_export(setup)
+        after = dt.datetime.now(dt.UTC)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    stamp, _ = VERSION.fullmatch(published["version"]).groups()
+    made = dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    assert before <= made <= after
+    assert before <= dt.datetime.fromisoformat(published["created"]) <= after
+
+
 def test_an_unused_version_waits_past_a_name_a_crashed_export_left(tmp_path):
     """A folder (no metadata) holding this second's name for these files: the name given
     is a later second's, never the taken one."""
