@@ -5,10 +5,12 @@ weights. Each test pins what the next step or a user relies on: the metadata a v
 is published with, the one-line refusals (naming the file and the value), nothing
 published when refused, the protocol with the verification process."""
 
+import dataclasses
 import datetime as dt
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -572,4 +574,22 @@ def test_verify_refuses_a_model_whose_classes_are_not_the_evaluated_ones(oracle)
     assert str(refused.value) == (
         f"{oracle['model']}: classes {list(COLOURS)}, but evaluation scored "
         f"{['blue', 'green', 'yellow']}"
+    )
+
+
+def test_verify_names_the_manifest_whose_test_label_the_model_does_not_know(oracle, tmp_path):
+    """A test image relabelled in the data set's manifest (a class the model has no
+    output for): refused, naming that manifest, before any image is scored."""
+    from components.dataset import DataError
+
+    copy = tmp_path / "ds"
+    shutil.copytree(oracle["data"], copy)
+    manifest = dataset.read_manifest(copy)
+    first = next(i for i, e in enumerate(manifest) if e.split == "test")
+    manifest[first] = dataclasses.replace(manifest[first], label="yellow")
+    dataset.write_manifest(manifest, copy)
+    with pytest.raises(DataError) as refused:
+        verify(oracle["model"], str(copy), oracle["csv"], 4)
+    assert str(refused.value) == (
+        f"{copy / dataset.MANIFEST}: classes ['yellow'] unknown to the model"
     )
