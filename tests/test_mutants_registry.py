@@ -133,8 +133,10 @@ def test_metadata_is_the_file_or_none_before_publishing(tmp_path):
 # ------------------------------------------------------------------------ check
 
 
-def test_check_passes_a_registry_to_be_created_and_a_consistent_one(tmp_path):
+def test_check_passes_a_registry_to_be_created_and_a_consistent_one(tmp_path, monkeypatch):
     registry.check(str(tmp_path / "a" / "b" / "reg"), MODEL)  # created on first write
+    monkeypatch.chdir(tmp_path)
+    registry.check("new/reg", MODEL)  # relative: created under the working folder
     publish(tmp_path / "reg", V1)
     (tmp_path / "reg" / MODEL / V2).mkdir()  # a crashed export's folder: harmless
     latest(tmp_path / "reg", f"{V1}\n")
@@ -201,14 +203,22 @@ for mode in ("555", "333", "666", "777"):
             out[reg] = None
         except registry.RegistryError as e:
             out[reg] = str(e)
+locked = os.path.join(tmp, "777", "in-a-locked-model-folder")
+os.makedirs(os.path.join(locked, "shapes"))
+os.chmod(os.path.join(locked, "shapes"), 0o555)
+try:
+    registry.check(locked, "shapes")
+    out[locked] = None
+except registry.RegistryError as e:
+    out[locked] = str(e)
 print(json.dumps(out))
 """
 
 
 def test_check_refuses_a_registry_this_user_cannot_write_naming_the_nearest_folder(tmp_path):
     """Writing needs write and search permission on the nearest existing folder (the
-    registry, or the parent it will be created in); a user without them is refused
-    there. As root, only without the capabilities that override file permissions."""
+    model's folder, the registry, or the parent it will be created in); a user without
+    them is refused there. As root, only without the capabilities that override file permissions."""
     prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*sys.path])}
     done = subprocess.run(
@@ -227,6 +237,8 @@ def test_check_refuses_a_registry_this_user_cannot_write_naming_the_nearest_fold
         expected = None if mode in ("333", "777") else refusal
         assert found[folder] == expected, mode
         assert found[os.path.join(folder, "deeper", "reg")] == expected, mode
+    locked = tmp_path / "777" / "in-a-locked-model-folder"  # the registry is writable
+    assert found[str(locked)].startswith(f"{locked / MODEL}: cannot create or write")
 
 
 # ---------------------------------------------------------------------- promote
