@@ -151,7 +151,9 @@ def check(params: dict[str, Any]) -> None:
         )
     backbone = params["backbone"]
     if backbone not in BACKBONES:
-        close = difflib.get_close_matches(backbone, BACKBONES, n=3, cutoff=0.6)
+        # case-blind: "efficientnetv2l" is closest to EfficientNetV2L, not to EfficientNetB2
+        names = {b.lower(): b for b in BACKBONES}
+        close = [names[c] for c in difflib.get_close_matches(backbone.lower(), names, n=3)]
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise InputError(
             f"--backbone {shown(backbone)}: not a keras.applications model; {hint}"

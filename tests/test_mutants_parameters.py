@@ -10,6 +10,7 @@ import unicodedata
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from PIL import Image
 
 from components import demo_data, parameters, preflight
 from components.demo_data import generate
@@ -163,3 +164,70 @@ def test_check_inputs_says_how_many_images_of_which_classes(demo_data, tmp_path)
     count = len(list(demo_data.rglob("*.png")))
     classes = ["circles", "squares", "triangles"]
     assert found == f"data: {demo_data}: {count} images, classes {classes}"
+
+
+def test_check_inputs_holds_the_data_to_max_image_pixels(demo_data, tmp_path):
+    """--max-image-pixels reaches the data check: the demo's largest image passes at exactly
+    its pixel count and is refused, named with its size, one pixel below it."""
+    largest = max(Image.open(p).size for p in demo_data.rglob("*.png"))
+    pixels = largest[0] * largest[1]
+    params = run_params(data=str(demo_data), registry=str(tmp_path / "reg"), weights="none")
+    preflight.check_inputs({**params, "max_image_pixels": pixels})
+    with pytest.raises(InputError) as error:
+        preflight.check_inputs({**params, "max_image_pixels": pixels - 1})
+    assert f"{largest[0]}x{largest[1]} pixels, more than max_image_pixels {pixels - 1}" in str(
+        error.value
+    )
+
+
+# check: the refusals a user reads ----------------------------------------------------------
+
+CHOICES = f"choices: {', '.join(parameters.BACKBONES)}"
+
+
+def check_params(**changes) -> dict:
+    return run_params(**{"backbone": "MobileNet", "weights": "none", "image_size": 32, **changes})
+
+
+@given(
+    backbone=st.one_of(
+        st.sampled_from(parameters.BACKBONES).map(str.lower),
+        st.sampled_from(parameters.BACKBONES).map(lambda b: b[:-1]),
+        st.text(st.characters(codec="ascii", categories=["L", "N"]), max_size=16),
+    ).filter(lambda b: b not in parameters.BACKBONES)
+)
+@example(backbone="EfficientNetB")  # eight close names: three are offered
+@example(backbone="resnet50")  # two
+@example(backbone="zzz")  # none
+def test_an_unknown_backbone_gets_at_most_three_suggestions_then_every_choice(backbone):
+    """The one line: the value, why, up to three real backbones joined by 'or' (none
+    offered when none is close, not an empty 'did you mean ?'), then all the choices."""
+    with pytest.raises(InputError) as error:
+        parameters.check(check_params(backbone=backbone))
+    message = str(error.value)
+    head = f"--backbone {shown(backbone)}: not a keras.applications model; "
+    assert message.startswith(head) and message.endswith(CHOICES)
+    hint = message[len(head) : -len(CHOICES)]
+    if hint:
+        assert hint.startswith("did you mean ") and hint.endswith("? ")
+        names = hint[len("did you mean ") : -2].split(" or ")
+        assert 1 <= len(names) <= 3 and set(names) <= set(parameters.BACKBONES), hint
+    if backbone.lower() in {b.lower() for b in parameters.BACKBONES}:  # a case slip
+        assert hint and any(b.lower() == backbone.lower() for b in names), hint
+    if backbone == "EfficientNetB":
+        assert len(names) == 3 and all(n.startswith("EfficientNetB") for n in names)
+
+
+@pytest.mark.parametrize(
+    "train, val", [(0.5, 0.5), (0.1, 0.9), (0.99, 0.01), (0.6, 0.4), (0.7, 0.6)]
+)
+def test_fractions_that_leave_no_test_images_are_refused(train, val):
+    """train + val = 1 leaves the test split empty: refused like a sum above 1, naming both
+    values; a sum a hundredth below 1 is taken."""
+    with pytest.raises(InputError) as error:
+        parameters.check(check_params(train_fraction=train, val_fraction=val))
+    assert str(error.value).startswith(
+        f"--train-fraction {train} and --val-fraction {val}: they share the non-test part"
+    )
+    below = round(1 - train - 0.01, 2)
+    parameters.check(check_params(train_fraction=train, val_fraction=min(below, 0.9)))
