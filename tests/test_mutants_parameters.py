@@ -231,3 +231,44 @@ def test_fractions_that_leave_no_test_images_are_refused(train, val):
     )
     below = round(1 - train - 0.01, 2)
     parameters.check(check_params(train_fraction=train, val_fraction=min(below, 0.9)))
+
+
+@given(value=st.text(max_size=12).filter(lambda v: v not in parameters.VERIFY_EXPORT))
+@example(value="Hash")
+@example(value="a\nb")
+def test_an_unknown_verify_export_is_refused_naming_it_and_the_choices(value):
+    with pytest.raises(InputError) as error:
+        parameters.check(check_params(verify_export=value))
+    assert str(error.value) == f"--verify-export {shown(value)}: one of hash, reload"
+
+
+WEIGHTS_REPAIR = (
+    "not one of imagenet, none, auto, and no such file; or give a local or gs:// weights file "
+    "of the backbone without its top"
+)
+
+
+def test_weights_are_a_name_a_gs_uri_or_an_existing_local_file(tmp_path):
+    """A gs:// URI is taken here (preflight then checks the object exists); a local path
+    only if it is a file; anything else refused with the names, and what else to give."""
+    for weights in ("imagenet", "none", "auto", "gs://bucket/w/notop.h5"):
+        parameters.check(check_params(weights=weights))
+    (tmp_path / "notop.h5").write_bytes(b"x")
+    parameters.check(check_params(weights=str(tmp_path / "notop.h5")))
+    for weights in (str(tmp_path), str(tmp_path / "missing.h5"), "GS://bucket/w.h5", "ImageNet"):
+        with pytest.raises(InputError) as error:
+            parameters.check(check_params(weights=weights))
+        assert str(error.value) == f"--weights {shown(weights)}: {WEIGHTS_REPAIR}"
+
+
+def test_a_gs_backbone_cache_is_never_taken_for_a_local_file(tmp_path, monkeypatch):
+    """Even where a local file happens to sit at the path the URI spells (``gs:/b/c``), a
+    gs:// cache is a bucket folder; a local file is refused, a local folder taken."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gs:" / "b").mkdir(parents=True)
+    (tmp_path / "gs:" / "b" / "cache").write_bytes(b"x")
+    parameters.check(check_params(backbone_cache="gs://b/cache"))
+    parameters.check(check_params(backbone_cache="gs:/b"))  # a local folder
+    with pytest.raises(InputError) as error:
+        parameters.check(check_params(backbone_cache="gs:/b/cache"))
+    assert str(error.value) == "--backbone-cache gs:/b/cache: a file, not a folder or gs:// URI"
