@@ -287,6 +287,8 @@ def test_imbalance_warns_exactly_beyond_three_to_one_naming_largest_and_smallest
 
 
 def test_copies_inside_a_class_name_the_class_and_every_copy():
+    """Copies within one class are a warning naming the class and every copy, also when
+    all of them are in test; one in test and one in training data is an error."""
     plan = {
         "a": {"train": ["1.png", "2.png", "3.png"], "val": ["4.png"], "test": ["5.png"]},
         "b": {"train": ["1.png", "2.png", "3.png"], "val": ["4.png"], "test": ["5.png"]},
@@ -296,6 +298,13 @@ def test_copies_inside_a_class_name_the_class_and_every_copy():
     assert content_checks(hashes, plan, "gs://bkt/data") == [
         "duplicate images (same content) in class b: "
         "gs://bkt/data/b/1.png, gs://bkt/data/b/3.png, gs://bkt/data/b/4.png"
+    ]
+    only_test = {**hashes, ("a", "5.png"): "twin", ("b", "5.png"): "other"}
+    only_test["a", "6.png"] = "twin"  # a second copy, in test too: no leak, a warning
+    plan_test = {**plan, "a": {**plan["a"], "test": ["5.png", "6.png"]}}
+    assert content_checks(only_test, plan_test, "src") == [
+        "duplicate images (same content) in class a: src/a/5.png, src/a/6.png",
+        "duplicate images (same content) in class b: src/b/1.png, src/b/3.png, src/b/4.png",
     ]
     hashes["b", "5.png"] = "same"  # now one copy is in test
     with pytest.raises(DataError) as error:
@@ -373,3 +382,13 @@ def test_errors_about_a_gs_data_folder_name_its_gs_path_not_the_download(tmp_pat
         scan(uri, **SPLIT)
     folder = f"{uri}/{where.rstrip('/')}" if where else uri
     assert str(error.value).startswith(f"{folder}: holds 'bell\\x07.png', a name that")
+
+
+def test_an_unreadable_image_in_a_gs_data_folder_is_named_by_its_gs_uri(tmp_path, bucket):
+    src = data(tmp_path / "src", {"a": 4, "b": 4})
+    (src / "b" / "broken.png").write_text("not an image")
+    upload_folder(bucket, src, "data")
+    uri = f"gs://{bucket.name}/data"
+    with pytest.raises(DataError) as error:
+        scan(uri, **SPLIT)
+    assert str(error.value).startswith(f"{uri}/b/broken.png: not a readable image")
