@@ -86,23 +86,29 @@ def results(work: Path, modules: list[str]) -> dict[str, int | None]:
 def table(
     codes: dict[str, int | None], modules: list[str], target: float
 ) -> tuple[list[str], list[str]]:
-    """The per-module lines, and the modules below ``target``."""
+    """The per-module lines, and the modules below ``target``. A mutant not run (an
+    interrupted run) counts as not killed, and is shown."""
     total: Counter[str] = Counter()
     killed: Counter[str] = Counter()
+    unrun: Counter[str] = Counter()
     for name, code in codes.items():
         module = name.split(".")[1]
         total[module] += 1
         killed[module] += code in DETECTED
-    lines = ["| module | mutants | killed | survived | score |", "|---|---|---|---|---|"]
+        unrun[module] += code is None
+    lines = [
+        "| module | mutants | killed | survived | not run | score |",
+        "|---|---|---|---|---|---|",
+    ]
     low = []
     for module in modules:
-        n, k = total[module], killed[module]
+        n, k, u = total[module], killed[module], unrun[module]
         score = k / n if n else 1.0
-        lines.append(f"| `{module}.py` | {n} | {k} | {n - k} | {score:.1%} |")
+        lines.append(f"| `{module}.py` | {n} | {k} | {n - k - u} | {u} | {score:.1%} |")
         if score < target:
             low.append(module)
-    n, k = sum(total.values()), sum(killed.values())
-    lines.append(f"| all | {n} | {k} | {n - k} | {k / max(n, 1):.1%} |")
+    n, k, u = sum(total.values()), sum(killed.values()), sum(unrun.values())
+    lines.append(f"| all | {n} | {k} | {n - k - u} | {u} | {k / max(n, 1):.1%} |")
     return lines, low
 
 
