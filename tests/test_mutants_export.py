@@ -170,7 +170,10 @@ def test_a_published_version_holds_the_evaluated_files_and_metadata_of_this_run(
             },
         }
         files = tree_bytes(Path(uri))
-        assert json.loads(files.pop("metadata.json")) == published
+        written = files.pop("metadata.json").decode()
+        assert json.loads(written) == published
+        # for people reading it too: one field a line, indented
+        assert f'\n  "model_name": {json.dumps(MODEL)},\n' in written
         assert files == {
             k: v for k, v in tree_bytes(model).items() if k.split("/")[0] != "training.json"
         }
