@@ -85,8 +85,9 @@ def test_a_value_that_is_not_text_or_a_number_is_shown_as_its_repr(value):
     assert shown(value) == expected_text(repr(value))
 
 
-def test_a_float_is_shown_by_its_digits():
-    for value in (2.5, -0.0, math.inf, math.nan, 1e-300):
+def test_text_and_numbers_are_shown_as_typed_not_quoted():
+    """``--backbone Foo`` is echoed as Foo, not 'Foo'; a float as Python prints it."""
+    for value in ("MobileNet", "", "5", 2.5, -0.0, math.inf, math.nan, 1e-300):
         assert shown(value) == str(value)
 
 
