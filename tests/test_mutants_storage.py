@@ -397,9 +397,12 @@ def test_a_folder_without_its_marker_is_not_published(tmp_path, bucket):
 
 
 def test_local_publish_makes_an_exact_copy_readable_by_all(tmp_path):
-    """Into folders that do not exist yet, then beside an existing one, whatever the umask;
-    nothing hidden is left beside them."""
+    """Into folders that do not exist yet, then beside an existing one, whatever the umask
+    and the modes of the files written (here private, as under umask 077, which copying
+    keeps); nothing hidden is left beside them."""
     src = make_tree(tmp_path / "src")
+    for path in src.rglob("*"):
+        path.chmod(0o700 if path.is_dir() else 0o600)
     previous = os.umask(0o077)
     try:
         for version in ("v1", "v2"):
