@@ -173,3 +173,34 @@ def test_a_refused_archive_writes_nothing(tmp_path):
     with pytest.raises(DataError, match=OUTSIDE):
         archive.extract(path, tmp_path / "out", shown_as=str(path))
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["in.zip"]
+
+
+def test_a_folder_entry_after_its_files_and_hidden_top_level_entries_are_taken(tmp_path):
+    """Archivers list a folder before or after its files (a folder that exists is fine), a
+    top-level hidden file (.DS_Store) does not hide the one data folder, and the target's
+    missing parents are made."""
+    path = tmp_path / "in.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("shapes/a/1.png", b"x")
+        z.writestr("shapes/a/", b"")
+        z.writestr("shapes/", b"")
+        z.writestr(".DS_Store", b"x")
+    out = tmp_path / "deep" / "er" / "out"
+    assert archive.extract(path, out, shown_as="in.zip") == out / "shapes"
+    assert (out / "shapes" / "a" / "1.png").read_bytes() == b"x"
+    empty = tmp_path / "empty.zip"
+    zipfile.ZipFile(empty, "w").close()
+    assert archive.extract(empty, tmp_path / "new" / "out", shown_as="e.zip") == (
+        tmp_path / "new" / "out"
+    )
+
+
+def test_a_damaged_entry_is_named(tmp_path):
+    """Bytes that do not match their CRC: refused naming the archive and the entry."""
+    path = tmp_path / "in.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("shapes/a/1.png", b"the image bytes")
+    path.write_bytes(path.read_bytes().replace(b"the image bytes", b"the image bytez"))
+    with pytest.raises(DataError) as error:
+        archive.extract(path, tmp_path / "out", shown_as="in.zip")
+    assert str(error.value).startswith("in.zip: entry 'shapes/a/1.png' is damaged (")
