@@ -174,6 +174,7 @@ def test_split_gcs_names_a_missing_or_invalid_bucket():
 def test_join_puts_exactly_one_slash_between_parts():
     assert storage.join("gs://b/a/", "/x/", "y/") == "gs://b/a/x/y"
     assert storage.join("gs://b", "x") == "gs://b/x"
+    assert storage.join("gs://b/MAX/", "/XL/") == "gs://b/MAX/XL"  # only slashes are trimmed
     assert storage.join("/data/reg", "m", "v1") == "/data/reg/m/v1"
     assert storage.join("reg/", "m") == "reg/m"
     assert not storage.is_gcs("GS://b/x") and not storage.is_gcs("/gs://x")
