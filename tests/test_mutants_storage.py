@@ -666,13 +666,14 @@ def test_list_folders_on_gcs_lists_direct_subfolders_only(bucket):
     for name in (
         "reg/m/v2/metadata.json",
         "reg/m/v1/saved_model/saved_model.pb",
+        "reg/m/v1X/metadata.json",
         "reg/m/.staging/v3-0123456789ab/metadata.json",
         "reg/m/LATEST",
         "reg/mx/v9/metadata.json",
     ):
         bucket.blob(name).upload_from_string(b"x")
-    assert storage.list_folders(f"gs://{bucket.name}/reg/m") == ["v1", "v2"]
-    assert storage.list_folders(f"gs://{bucket.name}/reg/m/") == ["v1", "v2"]
+    assert storage.list_folders(f"gs://{bucket.name}/reg/m") == ["v1", "v1X", "v2"]
+    assert storage.list_folders(f"gs://{bucket.name}/reg/m/") == ["v1", "v1X", "v2"]
     assert storage.list_folders(f"gs://{bucket.name}/reg") == ["m", "mx"]
     assert storage.list_folders(f"gs://{bucket.name}") == ["reg"]
     assert storage.list_folders(f"gs://{bucket.name}/none") == []
