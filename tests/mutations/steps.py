@@ -192,7 +192,7 @@ STEPS = [
     Mutation(
         "the gate ignores the production model's accuracy",
         "components/evaluate.py",
-        'if mine < champion["accuracy"] - max_regression:',
+        'if champion["accuracy"] - mine > max_regression + 1e-12:',
         "if False:",
         (f"{EVALUATE}::test_gate_decision",),
     ),
