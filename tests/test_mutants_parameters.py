@@ -273,3 +273,9 @@ def test_a_gs_backbone_cache_is_never_taken_for_a_local_file(tmp_path, monkeypat
     with pytest.raises(InputError) as error:
         parameters.check(check_params(backbone_cache="gs:/b/cache"))
     assert str(error.value) == "--backbone-cache gs:/b/cache: a file, not a folder or gs:// URI"
+
+
+def test_text_with_capital_x_is_shown_as_given():
+    """Only control and line-separator characters make a value quoted; an ordinary
+    letter never does (a set of special characters that grew by one would quote names)."""
+    assert shown("XceptionX") == "XceptionX"

@@ -696,3 +696,8 @@ def test_list_folders_locally_is_the_sorted_visible_folders(names):
         (Path(tmp) / "zz-a-file").write_text("x")
         assert storage.list_folders(tmp) == sorted(n for n in names if not n.startswith("."))
         assert storage.list_folders(str(Path(tmp) / "missing")) == []
+
+
+def test_split_gcs_keeps_a_prefixs_own_letters_next_to_its_slashes():
+    """Only slashes are trimmed from the prefix, whatever letters it starts or ends with."""
+    assert storage.split_gcs("gs://bucket/Xdata/setX/") == ("bucket", "Xdata/setX")
