@@ -161,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         f"\nsurvivors: {len(survived)}, explained in docs/testing.md: "
         f"{len(survived) - len(unexplained)}; {seconds:.0f} s"
     )
-    lines += [f"unexplained: {name}  (mutmut show {name})" for name in unexplained]
+    lines += [
+        f"not run: {n}" if codes[n] is None else f"unexplained: {n}  (mutmut show {n})"
+        for n in unexplained
+    ]
     lines += [f"no longer a survivor, remove it from docs/testing.md: {n}" for n in stale]
     Path(REPO, args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(REPO, args.output).write_text("\n".join(lines) + "\n")
