@@ -94,9 +94,9 @@ def _shown(name: str) -> str:
     shown = repr(name)
     if len(shown) <= MAX_SHOWN:
         return shown
-    head = name
+    head = name[:MAX_SHOWN]
     while len(repr(head)) > MAX_SHOWN - 30:
-        head = head[: len(head) * 3 // 4]
+        head = head[:-1]
     return f"{head!r}... ({len(name.encode())} bytes)"
 
 

@@ -64,7 +64,7 @@ def stratified_sample(labels: np.ndarray, most: int, seed: int = 0) -> np.ndarra
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         take = max(1, most * len(members) // len(labels))
-        chosen.append(rng.choice(members, size=min(take, len(members)), replace=False))
+        chosen.append(rng.permutation(members)[:take])
     return np.sort(np.concatenate(chosen))
 
 

@@ -28,7 +28,8 @@ def write(
         }
     )
     columns = pd.DataFrame(probabilities, columns=[PROBABILITY + c for c in classes])
-    pd.concat([frame, columns], axis=1).to_csv(path, index=False, float_format="%.6f")
+    table = pd.concat([frame, columns], axis=1).set_index("path")
+    table.to_csv(path, float_format="%.6f")
 
 
 def read(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -36,5 +37,5 @@ def read(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
     # Class and file names are text, whatever they look like ("NA", "1e3"):
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     columns = [c for c in frame.columns if c.startswith(PROBABILITY)]
-    values = frame[columns].astype(float).to_numpy()
+    values = frame[columns].to_numpy(dtype=np.float64)
     return [c[len(PROBABILITY) :] for c in columns], dict(zip(frame["path"], values, strict=True))

@@ -67,14 +67,14 @@ def metadata(registry: str, model_name: str, version: str) -> dict | None:
         return None
     try:
         found = json.loads(text)
-    except json.JSONDecodeError as e:
-        found = e
-    if not isinstance(found, dict):
-        raise RegistryError(
-            f"{uri}: not valid JSON metadata; restore it from a backup, or remove the version "
-            f"folder {path(registry, model_name, version)} if it is not in production"
-        )
-    return found
+        if isinstance(found, dict):
+            return found
+    except json.JSONDecodeError:
+        pass
+    raise RegistryError(
+        f"{uri}: not valid JSON metadata; restore it from a backup, or remove the version "
+        f"folder {path(registry, model_name, version)} if it is not in production"
+    )
 
 
 def check(registry: str, model_name: str) -> None:
@@ -161,10 +161,10 @@ def listing(
 ) -> tuple[list[dict], str | None]:
     """The published versions (as :func:`versions`) and what is wrong with ``LATEST``, if
     anything, so a listing can show the versions and say why none is production."""
-    if must_exist and not storage.is_gcs(registry) and not os.path.isdir(registry):
-        raise InputError(f"{registry}: no such registry folder")
-    if must_exist and storage.is_gcs(registry):
+    if must_exist:
         storage.check_bucket(registry)
+        if not storage.is_gcs(registry) and not os.path.isdir(registry):
+            raise InputError(f"{registry}: no such registry folder")
     try:
         current, problem = production_version(registry, model_name), None
     except RegistryError as e:

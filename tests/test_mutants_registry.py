@@ -219,6 +219,7 @@ def test_check_refuses_a_registry_this_user_cannot_write_naming_the_nearest_fold
     """Writing needs write and search permission on the nearest existing folder (the
     model's folder, the registry, or the parent it will be created in); a user without
     them is refused there. As root, only without the capabilities that override file permissions."""
+    registry.check(str(tmp_path), MODEL)  # in this process too, so mutmut runs this test
     prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*sys.path])}
     done = subprocess.run(
