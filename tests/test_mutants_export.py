@@ -350,7 +350,6 @@ def test_an_unused_version_waits_past_a_name_a_crashed_export_left(tmp_path):
     assert unused_version(str(tmp_path), "empty", content).endswith(f"-{content[:8]}")
 
 
-
 def test_a_free_version_name_is_taken_at_once(tmp_path, monkeypatch):
     """Waiting is only for a name already taken: with none taken, no sleep at all."""
 
@@ -361,7 +360,6 @@ def test_a_free_version_name_is_taken_at_once(tmp_path, monkeypatch):
     content = "cd" * 32
     (tmp_path / MODEL / "20200101T000000Z-cdcdcdcd").mkdir(parents=True)
     assert unused_version(str(tmp_path), MODEL, content).endswith(f"-{content[:8]}")
-
 
 
 # --------------------------------------------------------- the fresh verification process
