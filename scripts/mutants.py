@@ -74,6 +74,14 @@ def patterns(modules: list[str]) -> list[str]:
     return globs
 
 
+def function_glob(text: str) -> str:
+    """``module.function`` (in scope) as mutmut's name glob of that function's mutants."""
+    module, _, function = text.partition(".")
+    if module not in SCOPE or not function or function not in (SCOPE[module] or (function,)):
+        raise argparse.ArgumentTypeError(f"{text}: not a function in scope (module.function)")
+    return f"components.{module}.x_{function}__mutmut_*"
+
+
 def results(work: Path, modules: list[str]) -> dict[str, int | None]:
     """Every in-scope mutant's exit code, from mutmut's per-file records."""
     globs = patterns(modules)
@@ -134,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--target", type=float, default=0.9, help="least share killed per module")
     cli.add_argument("--report-only", action="store_true", help="score the last run again")
     cli.add_argument("--again", action="store_true", help="rerun the last run's survivors")
+    cli.add_argument(
+        "--functions",
+        nargs="+",
+        type=function_glob,
+        metavar="MODULE.FUNCTION",
+        help="rerun only these functions' mutants (after changing them), keeping the rest",
+    )
     cli.add_argument("--output", default="test-artifacts/mutants.md", help="the table's file")
     cli.add_argument("--modules", nargs="+", choices=list(SCOPE), default=list(SCOPE))
     cli.add_argument("--work", type=Path, default=REPO / ".mutation", help="mutmut's copy")
@@ -143,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         last = results(work, modules)
         names = [k for k, v in last.items() if v not in DETECTED] if args.again else []
-        refresh(work, keep_results=args.again)
+        names += args.functions or []
+        refresh(work, keep_results=args.again or bool(args.functions))
         subprocess.run(
             [str(Path(sys.executable).parent / "mutmut"), "run", *(names or patterns(modules))],
             cwd=work,

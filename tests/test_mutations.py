@@ -33,3 +33,20 @@ def test_each_function_the_generated_mutants_score_exists():
         loaded = importlib.import_module(f"components.{module}")
         for name in functions or ():
             assert callable(getattr(loaded, name, None)), f"components.{module}.{name}"
+
+
+def test_functions_to_rerun_are_named_as_mutmut_names_their_mutants():
+    """``--functions module.function`` reruns exactly that function's mutants; a function out
+    of scope (or a typo) is refused rather than matching nothing."""
+    import argparse
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from mutants import SCOPE, function_glob
+
+    assert function_glob("archive._shown") == "components.archive.x__shown__mutmut_*"
+    assert function_glob("shards.plan") == "components.shards.x_plan__mutmut_*"
+    for wrong in ("shards.extract_shard", "archive", "nowhere.f", "archive."):
+        with pytest.raises(argparse.ArgumentTypeError, match=wrong):
+            function_glob(wrong)
+    assert SCOPE["shards"] and "extract_shard" not in SCOPE["shards"]
