@@ -1,7 +1,8 @@
 """The shard index's promises to extract and train, pinned where mutation testing found
 them unchecked: the cut at exactly ``shard_mb``, the errors naming a missing index or a
-missing or cut shard and the repair, and shards.json as the one record of what was
-written. Tiny files, no TensorFlow."""
+missing or cut shard and the repair, shards.json as the one record of what was
+written, and every feature of every record. Tiny files; TensorFlow only to read records
+back as training does."""
 
 import json
 import tempfile
@@ -93,3 +94,36 @@ def test_shards_json_is_the_index_write_returns(tmp_path):
     assert sum(s["count"] for s in on_disk["shards"]) == 10 and len(on_disk["shards"]) > 3
     again = shards.write(tmp_path / "again", examples, files, sources, ["a", "z"], 2e-5, 1)
     assert again == index and tree_bytes(tmp_path / "again") == tree_bytes(out)
+
+
+def test_each_record_holds_its_rows_bytes_label_names_and_hash(tmp_path):
+    """Every record is one manifest row whole: the file's own bytes, the label's index in
+    the class order, the row, the class, the data set path, the source path and the sha256
+    (which a feature store keys images by), read back as TensorFlow reads them."""
+    import tensorflow as tf
+
+    examples = [
+        Example(f"{s}/{c}/{i}.png", c, s, f"{i:064x}")
+        for i, (s, c) in enumerate([("train", "b"), ("train", "a"), ("val", "b"), ("test", "a")])
+    ]
+    files = []
+    for row in range(len(examples)):
+        files.append(tmp_path / f"in-{row}.png")
+        files[-1].write_bytes(bytes([row + 1]) * (5 + row))
+    sources = [f"src/{r}.png" for r in range(len(examples))]
+    index = shards.write(tmp_path / "out", examples, files, sources, ["a", "b"], 1.0, 3)
+    seen = set()
+    for shard in index["shards"]:
+        for record in tf.data.TFRecordDataset(str(tmp_path / "out" / shard["file"])):
+            feature = tf.train.Example.FromString(record.numpy()).features.feature
+            row = feature["row"].int64_list.value[0]
+            e = examples[row]
+            assert feature["image"].bytes_list.value == [files[row].read_bytes()]
+            assert feature["label"].int64_list.value == [["a", "b"].index(e.label)]
+            assert feature["class"].bytes_list.value == [e.label.encode()]
+            assert feature["path"].bytes_list.value == [e.path.encode()]
+            assert feature["source"].bytes_list.value == [sources[row].encode()]
+            assert feature["sha256"].bytes_list.value == [e.sha256.encode()]
+            assert shard["split"] == e.split and row not in seen
+            seen.add(row)
+    assert seen == set(range(len(examples)))
