@@ -19,6 +19,7 @@ import pytest
 from google.cloud import storage as gcs
 
 from components import model, registry, serving, storage
+from components.evaluate import evaluate
 from components.export import export
 from components.facts import TrainingFacts
 
@@ -262,6 +263,19 @@ def save_oracle_features(dataset_dir: Path, out: Path) -> str:
     )  # fmt: skip
     (out / shards.FEATURE_INDEX).write_text(json.dumps(index))
     return str(out)
+
+
+def evaluate_oracle(root: Path, model: str = "model", out: Path | None = None, **gate) -> dict:
+    """``evaluate`` of the model folder ``root/<model>`` on ``root/ds`` and its features
+    ``root/features`` (:func:`save_oracle_features`), writing into ``out`` (or ``root``)."""
+    out = out or root
+    out.mkdir(exist_ok=True)
+    return evaluate(
+        str(root / "ds"), [str(root / "features")], str(root / model),
+        predictions_path=str(out / "predictions.csv"), report_path=str(out / "report.html"),
+        evaluation_path=str(out / "evaluation.json"), summary_path=str(out / "summary.md"),
+        **gate,
+    )  # fmt: skip
 
 
 def images_by_path(dataset_dir: Path, split: str = "test") -> dict[str, bytes]:

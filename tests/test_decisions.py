@@ -17,13 +17,13 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import save_oracle, save_oracle_features
+from helpers import evaluate_oracle, save_oracle, save_oracle_features
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from PIL import Image
 
 from components import report
-from components.evaluate import class_change, decide, evaluate
+from components.evaluate import class_change, decide
 from components.split import split_dataset
 from components.verify import VerificationError, verify
 
@@ -244,23 +244,8 @@ def confused(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(report, "_png", captured)
-        evaluation = gate_run(root, "model")
+        evaluation = evaluate_oracle(root, "model")
     return root, evaluation, {d["title"]: d for d in drawn}
-
-
-def gate_run(root, model, out=None, **gate):
-    out = out or root
-    out.mkdir(exist_ok=True)
-    return evaluate(
-        str(root / "ds"),
-        [str(root / "features")],
-        str(root / model),
-        predictions_path=str(out / "predictions.csv"),
-        report_path=str(out / "report.html"),
-        evaluation_path=str(out / "evaluation.json"),
-        summary_path=str(out / "summary.md"),
-        **gate,
-    )
 
 
 @pytest.mark.slow
@@ -332,7 +317,7 @@ def test_evaluate_names_a_lost_or_renamed_class_and_refuses_unless_allowed(
     gate = {"registry_uri": str(root / "reg"), "min_accuracy": 0.5}
     for allow in (False, True):
         out = root / f"{version.name}-{allow}"
-        result = gate_run(root, "model", out, allow_class_change=allow, **gate)["gate"]
+        result = evaluate_oracle(root, "model", out, allow_class_change=allow, **gate)["gate"]
         assert (result["classes_added"], result["classes_lost"]) == (added, lost)
         assert result["passed"] is allow and named(result["reason"]) == (added, lost)
         shown = f"Classes added: {', '.join(added) or 'none'}; lost: {', '.join(lost)}."

@@ -9,7 +9,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import assert_varied, images_by_path, save_oracle, save_oracle_features
+from helpers import (
+    assert_varied,
+    evaluate_oracle,
+    images_by_path,
+    save_oracle,
+    save_oracle_features,
+)
 from PIL import Image
 
 from components import shards
@@ -18,7 +24,6 @@ from components.evaluate import (
     ConsistencyError,
     check_consistency,
     decide,
-    evaluate,
     stratified_sample,
     wilson_interval,
 )
@@ -62,16 +67,7 @@ def colour_data(tmp_path):
 
 
 def _evaluate(root, model_dir="model", **gate):
-    result = evaluate(
-        str(root / "ds"),
-        [str(root / "features")],
-        str(root / model_dir),
-        predictions_path=str(root / "predictions.csv"),
-        report_path=str(root / "report.html"),
-        evaluation_path=str(root / "evaluation.json"),
-        summary_path=str(root / "summary.md"),
-        **gate,
-    )
+    result = evaluate_oracle(root, model_dir, **gate)
     with open(root / "predictions.csv") as f:
         return result, list(csv.DictReader(f))
 

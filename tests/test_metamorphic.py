@@ -1,23 +1,18 @@
 """Metamorphic checks of the ML steps: relations between two runs that must hold whatever
-the exact numbers are (input order, class names, augmentation settings, stored precision,
-training options).
-
-The data are 15 images of waves (3 classes by frequency, 5 orientations 36 degrees apart,
-each its own colours), so every image is far from every other; the backbone is a random
-VGG16 at 32 px, whose features and trained head differ from image to image (a MobileNet
-with ImageNet weights at 48 px keeps only a few non-zero features of its 1x1 map, which
-do not tell two waves apart after a 10 degree turn).
+the exact numbers are, here for input order and class names. Augmentation settings, stored
+precision and training options are in test_metamorphic_augmentation.py; the data (15
+images of waves, far apart) and the backbone (a random VGG16 at 32 px) are in waves.py.
 """
 
 import csv
 import json
-import math
 import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import waves
 from helpers import (
     assert_varied,
     cli_here,
@@ -25,120 +20,17 @@ from helpers import (
     images_by_path,
     save_oracle,
     save_oracle_features,
-    train_model,
     tree_bytes,
 )
-from PIL import Image
+from waves import CYCLES, HEAD, SETTINGS, features, probabilities_by_path, split, write_waves
 
-from components import dataset, serving, shards
-from components.facts import MILD_AUGMENTATION
+from components import dataset, shards
 from components.predictions import read as read_predictions
 
 pytestmark = pytest.mark.slow  # extracts and trains
 
-SIZE = 32
-SETTINGS = {"backbone": "VGG16", "weights": "none", "image_size": SIZE, "seed": 0}
-HEAD = {"epochs": 60, "patience": 60}
-CYCLES = {"coarse": 1.0, "medium": 2.0, "fine": 3.5}  # per image
-IDENTITY = {
-    "rotation": 0.0, "zoom": 0.0, "translation": 0.0, "contrast": 0.0,
-    "flip_horizontal": False, "flip_vertical": False,
-}  # fmt: skip
-
-
-def write_waves(root: Path, names: dict[str, str] | None = None) -> Path:
-    """The 15 wave images, each class in the folder ``names`` gives it (default: its own)."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
-    for c, (label, cycles) in enumerate(CYCLES.items()):
-        folder = root / (names or {}).get(label, label)
-        folder.mkdir(parents=True)
-        for i in range(5):
-            angle = math.pi * i / 5 + 0.3 * c
-            colours = rng.integers(0, 256, (2, 3))
-            phase = np.sin(2 * np.pi * cycles * (math.cos(angle) * xx + math.sin(angle) * yy))
-            t = ((phase + 1) / 2)[..., None]
-            pixels = colours[0] * t + colours[1] * (1 - t)
-            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:02d}.png")
-    return root
-
-
-def split(source: Path, out: Path, val_fraction: float = 0.1) -> Path:
-    from components.split import split_dataset
-
-    split_dataset(str(source), str(out), seed=230, train_fraction=0.8, val_fraction=val_fraction)
-    return out
-
-
-def features(folder: str | Path) -> dict[tuple[int, int], tuple[np.ndarray, int]]:
-    """(manifest row, view) -> (features as stored, label) of one extract task's output."""
-    index = json.loads(Path(folder, shards.FEATURE_INDEX).read_text())
-    found = {}
-    for shard in index["shards"]:
-        parse = shards.parse_features(shard["dtype"], index["dim"])
-        for batch in shards.records(Path(folder, shard["file"]), shard["bytes"], parse, 64):
-            for row, view, label, values in zip(
-                batch["row"], batch["view"], batch["label"], batch["features"], strict=True
-            ):
-                assert (int(row), int(view)) not in found, "a record written twice"
-                found[int(row), int(view)] = (values, int(label))
-    return found
-
-
-def all_features(model_dir: Path) -> dict:
-    return {k: v for d in feature_dirs(model_dir) for k, v in features(d).items()}
-
-
-def probabilities_by_path(model_dir: Path, dataset_dir: Path) -> dict[str, np.ndarray]:
-    """The served model's probabilities of every image of the data set, by manifest path."""
-    images = {p: b for s in dataset.SPLITS for p, b in images_by_path(dataset_dir, s).items()}
-    paths = sorted(images)
-    predict, _ = serving.load(model_dir)
-    return dict(zip(paths, predict([images[p] for p in paths]), strict=True))
-
-
-@pytest.fixture(scope="module")
-def waves_source(tmp_path_factory) -> Path:
-    return write_waves(tmp_path_factory.mktemp("waves") / "src")
-
-
-@pytest.fixture(scope="module")
-def waves_split(waves_source) -> Path:
-    return split(waves_source, waves_source.parent / "dataset")
-
-
-@pytest.fixture(scope="module")
-def waves_model(waves_split) -> Path:
-    """The head trained on plain (unaugmented) features; its features are in
-    ``model-features-0``. Its probabilities differ from image to image (by little: the
-    head, on 9 images, is barely past its start)."""
-    out = waves_split.parent / "model"
-    train_model(waves_split, out, **HEAD, **SETTINGS)
-    # apart by far more than predict's 6 printed digits and the 1e-4 of evaluate's check
-    assert_varied(np.array(list(probabilities_by_path(out, waves_split).values())), 1e-4)
-    return out
-
-
-@pytest.fixture(scope="module")
-def plain(waves_model) -> dict:
-    (folder,) = feature_dirs(waves_model)
-    return features(folder)
-
-
-@pytest.fixture(scope="module")
-def mild_dir(waves_split) -> Path:
-    """Features with the default (mild) augmentation: 3 views of each training image."""
-    from components.extract import extract
-
-    out = waves_split.parent / "mild"
-    extract(str(waves_split), str(out), group=0, groups=1, batch_size=32, augment=True,
-            augment_views=3, **SETTINGS)  # fmt: skip
-    return out
-
-
-@pytest.fixture(scope="module")
-def mild(mild_dir) -> dict:
-    return features(mild_dir)
+# the shared fixtures this module's tests take (built once a session: see waves.py)
+waves_source, waves_split, waves_model = waves.waves_source, waves.waves_split, waves.waves_model
 
 
 # 1. Input order ---------------------------------------------------------------------------
@@ -230,11 +122,6 @@ def test_the_split_does_not_depend_on_the_order_the_folder_lists_its_files(
 RENAMED = {"coarse": "zigzag", "fine": "alpha", "medium": "mid"}
 
 
-def _source(path: str) -> str:
-    """``class/file`` of a manifest path (``split/class/file``)."""
-    return path.split("/", 1)[1]
-
-
 def _renamed_path(path: str) -> str:
     split_name, label, file = path.split("/")
     return f"{split_name}/{RENAMED[label]}/{file}"
@@ -305,170 +192,4 @@ def test_renaming_class_folders_renames_the_evaluated_predictions(tmp_path):
     perm = [c0.index(next(o for o in c0 if RENAMED[o] == c)) for c in c1]
     assert np.array(e1["confusion_matrix"]).tolist() == (
         np.array(e0["confusion_matrix"])[np.ix_(perm, perm)].tolist()
-    )
-
-
-# 3. and 4. Augmentation -------------------------------------------------------------------
-
-
-def _views(dataset_dir: Path, views: int) -> set[tuple[int, int]]:
-    """The (row, view) records extract must write: views of training images only."""
-    return {
-        (row, view)
-        for row, e in enumerate(dataset.read_manifest(dataset_dir))
-        for view in range(1 + (views if e.split == "train" else 0))
-    }
-
-
-def test_augmentation_at_its_identity_settings_gives_the_plain_features(
-    waves_split, plain, tmp_path
-):
-    """Every transform off (no turn, zoom, shift, contrast or flip) with augmentation on:
-    each augmented view's features are its image's plain features, exactly."""
-    from components.extract import extract
-
-    extract(str(waves_split), str(tmp_path / "f"), group=0, groups=1, batch_size=32,
-            augment=True, augment_views=2, augmentation=IDENTITY, **SETTINGS)  # fmt: skip
-    got = features(tmp_path / "f")
-    assert got.keys() == _views(waves_split, 2)
-    for (row, view), (values, label) in got.items():
-        np.testing.assert_array_equal(values, plain[row, 0][0], err_msg=f"{row}, {view}")
-        assert label == plain[row, 0][1]
-
-
-def test_every_augmented_view_is_nearest_its_own_image(waves_split, plain, mild):
-    """The default augmentation is mild: each augmented view's features are nearer its own
-    image's plain features than any other image's, and they are not the plain ones."""
-    assert mild.keys() == _views(waves_split, 3)
-    rows = sorted(row for row, _ in plain)
-    table = np.array([plain[row, 0][0] for row in rows], np.float32)
-    for (row, view), (values, _) in sorted(mild.items()):
-        if view == 0:
-            np.testing.assert_array_equal(values, plain[row, 0][0])
-            continue
-        distances = np.linalg.norm(table - values.astype(np.float32), axis=1)
-        nearest = rows[int(distances.argmin())]
-        assert nearest == row, f"view {view} of row {row} is nearest row {nearest}"
-        assert distances[rows.index(row)] > 0  # augmented, not a copy
-
-
-# 5. Stored precision ----------------------------------------------------------------------
-
-
-def test_stored_features_keep_the_precision_that_scoring_needs(waves_model, waves_split, mild_dir):
-    """Test features are stored as float32 (every record's bytes, not only the index), with
-    more precision than float16 holds; scored through the head, they give what serving
-    gives the test images' bytes within evaluate's tolerance. Train and val: at least
-    float16, each record as long as its declared type says."""
-    import tensorflow as tf
-
-    from components.evaluate import TOLERANCE
-
-    for folder in (*feature_dirs(waves_model), mild_dir):
-        index = json.loads(Path(folder, shards.FEATURE_INDEX).read_text())
-        for shard in index["shards"]:
-            allowed = {"float32"} if shard["split"] == "test" else {"float16", "float32"}
-            assert shard["dtype"] in allowed, shard
-            size = index["dim"] * np.dtype(shard["dtype"]).itemsize
-            raw = tf.data.TFRecordDataset(str(Path(folder, shard["file"]))).map(
-                lambda r: tf.io.parse_single_example(
-                    r, {"features": tf.io.FixedLenFeature([], tf.string)}
-                )["features"]
-            )
-            assert {len(r) for r in raw.as_numpy_iterator()} == {size}, shard["file"]
-    test = {
-        row: values
-        for (row, _), (values, _) in features(feature_dirs(waves_model)[0]).items()
-        if dataset.read_manifest(waves_split)[row].split == "test"
-    }
-    stored = np.array([test[row] for row in sorted(test)])
-    assert stored.dtype == np.float32
-    assert (stored.astype(np.float16).astype(np.float32) != stored).any()
-    served = serving.open_served(waves_model)
-    images = dict(shards.image_rows(waves_split, "test", set(test)))
-    from_bytes = served.predict([images[row] for row in sorted(test)])
-    from_features = served.predict_features(stored)
-    assert np.abs(from_features - from_bytes).max() <= TOLERANCE
-
-
-# 6. Training options with fine-tuning and augmentation ------------------------------------
-
-OPTIONS = {
-    "no-validation-split": {"val_fraction": 0.0},
-    "features-streamed": {"feature_memory_mb": 0},
-    "mixed-precision": {"precision": "mixed_float16"},
-    "two-extract-workers": {"groups": 2},
-    "augmentation-off-by-settings": {"augmentation": IDENTITY},
-}
-FINE_TUNE = {"fine_tune_layers": 2, "fine_tune_lr": 1e-4, "fine_tune_epochs": 2}
-
-
-@pytest.mark.parametrize("option", list(OPTIONS))
-def test_each_option_trains_with_fine_tuning_and_augmentation_never_of_val_or_test(
-    waves_source, waves_split, plain, tmp_path, option
-):
-    """Each training option, with fine-tuning and augmentation on, still trains and saves a
-    model; training images get their views, and validation and test images never do: they
-    have one record each, the plain features; and the saved model's loss on the plain
-    validation images is the best validation loss training recorded (where fine-tuning
-    was kept, that shows it was validated on plain images too)."""
-    import keras
-
-    from components.extract import extract
-    from components.train import train
-
-    settings = dict(OPTIONS[option])
-    data = waves_split
-    if "val_fraction" in settings:
-        data = split(waves_source, tmp_path / "ds", settings.pop("val_fraction"))
-    groups = settings.pop("groups", 1)
-    augmentation = settings.pop("augmentation", MILD_AUGMENTATION)
-    precision = settings.pop("precision", "auto")
-    folders = [str(tmp_path / f"f{g}") for g in range(groups)]
-    try:
-        for g, folder in enumerate(folders):
-            extract(str(data), folder, group=g, groups=groups, batch_size=4, augment=True,
-                    augment_views=1, augmentation=augmentation, precision=precision,
-                    **SETTINGS)  # fmt: skip
-        facts = train(str(data), folders, str(tmp_path / "m"), batch_size=4, epochs=2,
-                      patience=5, augment=True, augmentation=augmentation,
-                      precision=precision, **FINE_TUNE, **settings, **SETTINGS)  # fmt: skip
-        predict, _ = serving.load(tmp_path / "m")
-        manifest = dataset.read_manifest(data)
-        images = {p: b for s in dataset.SPLITS for p, b in images_by_path(data, s).items()}
-        scored = predict([images[e.path] for e in manifest])
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    assert facts["augment"] and facts["augmentation"] == augmentation
-    assert facts["fine_tune_layers"] == 2 and facts["epochs_run"] == 2 + 2
-    history = json.loads((tmp_path / "m" / "history.json").read_text())
-    assert all(np.isfinite(v).all() for v in history.values())
-    np.testing.assert_allclose(scored.sum(axis=1), 1.0, rtol=1e-5)
-
-    got = {k: v for folder in folders for k, v in features(folder).items()}
-    assert got.keys() == _views(data, 1)
-    # each image's plain features, by its file in the source (the rows differ between splits)
-    plain_of = {
-        _source(e.path): plain[row, 0][0]
-        for row, e in enumerate(dataset.read_manifest(waves_split))
-    }
-    # how far each record is from its image's plain features: 0 for one that was not
-    # augmented, but for float16 rounding under mixed precision; more for an augmented view
-    plain_views, augmented_views = [], []
-    for (row, view), (values, _) in got.items():
-        gap = np.abs(values.astype(np.float32) - plain_of[_source(manifest[row].path)]).max()
-        is_plain = manifest[row].split != "train" or view == 0 or augmentation == IDENTITY
-        (plain_views if is_plain else augmented_views).append(gap)
-    if precision == "auto":
-        assert max(plain_views) == 0
-    assert max(plain_views) < min(augmented_views, default=np.inf)
-
-    val = [i for i, e in enumerate(manifest) if e.split == "val"]
-    if not val:
-        assert not facts["early_stopping"] and "val_loss" not in history
-        return
-    labels = dataset.label_indices([manifest[i] for i in val], facts["classes"], data)
-    loss = -np.log(np.clip(scored[val, labels], 1e-7, 1)).mean()
-    assert loss == pytest.approx(
-        min(history["val_loss"]), rel=1e-4 if precision == "auto" else 1e-2
     )

@@ -1,8 +1,8 @@
 """Every option reaches what uses it. Each pipeline parameter, given as a flag or in a
 --config file, arrives unchanged and of its type in the run's resolved parameters and in the
-run that submit and schedule send to Kubeflow; in the compiled pipeline, each step's input is
-wired to the pipeline parameter of its name, never a constant; and every pair of on/off or
-choice options that ``run`` checks before any step is taken together.
+run that submit and schedule send to Kubeflow; and every pair of on/off or choice options
+that ``run`` checks before any step is taken together. That each step's input is wired to
+the pipeline parameter of its name is in test_options_wiring.py.
 
 The values come from the parameter table (``components.parameters``), so a parameter added
 later is covered, or named by the first test until it is given a kind of value here."""
@@ -17,10 +17,7 @@ import yaml
 from helpers import API, cli_here, only
 from hypothesis import given
 from hypothesis import strategies as st
-from kfp import compiler
-from kfp import components as kfp_components
 
-import pipeline
 from components import cli, parameters
 
 INPUTS = parameters.pipeline_inputs()
@@ -36,11 +33,6 @@ CHOICES = {
 FREE_TEXT = ("data", "registry", "backbone_cache", "model_name")
 # Checked against the data too: 12 images a class leave every split some at these.
 FRACTIONS = {"train_fraction": 0.7, "val_fraction": 0.2}
-# A step input named otherwise than the pipeline parameter it takes.
-RENAMED = {"groups": "extract_workers"}
-# What the one-task pipeline (a local run with one extract worker) ignores, as its
-# docstring says.
-ONE_TASK_IGNORES = {"extract_workers"}
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -259,76 +251,6 @@ def test_every_parameter_given_reaches_the_run_sent_to_kubeflow(api, tmp_path, c
     sent = only(api, "POST", path)["body"]["runtime_config"]["parameters"]
     assert set(sent) == set(INPUTS)
     assert not differences(sent, values)
-
-
-# ------------------------------------ 2. each step's inputs wired to the pipeline parameter
-
-
-def sources(doc: dict) -> dict[tuple[str, str], tuple[str, str]]:
-    """(step's task, its input parameter) -> where its value comes from, followed through
-    loops and conditions: ("parameter", name), ("task", producer), ("loop item", name) or
-    ("constant", value). Each task whose component is itself a DAG is followed into it."""
-    found = {}
-
-    def follow(dag: dict, outer: dict) -> None:
-        for task_name, task in dag["tasks"].items():
-            inner = {}
-            for key, given_by in task.get("inputs", {}).get("parameters", {}).items():
-                if "componentInputParameter" in given_by:
-                    name = given_by["componentInputParameter"]
-                    inner[key] = outer.get(name, ("loop item", name))
-                elif "taskOutputParameter" in given_by:
-                    inner[key] = ("task", given_by["taskOutputParameter"]["producerTask"])
-                else:
-                    inner[key] = ("constant", given_by["runtimeValue"]["constant"])
-            component = doc["components"][task["componentRef"]["name"]]
-            if "dag" in component:
-                follow(component["dag"], inner)
-                continue
-            declared = set(component.get("inputDefinitions", {}).get("parameters", {}))
-            # an input left out takes the component's default: a constant in disguise
-            for key in declared - set(inner):
-                inner[key] = ("constant", "<the component's default>")
-            found.update({(task_name, key): source for key, source in inner.items()})
-
-    follow(doc["root"]["dag"], {name: ("parameter", name) for name in INPUTS})
-    return found
-
-
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory) -> dict[str, dict]:
-    """Both pipelines a run may use, compiled and read back by KFP's own loader."""
-    docs = {}
-    for one_task in (False, True):
-        path = tmp_path_factory.mktemp("spec") / "pipeline.yaml"
-        compiler.Compiler().compile(pipeline.make_pipeline(one_task=one_task), str(path))
-        loaded = kfp_components.load_component_from_file(str(path))
-        assert set(loaded.component_spec.inputs) == set(INPUTS)
-        docs["one task" if one_task else "fanned out"] = next(yaml.safe_load_all(path.read_text()))
-    return docs
-
-
-@pytest.mark.parametrize("build", ["fanned out", "one task"])
-def test_every_step_input_comes_from_its_pipeline_parameter_never_a_constant(compiled, build):
-    """A step's input named after a pipeline parameter (or renamed, RENAMED) is wired to
-    that parameter; every other input is an upstream task's output, a loop item or one of
-    KFP's run placeholders, never a value fixed when compiling (a hard-coded default, or a
-    component default that pipeline.py left in place). And every parameter reaches a step."""
-    wired = sources(compiled[build])
-    wrong = {}
-    for (task, key), source in wired.items():
-        expected = RENAMED.get(key, key)
-        if expected in INPUTS:
-            if source != ("parameter", expected):
-                wrong[(task, key)] = source
-        elif source[0] == "parameter" or (
-            source[0] == "constant" and not str(source[1]).startswith("{{$.")
-        ):
-            wrong[(task, key)] = source
-    assert not wrong, f"step inputs not wired to their parameter: {wrong}"
-    reached = {source[1] for source in wired.values() if source[0] == "parameter"}
-    ignored = ONE_TASK_IGNORES if build == "one task" else set()
-    assert set(INPUTS) - reached == ignored
 
 
 # --------------------------------------------- 3. every pair of on/off or choice options

@@ -4,13 +4,8 @@ away mid-upload), answer 503 (overloaded) or 403 (no permission). Transient faul
 retried by the client's own policy; persistent ones end in one line naming the URI, and
 what the registry held before is left exactly as it was."""
 
-import http.client
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlparse
-
 import pytest
+from gcs_proxy import WRITES, proxied
 from helpers import cli
 
 from components import registry, storage
@@ -18,99 +13,11 @@ from components.export import export
 
 pytestmark = pytest.mark.slow  # trains, exports or starts a browser
 
-WRITES = {"POST", "PUT", "PATCH", "DELETE"}
-
-
-class FaultyProxy(ThreadingHTTPServer):
-    def __init__(self, upstream: str):
-        super().__init__(("127.0.0.1", 0), Forward)
-        self.upstream = urlparse(upstream)
-        self.drop_writes = 0  # the next N writes: connection closed, no answer
-        self.busy_writes = 0  # the next N writes: 503
-        self.forbid = set()  # methods answered 403
-        self.faults = []  # (method, path, what was done)
-        self.lock = threading.Lock()
-
-    def fault_for(self, method: str) -> str | None:
-        with self.lock:
-            if method in self.forbid:
-                return "403"
-            if method in WRITES and self.drop_writes:
-                self.drop_writes -= 1
-                return "drop"
-            if method in WRITES and self.busy_writes:
-                self.busy_writes -= 1
-                return "503"
-        return None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class Forward(BaseHTTPRequestHandler):
-    server: FaultyProxy
-    protocol_version = "HTTP/1.1"
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        fault = self.server.fault_for(self.command)
-        if fault:
-            self.server.faults.append((self.command, self.path, fault))
-        if fault == "drop":
-            self.close_connection = True
-            self.connection.close()
-            return
-        if fault in ("403", "503"):
-            code = int(fault)
-            message = "caller does not have storage.objects access" if code == 403 else "busy"
-            self._answer(code, json.dumps({"error": {"code": code, "message": message}}).encode())
-            return
-        upstream = http.client.HTTPConnection(
-            self.server.upstream.hostname, self.server.upstream.port, timeout=30
-        )
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-        upstream.request(self.command, self.path, body=body, headers=headers)
-        answer = upstream.getresponse()
-        data = answer.read()
-        self.send_response(answer.status)
-        for key, value in answer.getheaders():
-            if key.lower() not in ("transfer-encoding", "content-length", "connection"):
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-        upstream.close()
-
-    def _answer(self, code: int, data: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-    def log_message(self, *args) -> None:
-        pass
-
 
 @pytest.fixture
 def proxy(gcs_emulator, monkeypatch):
     """``components.storage`` (and child processes) talk to the emulator through the proxy."""
-    import os
-
-    server = FaultyProxy(os.environ["STORAGE_EMULATOR_HOST"])
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
-    storage._client.cache_clear()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        storage._client.cache_clear()
+    yield from proxied(monkeypatch)
 
 
 def run_export(trained, split_dir, evaluated, registry_uri: str) -> dict:
