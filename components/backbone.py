@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import keras
 import tensorflow as tf
@@ -33,11 +30,8 @@ def build_backbone(name: str, weights: str, image_size: int) -> tuple[keras.Mode
     shape = (image_size, image_size, 3)
 
     def make(w: str | None) -> keras.Model:
-        if w is not None:  # every weights file Keras loads, the ImageNet download's too
-            cache_keras_skipsets()
         try:
-            with variables_share_kernels():
-                return cls(include_top=False, weights=w, input_shape=shape)
+            return cls(include_top=False, weights=w, input_shape=shape)
         except ValueError as e:  # Keras' way of saying the size or the weights do not fit
             raise InputError(f"backbone {name} at image_size {image_size}: {e}") from e
 
@@ -67,71 +61,18 @@ def build_backbone(name: str, weights: str, image_size: int) -> tuple[keras.Mode
             raise WeightsError(f"{weights}: cannot load these weights into {name} ({e})") from e
 
 
-# Where Keras 3.15 looks up the attributes its weights loader skips, per kind of object.
-SKIPSET_KEY = "saving_attr_skiplist_{}"
-
-
-def cache_keras_skipsets() -> None:
-    """Keras' weights loader stores the attribute names it skips for each kind of object
-    under one name (``saving_attr_skipset_``) and looks them up under another, so it
-    builds a throwaway ``Layer`` to compute them again for every layer of a weights file
-    it loads (docs/benchmarks.md). Stores Keras' own sets under the name it reads.
-    Internal: ``tests/test_backbone.py`` fails when Keras changes it."""
-    from keras.src.backend.common import global_state
-    from keras.src.saving import saving_lib
-
-    for kind in ("Layer", "Functional", "Sequential"):
-        name = SKIPSET_KEY.format(kind)
-        if global_state.get_global_attribute(name) is None:
-            global_state.set_global_attribute(name, saving_lib.get_attr_skipset(kind))
-
-
-# held while TensorFlow's VarHandleOp function is swapped (variables_share_kernels)
-_SWAPPING = threading.RLock()
-
-
-@contextmanager
-def variables_share_kernels() -> Iterator[None]:
-    """TensorFlow creates an eager variable with a ``VarHandleOp`` whose ``debug_name``
-    attribute is the variable's name, and keeps one kernel per set of attributes, so each
-    of a backbone's hundreds of variables makes a kernel of its own (docs/benchmarks.md).
-    Without the name, variables of one shape and type share a kernel; only TensorFlow's
-    error messages about them lose the name. Internal: ``tests/test_backbone.py`` fails
-    when TensorFlow changes it."""
-    from tensorflow.python.ops import gen_resource_variable_ops as ops
-
-    # one build at a time swaps it, so two threads' builds cannot leave it swapped
-    with _SWAPPING:
-        named = ops.var_handle_op
-
-        def unnamed(*args, debug_name: str = "", **kwargs):
-            return named(*args, **kwargs)
-
-        ops.var_handle_op = unnamed
-        try:
-            yield
-        finally:
-            ops.var_handle_op = named
-
-
 def devices(precision: str = "auto") -> list[str]:
-    """Logs the devices TensorFlow found; sets the precision policy and, on a CPU, turns
-    TensorFlow's graph optimiser (grappler) off.
+    """Logs the devices TensorFlow found and sets the precision policy.
 
     ``auto`` is mixed precision on a GPU: float16 compute with float32 weights (and a
     float32 output layer, see ``model.head``) roughly doubles throughput there; on a CPU it
-    would only slow things down, so ``auto`` is float32 there. On a CPU, grappler's rewrites
-    cost time at each network's first call and bought no measurable speed per batch after
-    it, for extraction or for training (docs/benchmarks.md); on a GPU they lay tensors out
-    for its kernels, so they stay.
+    would only slow things down, so ``auto`` is float32 there.
     """
     found = [d.name for d in tf.config.list_physical_devices()]
     gpu = bool(tf.config.list_physical_devices("GPU"))
     if precision == "auto":
         precision = "mixed_float16" if gpu else "float32"
     keras.mixed_precision.set_global_policy(precision)
-    if not gpu:
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     log.warning("devices: %s; precision: %s", found, keras.mixed_precision.global_policy().name)
     return found
 

@@ -25,41 +25,6 @@ from components.step import event
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
-class FusedAdam(keras.optimizers.Adam):
-    """Keras' Adam, each variable updated by TensorFlow's fused Adam kernel.
-
-    Same arithmetic, one op per variable instead of about fifteen, and the step's scalars
-    (``beta ** step`` and the constants) built once per step for all the variables rather
-    than once for each: on the small head, where op overhead is the cost, that is most of
-    an epoch's graph (docs/benchmarks.md).
-    """
-
-    def apply(self, grads, trainable_variables=None):
-        # Keras counts the step after the updates: this step is iterations + 1
-        step = tf.cast(self.iterations + 1, "float32")
-        beta_1, beta_2 = tf.constant(self.beta_1, "float32"), tf.constant(self.beta_2, "float32")
-        self._step_scalars = {
-            "beta1_power": tf.pow(beta_1, step),
-            "beta2_power": tf.pow(beta_2, step),
-            "beta1": beta_1,
-            "beta2": beta_2,
-            "epsilon": tf.constant(self.epsilon, "float32"),
-        }
-        return super().apply(grads, trainable_variables)
-
-    def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        index = self._get_variable_index(variable)
-        tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle,
-            m=self._momentums[index].handle,
-            v=self._velocities[index].handle,
-            lr=tf.cast(learning_rate, dtype),
-            grad=tf.cast(gradient, dtype),
-            **{name: tf.cast(value, dtype) for name, value in self._step_scalars.items()},
-        )
-
-
 Data = tuple[np.ndarray, np.ndarray] | tf.data.Dataset
 
 
@@ -94,7 +59,7 @@ def fit(
     metrics = METRICS if has_val else METRICS[:2]
     weights = network.trainable_variables
     with strategy.scope():
-        optimizer = FusedAdam(learning_rate=learning_rate)
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
         if keras.mixed_precision.global_policy().compute_dtype == "float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(weights)

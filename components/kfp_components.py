@@ -82,9 +82,8 @@ def extract(
     backbone_cache: str,
     features: Output[Dataset],
 ):
-    from components.step import step, without_keras_extras
+    from components.step import step
 
-    without_keras_extras()
     with step("extract", features.metadata, group=group):
         from components.extract import extract
         from components.facts import Augmentation
@@ -127,9 +126,8 @@ def train(
     feature_memory_mb: int,
     model: Output[Model],
 ):
-    from components.step import step, without_keras_extras
+    from components.step import step
 
-    without_keras_extras()
     with step("train", model.metadata):
         from components.facts import Augmentation
         from components.train import train
@@ -190,9 +188,8 @@ def extract_and_train(
 ):
     """The extract step over all the data, then the train step, in one process: a second
     task would only start TensorFlow again (the pipeline for one extract worker)."""
-    from components.step import step, without_keras_extras
+    from components.step import step
 
-    without_keras_extras()
     with step("extract", features.metadata, group=0):
         from components.extract import extract
         from components.facts import Augmentation

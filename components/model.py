@@ -8,7 +8,6 @@ cannot get the scaling wrong.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 
@@ -30,12 +29,15 @@ def backbone_class(name: str) -> type:
 
 
 class Preprocess(keras.layers.Layer):
-    """The named backbone's ``preprocess_input``, as a layer so it is saved with the model."""
+    """The named backbone's ``preprocess_input``, as a layer so it is saved with the model.
+
+    Each backbone's function is in the public ``keras.applications`` module named as the
+    last part of the backbone class's (internal) module, ``mobilenet`` for ``MobileNet``."""
 
     def __init__(self, backbone: str, **kwargs):
         super().__init__(**kwargs)
-        module = importlib.import_module(backbone_class(backbone).__module__)
-        self._preprocess = module.preprocess_input
+        module = backbone_class(backbone).__module__.rsplit(".", 1)[-1]
+        self._preprocess = getattr(keras.applications, module).preprocess_input
 
     def call(self, inputs):
         return self._preprocess(inputs)

@@ -8,7 +8,6 @@ KServe serve it as it is.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,11 +75,6 @@ def signatures_of(
     return serving_signatures(classify, classes, head_model)
 
 
-# The checkpoint key of the head's i-th weight in a SavedModel ``write_saved_model`` wrote:
-# TensorFlow names a saved object's variables by their path from the root object.
-_HEAD_KEY = "head/{}/.ATTRIBUTES/VARIABLE_VALUE"
-
-
 def write_saved_model(
     path: str | Path,
     signatures: dict[str, tf.types.experimental.ConcreteFunction],
@@ -91,7 +85,7 @@ def write_saved_model(
     Only the variables the functions read and their traced graphs are saved, not Keras'
     object graph, which is several times slower to save. The head's weights are saved as
     the root's ``head`` list, in ``head_model.weights`` order, so that
-    :func:`save_with_head` can find them in the checkpoint.
+    :func:`save_with_head` can find them in the loaded template.
     """
     module = tf.Module()
     module.head = [w.value for w in head_model.weights]
@@ -151,40 +145,24 @@ def save_with_head(
     :class:`Template` of its functions held in memory) and the trained head's weights; the
     network is neither built nor traced again.
 
-    From files, the graph is the template's; the checkpoint is rewritten with the head's
-    weights in place of its own. The template's ``fingerprint.pb`` is left out: it hashes
-    the old checkpoint, and loaders do not need it.
+    From files, the template is loaded, its head's variables are given the trained
+    weights, and it is saved again with its own signatures.
     """
     if isinstance(template, Template):
         template.head.set_weights(head_weights)
         save(model_dir, template.signatures, template.head, classes, history, facts)
         return
-    template = Path(template)
-    out = Path(model_dir, artifact.SAVED_MODEL_DIR)
-    reader = tf.train.load_checkpoint(str(template / "variables" / "variables"))
-    shapes = reader.get_variable_to_shape_map()
-    values = {name: reader.get_tensor(name) for name in sorted(shapes)}
-    heads = [_HEAD_KEY.format(i) for i in range(len(head_weights))]
-    found = sorted(k for k in shapes if k.startswith("head/"))
-    if found != sorted(heads) or any(
-        shapes[k] != list(w.shape) for k, w in zip(heads, head_weights, strict=True)
-    ):
+    loaded = tf.saved_model.load(str(template))
+    found = [list(v.shape) for v in loaded.head]
+    if found != [list(w.shape) for w in head_weights]:
         raise InputError(
-            f"{template}: its head's weights ({[shapes[k] for k in found]}) are not the "
+            f"{template}: its head's weights ({found}) are not the "
             f"trained head's ({[list(w.shape) for w in head_weights]})"
         )
-    for key, weight in zip(heads, head_weights, strict=True):
-        values[key] = weight.astype(values[key].dtype)
-    # the graph as it is, without the checkpoint and the fingerprint of the old checkpoint
-    skipped = {"variables", "fingerprint.pb"}
-    shutil.copytree(template, out, ignore=lambda d, names: skipped if Path(d) == template else ())
-    (out / "variables").mkdir()
-    tf.raw_ops.SaveV2(
-        prefix=str(out / "variables" / "variables"),
-        tensor_names=list(values),
-        shape_and_slices=[""] * len(values),
-        tensors=list(values.values()),
-    )
+    for variable, weight in zip(loaded.head, head_weights, strict=True):
+        variable.assign(weight.astype(variable.dtype.as_numpy_dtype))
+    out = Path(model_dir, artifact.SAVED_MODEL_DIR)
+    tf.saved_model.save(loaded, str(out), signatures=dict(loaded.signatures))
     _write_facts(model_dir, classes, history, facts)
 
 

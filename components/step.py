@@ -7,11 +7,9 @@ and the time it reports includes that import.
 
 from __future__ import annotations
 
-import gc
 import json
 import platform
 import resource
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,41 +30,10 @@ def lap(phase: str) -> None:
     """The seconds since the step began, or since the last lap, were spent on ``phase``
     (one of PHASES): ``import`` (loading libraries), ``build`` (the network built, or a
     SavedModel loaded), ``trace`` (TensorFlow functions traced), ``save`` (a SavedModel
-    written), ``work`` (the rest: reading, computing, writing). Lapping ``import`` also
-    freezes what the imports loaded (``_freeze_heap``)."""
+    written), ``work`` (the rest: reading, computing, writing)."""
     now = time.perf_counter()
     _laps[phase] = _laps.get(phase, 0.0) + now - _last_lap[0]
     _last_lap[0] = now
-    if phase == "import":
-        _freeze_heap()
-
-
-def _freeze_heap() -> None:
-    """Moves every object alive now out of the cyclic garbage collector's sight, and
-    turns the collector back on.
-
-    TensorFlow's import leaves a vast number of long-lived objects: collecting while
-    importing only slows it, and every later full collection would walk them again, as
-    would the interpreter's last one when the step's process exits. So ``step`` pauses the
-    collector while the libraries load, and freezes (``gc.freeze``) what they loaded once
-    the step laps ``import``, and everything left when the step ends.
-    """
-    gc.freeze()
-    gc.enable()
-
-
-# Keras loads these when it is imported, for integrations that the steps which only run
-# networks (extract, train) never use: scikit-learn wrappers, plots, DataFrames.
-KERAS_EXTRAS = ("matplotlib", "pandas", "scipy", "sklearn")
-
-
-def without_keras_extras() -> None:
-    """Keeps ``KERAS_EXTRAS`` out of this process, unless one is loaded already: importing
-    one fails, and Keras, which tries each in a ``try``, goes on without it. Loading them
-    is a good third of a step's TensorFlow import (``make bench``); only for a step's own
-    process, whose code needs none of them."""
-    for name in KERAS_EXTRAS:
-        sys.modules.setdefault(name, None)
 
 
 class InputError(ValueError):
@@ -101,13 +68,10 @@ def step(name: str, metadata: dict, **fields: object) -> Iterator[None]:
     started = time.perf_counter()
     _laps.clear()
     _last_lap[0] = started
-    gc.disable()  # until the step laps "import" (``_freeze_heap``)
     try:
         yield
     except InputError as e:
         raise SystemExit(f"error: {e}") from None
-    finally:
-        _freeze_heap()
     lap("work")
     metadata["seconds"] = round(time.perf_counter() - started, 2)
     metadata["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -4,7 +4,6 @@ naming the exact path and the repair, the warnings' content, and the facts and f
 rerun reproduces byte for byte. Tiny real folders of 2x2 PNGs, no TensorFlow."""
 
 import contextlib
-import gc
 import hashlib
 import json
 import os
@@ -29,7 +28,6 @@ from components.split import (
     scan,
     split_dataset,
 )
-from components.step import step
 
 # Four images per class: 2 train, 1 val, 1 test.
 SPLIT = {"seed": 3, "train_fraction": 0.75, "val_fraction": 0.34}
@@ -351,22 +349,6 @@ def test_split_facts_are_what_it_wrote_and_a_rerun_writes_the_same_bytes(tmp_pat
             e.sha256 == hashlib.sha256((src / e.label / Path(e.path).name).read_bytes()).hexdigest()
         )
 
-
-def test_the_split_step_turns_the_garbage_collector_back_on(tmp_path):
-    """``step`` pauses the collector while libraries load; the split must lap ``import``
-    once they have, or it would run (and hold every image's garbage) without collection."""
-    src = data(tmp_path / "src", {"a": 4, "b": 4})
-    metadata: dict = {}
-    try:
-        with step("split", metadata):
-            assert not gc.isenabled()
-            split_dataset(str(src), str(tmp_path / "out"), **SPLIT)
-            enabled = gc.isenabled()
-    finally:
-        gc.enable()
-        gc.unfreeze()  # what step froze: this test process's objects, not a step's
-    assert enabled
-    assert set(metadata["phase_seconds"]) >= {"import", "work"}
 
 
 @pytest.mark.parametrize("where", ["", "b/"], ids=["beside-classes", "in-a-class"])

@@ -45,8 +45,8 @@ INPUTS = [
     Mutation(
         "every step logs its environment (secrets included)",
         "components/step.py",
-        "    _last_lap[0] = started\n    gc.disable()",
-        "    _last_lap[0] = started\n    print(dict(__import__('os').environ))\n    gc.disable()",
+        "    _last_lap[0] = started\n    try:\n",
+        "    _last_lap[0] = started\n    print(dict(__import__('os').environ))\n    try:\n",
         (f"{BAD}::test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache",),
     ),
     # ------------------------------------------------ bad input before any step

@@ -6,15 +6,6 @@ from mutations.base import BAD, CACHE, TRAIN, Mutation
 SPEED = [
     # ------------------------------------------------ start-up costs
     Mutation(
-        "what the imports loaded is left to the collector (and to the exit's sweep)",
-        "components/step.py",
-        '    if phase == "import":\n        _freeze_heap()\n',
-        "",
-        (
-            "tests/test_step.py::test_imports_run_without_the_collector_and_what_they_loaded_is_frozen",
-        ),
-    ),
-    Mutation(
         "a local run starts two extract tasks on one machine",
         "components/cli.py",
         '"weights": "auto", "extract_workers": 1}',
@@ -29,49 +20,6 @@ SPEED = [
         ("tests/test_cli.py::test_no_mistake_needs_tensorflow_or_matplotlib_to_be_refused",),
     ),
     Mutation(
-        "grappler left on on a CPU",
-        "components/backbone.py",
-        "    if not gpu:\n        tf.config.optimizer",
-        "    if False:\n        tf.config.optimizer",
-        ("tests/test_backbone.py::test_on_a_cpu_auto_precision_is_float32_and_grappler_is_off",),
-    ),
-    Mutation(
-        "Keras recomputes its skipsets for every layer of a weights file",
-        "components/backbone.py",
-        "        if w is not None:  # every weights file Keras loads, the ImageNet download's too\n"
-        "            cache_keras_skipsets()\n",
-        "",
-        ("tests/test_backbone.py::test_loading_a_weights_file_computes_keras_skipsets_once",),
-    ),
-    Mutation(
-        "each of the backbone's variables makes a TensorFlow kernel of its own",
-        "components/backbone.py",
-        "            with variables_share_kernels():\n                return cls(",
-        "            if True:\n                return cls(",
-        ("tests/test_backbone.py::test_backbone_variables_reach_tensorflow_without_their_names",),
-    ),
-    Mutation(
-        "two threads' backbone builds swap TensorFlow's function at once",
-        "components/backbone.py",
-        "    with _SWAPPING:\n        named = ops.var_handle_op",
-        "    if True:\n        named = ops.var_handle_op",
-        ("tests/test_backbone.py::test_two_threads_building_at_once_leave_tensorflow_as_it_was",),
-    ),
-    Mutation(
-        "the train step loads Keras' extras (scikit-learn, SciPy, pandas, matplotlib)",
-        "components/kfp_components.py",
-        '    without_keras_extras()\n    with step("train"',
-        '    with step("train"',
-        ("tests/test_step.py::test_extract_and_train_run_without_keras_extras",),
-    ),
-    Mutation(
-        "Keras' extras blocked only where they were loaded already",
-        "components/step.py",
-        "        sys.modules.setdefault(name, None)",
-        "        name in sys.modules and sys.modules.setdefault(name, None)",
-        ("tests/test_step.py::test_extract_and_train_run_without_keras_extras",),
-    ),
-    Mutation(
         "a local run with one extract worker runs extract and train as two tasks",
         "components/local_run.py",
         "        pipeline = make_pipeline(one_task=one_task)\n",
@@ -84,13 +32,6 @@ SPEED = [
         "        template.head.set_weights(head_weights)\n",
         "",
         (f"{TRAIN}::test_extract_and_train_in_one_process_save_the_model_the_files_way_saves",),
-    ),
-    Mutation(
-        "fused Adam's bias correction counts one step ahead of Keras' Adam",
-        "components/fit.py",
-        '        step = tf.cast(self.iterations + 1, "float32")\n',
-        '        step = tf.cast(self.iterations + 2, "float32")\n',
-        ("tests/test_fit.py::test_fused_adam_is_keras_adam",),
     ),
     # ------------------------------------------------ backbone cache
     Mutation(
