@@ -66,4 +66,3 @@ def test_early_stopping_keeps_the_best_epoch(frozen):
         features["val"][1], head(features["val"][0])
     )
     assert float(restored) == pytest.approx(history["val_loss"][best], rel=1e-5)
-

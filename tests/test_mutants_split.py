@@ -350,7 +350,6 @@ def test_split_facts_are_what_it_wrote_and_a_rerun_writes_the_same_bytes(tmp_pat
         )
 
 
-
 @pytest.mark.parametrize("where", ["", "b/"], ids=["beside-classes", "in-a-class"])
 def test_errors_about_a_gs_data_folder_name_its_gs_path_not_the_download(tmp_path, bucket, where):
     """A ``gs://`` data folder is read from a temporary download; an error must name the
