@@ -4,8 +4,6 @@ export (only past the gate).
 Split writes the data set as TFRecord shards; plan turns ``extract_workers`` into groups of
 shards; ``dsl.ParallelFor`` runs one extract task (the frozen backbone, on a GPU) per
 group, and ``dsl.Collected`` hands every group's feature shards to train and evaluate.
-Built with ``one_task``, extract and train run as one task instead (a local run with one
-extract worker): split -> extract_and_train -> evaluate -> export.
 
 The components (``components/kfp_components.py``) are thin wrappers around the steps.
 ``shapes_pipeline`` is the pipeline as KFP's own tools expect it
@@ -25,7 +23,6 @@ from components.kfp_components import (
     evaluate,
     export,
     extract,
-    extract_and_train,
     plan,
     split,
     train,
@@ -40,15 +37,11 @@ def make_pipeline(
     gpu_node_selector: dict[str, str] | None = None,
     gpus: int = 1,
     extract_parallelism: int = DEFAULT_EXTRACT_WORKERS,
-    one_task: bool = False,
 ):
     """The pipeline; extract and train each ask for ``gpus`` GPUs (0: a CPU-only cluster such
     as kind), ``gpu_node_selector`` pins them to labelled GPU nodes, and at most
     ``extract_parallelism`` extract tasks run at once (KFP needs this number when compiling).
-
-    ``one_task``: extract and train run as one task (``extract_and_train``), which starts
-    TensorFlow once; ``extract_workers`` is then ignored. A local run with one extract
-    worker runs this pipeline.
+    Local runs and clusters run this one graph.
     """
 
     def on_gpus(task: dsl.PipelineTask) -> None:
@@ -185,35 +178,28 @@ def make_pipeline(
             "fine_tune_layers": fine_tune_layers, "fine_tune_lr": fine_tune_lr,
             "fine_tune_epochs": fine_tune_epochs, "feature_memory_mb": feature_memory_mb,
         }  # fmt: skip
-        if one_task:
-            train_task = extract_and_train(
-                **training, augment_views=augment_views, backbone_cache=backbone_cache
-            )
-            features = {"one_task_features": train_task.outputs["features"]}
-        else:
-            plan_task = plan(dataset=dataset, extract_workers=extract_workers)
-            plan_task.set_cpu_request("1").set_memory_request("512M").set_memory_limit("1G")
+        plan_task = plan(dataset=dataset, extract_workers=extract_workers)
+        plan_task.set_cpu_request("1").set_memory_request("512M").set_memory_limit("1G")
 
-            with dsl.ParallelFor(plan_task.output, parallelism=extract_parallelism) as group:
-                extract_task = extract(
-                    dataset=dataset, group=group, groups=extract_workers, backbone=backbone,
-                    weights=weights, image_size=image_size, batch_size=batch_size, seed=seed,
-                    augment=augment, augment_views=augment_views, **augmentation,
-                    backbone_cache=backbone_cache,
-                )  # fmt: skip
-                extract_task.set_cpu_request("4").set_memory_request("4G")
-                extract_task.set_memory_limit("8G")
-                on_gpus(extract_task)
+        with dsl.ParallelFor(plan_task.output, parallelism=extract_parallelism) as group:
+            extract_task = extract(
+                dataset=dataset, group=group, groups=extract_workers, backbone=backbone,
+                weights=weights, image_size=image_size, batch_size=batch_size, seed=seed,
+                augment=augment, augment_views=augment_views, **augmentation,
+                backbone_cache=backbone_cache,
+            )  # fmt: skip
+            extract_task.set_cpu_request("4").set_memory_request("4G")
+            extract_task.set_memory_limit("8G")
+            on_gpus(extract_task)
 
-            train_task = train(**training, features=dsl.Collected(extract_task.outputs["features"]))
-            # each consumer its own Collected: KFP refuses one shared by two tasks
-            features = {"features": dsl.Collected(extract_task.outputs["features"])}
+        train_task = train(**training, features=dsl.Collected(extract_task.outputs["features"]))
         train_task.set_cpu_request("4").set_memory_request("8G").set_memory_limit("16G")
         on_gpus(train_task)
 
         eval_task = evaluate(
             dataset=dataset,
-            **features,
+            # each consumer its own Collected: KFP refuses one shared by two tasks
+            features=dsl.Collected(extract_task.outputs["features"]),
             model=train_task.outputs["model"],
             registry=registry,
             model_name=model_name,

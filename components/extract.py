@@ -7,9 +7,8 @@ training reads them instead of running the backbone again; with ``augment_views`
 training image also gets that many augmented views' features, a batch at a time.
 
 The first task also writes the serving SavedModel with an untrained head: train, which
-only trains the head, fills in its weights instead of building the backbone again. When
-train runs in the same process, extract hands it the traced functions instead
-(``serving.Template``), and train writes the serving model once. With a backbone cache
+only trains the head, fills in its weights instead of building the backbone again. With a
+backbone cache
 (``components.backbone_cache``), a run that finds its traced extractor there loads it
 instead of building and tracing the backbone.
 """
@@ -83,13 +82,11 @@ def extract(
     augment_views: int = 8,
     augmentation: Augmentation = MILD_AUGMENTATION,
     precision: str = "auto",
-    template: serving.Template | None = None,
     cache: str = "",
 ) -> FeatureIndex:
     """Writes ``out_dir/features.json`` and a feature shard per image shard of the group.
 
-    Given a ``template``, the first task traces the serving model's functions into it,
-    for a train in this process, and writes no serving model of its own. Given a ``cache``
+    Given a ``cache``
     (a folder or ``gs://`` URI), the traced extractor is loaded from it when it is there,
     and stored in it when it is not (``components.backbone_cache``).
     """
@@ -164,15 +161,12 @@ def extract(
         ), counted  # fmt: skip
 
     classes = index["classes"]
-    template_dir = shards.SERVING_TEMPLATE if group == 0 and template is None else None
+    template_dir = shards.SERVING_TEMPLATE if group == 0 else None
     head = model.head(dim, len(classes), seed=seed) if group == 0 else None
 
     def prepare_serving() -> None:
         signatures = serving.signatures_of(traced, head, classes)
-        if template is None:
-            serving.write_saved_model(out / template_dir, signatures, head)
-        else:
-            template.hold(signatures, head)
+        serving.write_saved_model(out / template_dir, signatures, head)
 
     with ThreadPoolExecutor(1) as saver:
         # One task prepares the serving model train completes, on a thread while the
@@ -192,7 +186,7 @@ def extract(
         if prepared is not None:
             prepared.result()
             # the wait for the serving model, once the features are written
-            lap("save" if template_dir else "trace")
+            lap("save")
         if stored is not None:
             stored.result()
             lap("save")

@@ -160,68 +160,6 @@ def train(
         model.metadata.update(facts)
 
 
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def extract_and_train(
-    dataset: Input[Dataset],
-    backbone: str,
-    weights: str,
-    image_size: int,
-    epochs: int,
-    batch_size: int,
-    patience: int,
-    seed: int,
-    augment: bool,
-    augment_views: int,
-    augment_rotation: float,
-    augment_zoom: float,
-    augment_translation: float,
-    augment_contrast: float,
-    augment_flip_horizontal: bool,
-    augment_flip_vertical: bool,
-    fine_tune_layers: int,
-    fine_tune_lr: float,
-    fine_tune_epochs: int,
-    feature_memory_mb: int,
-    backbone_cache: str,
-    features: Output[Dataset],
-    model: Output[Model],
-):
-    """The extract step over all the data, then the train step, in one process: a second
-    task would only start TensorFlow again (the pipeline for one extract worker)."""
-    from components.step import step
-
-    with step("extract", features.metadata, group=0):
-        from components.extract import extract
-        from components.facts import Augmentation
-        from components.serving import Template
-
-        augmentation = Augmentation(
-            rotation=augment_rotation, zoom=augment_zoom, translation=augment_translation,
-            contrast=augment_contrast, flip_horizontal=augment_flip_horizontal,
-            flip_vertical=augment_flip_vertical,
-        )  # fmt: skip
-        template = Template()  # the serving model's functions, handed from extract to train
-        facts = extract(
-            dataset.path, features.path, group=0, groups=1, backbone=backbone, weights=weights,
-            image_size=image_size, batch_size=batch_size, seed=seed, augment=augment,
-            augment_views=augment_views, augmentation=augmentation, template=template,
-            cache=backbone_cache,
-        )  # fmt: skip
-        features.metadata.update({k: v for k, v in facts.items() if k != "shards"})
-    with step("train", model.metadata):
-        from components.train import train
-
-        facts = train(
-            dataset.path, [features.path], model.path, backbone=backbone, weights=weights,
-            image_size=image_size, epochs=epochs, batch_size=batch_size, patience=patience,
-            seed=seed, augment=augment, augmentation=augmentation,
-            fine_tune_layers=fine_tune_layers, fine_tune_lr=fine_tune_lr,
-            fine_tune_epochs=fine_tune_epochs, feature_memory_mb=feature_memory_mb,
-            template=template,
-        )  # fmt: skip
-        model.metadata.update(facts)
-
-
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def evaluate(
     dataset: Input[Dataset],
@@ -239,13 +177,10 @@ def evaluate(
     allow_class_change: bool,
     serving_sample: int,
     gate_sample: int,
-    features: Input[List[Dataset]] = None,  # noqa: UP006
-    one_task_features: Input[Dataset] = None,
+    features: Input[List[Dataset]],  # noqa: UP006
 ) -> bool:
-    """Returns the gate's decision: export or not (see ``components.evaluate.decide``).
-
-    The features come from every extract task (``features``), or from ``extract_and_train``.
-    """
+    """Returns the gate's decision: export or not (see ``components.evaluate.decide``);
+    ``features``: every extract task's."""
     from components.step import step
 
     with step("evaluate", evaluation.metadata):
@@ -253,7 +188,7 @@ def evaluate(
 
         result = evaluate(
             dataset.path,
-            [f.path for f in features] if features else [one_task_features.path],
+            [f.path for f in features],
             model.path,
             predictions_path=predictions.path,
             report_path=report.path,

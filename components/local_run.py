@@ -88,8 +88,8 @@ class StepLogs(io.TextIOBase):
     (``extract.log``), and the step ends when every task that started has ended.
     """
 
-    def __init__(self, log_dir: Path, console: Console, steps: tuple[str, ...] = STEPS):
-        self.log_dir, self.console, self.steps = log_dir, console, steps
+    def __init__(self, log_dir: Path, console: Console):
+        self.log_dir, self.console = log_dir, console
         log_dir.mkdir(parents=True, exist_ok=True)
         self.files = {"run": open(log_dir / "run.log", "w")}  # noqa: SIM115 (closed in close)
         self.current = "run"
@@ -158,7 +158,7 @@ class StepLogs(io.TextIOBase):
         self.console.say(f"{self._label(step)}  {'.' * 8}  {event['seconds']:.1f} s{group}")
 
     def _label(self, step: str) -> str:
-        return f"[{self.steps.index(step) + 1}/{len(self.steps)}] {step:<8}"
+        return f"[{STEPS.index(step) + 1}/{len(STEPS)}] {step:<8}"
 
     def failed(self) -> StepFailed:
         """The step that started and did not end, with its error line and log's end."""
@@ -208,20 +208,14 @@ def run_locally(
     returns the summary. Raises :class:`StepFailed` when a step fails.
 
     ``runner``: a kfp.local runner (default: each step a subprocess of this Python);
-    ``pipeline``: another build of the pipeline (default: ``extract_and_train`` as one task
-    for one extract worker, else extract fanned out); ``run_dir``: a folder of the caller's
+    ``pipeline``: another build of the pipeline (default: the one ``compile`` writes);
+    ``run_dir``: a folder of the caller's
     (the container runner mounts only it) instead of a new one under ``pipeline_root``.
     """
     from kfp import local
 
-    steps = STEPS
     if pipeline is None:
-        from pipeline import DEFAULT_EXTRACT_WORKERS, make_pipeline
-
-        # one extract worker: extract and train as one task, TensorFlow started once
-        one_task = params.get("extract_workers", DEFAULT_EXTRACT_WORKERS) == 1
-        pipeline = make_pipeline(one_task=one_task)
-        steps = tuple(s for s in STEPS if s != "plan") if one_task else STEPS
+        from pipeline import shapes_pipeline as pipeline  # the one `compile` writes
     console = console or Console(sys.stdout)
     run_dir = Path(run_dir or new_run_dir(pipeline_root)).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -234,7 +228,7 @@ def run_locally(
         cache_root=str(Path(pipeline_root).resolve() / ".kfp_cache"),
     )
     started = time.perf_counter()
-    logs = StepLogs(run_dir / "logs", console, steps)
+    logs = StepLogs(run_dir / "logs", console)
     # kfp.local swaps builtins.print for an indenting one while a task runs; two loop tasks
     # on threads can restore each other's swap and leave it in place after the run.
     own_print = builtins.print

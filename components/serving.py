@@ -110,30 +110,8 @@ def save(
     _write_facts(model_dir, classes, history, facts)
 
 
-@dataclass
-class Template:
-    """The serving model's functions, traced over an untrained head, held in memory.
-
-    When extract and train share a process (the one-task pipeline), extract traces them
-    into a ``Template`` and train saves them once, with its head's weights
-    (:func:`save_with_head`): no template is written for train to read back and write
-    again with the trained head.
-    """
-
-    signatures: dict[str, tf.types.experimental.ConcreteFunction] | None = None
-    head: keras.Model | None = None
-    variables: tuple[tf.Variable, ...] = ()
-
-    def hold(
-        self, signatures: dict[str, tf.types.experimental.ConcreteFunction], head: keras.Model
-    ) -> None:
-        # a traced function refers to its variables weakly: held here, they outlive extract
-        self.signatures, self.head = signatures, head
-        self.variables = signatures["predict_images"].variables
-
-
 def save_with_head(
-    template: str | Path | Template,
+    template: str | Path,
     model_dir: str | Path,
     head_weights: list[np.ndarray],
     classes: list[str],
@@ -141,17 +119,12 @@ def save_with_head(
     facts: dict,
 ) -> None:
     """The model artifact :func:`save` would write, from ``template`` (a SavedModel of the
-    same network that :func:`write_saved_model` wrote with an untrained head, or a
-    :class:`Template` of its functions held in memory) and the trained head's weights; the
-    network is neither built nor traced again.
+    same network that :func:`write_saved_model` wrote with an untrained head) and the
+    trained head's weights; the network is neither built nor traced again.
 
-    From files, the template is loaded, its head's variables are given the trained
-    weights, and it is saved again with its own signatures.
+    The template is loaded, its head's variables are given the trained weights, and it is
+    saved again with its own signatures.
     """
-    if isinstance(template, Template):
-        template.head.set_weights(head_weights)
-        save(model_dir, template.signatures, template.head, classes, history, facts)
-        return
     loaded = tf.saved_model.load(str(template))
     found = [list(v.shape) for v in loaded.head]
     if found != [list(w.shape) for w in head_weights]:

@@ -72,12 +72,10 @@ def train(
     fine_tune_epochs: int = 20,
     feature_memory_mb: float = shards.DEFAULT_FEATURE_MEMORY_MB,
     precision: str = "auto",
-    template: serving.Template | None = None,
 ) -> TrainingFacts:
     """Trains the head on the features of ``feature_dirs`` (every extract task's output),
-    optionally fine-tunes, saves the full image -> probabilities model: from ``template``
-    when extract ran in this process and filled it, else from the serving model extract
-    wrote.
+    optionally fine-tunes, saves the full image -> probabilities model: from the serving
+    model extract wrote, with the trained head, when only the head trained.
 
     Returns the facts the report and summary show.
     """
@@ -229,8 +227,8 @@ def train(
         serving.save(model_dir, signatures, head, classes, history, facts)
     else:  # the backbone is extract's: its serving model gets the trained head
         tensorboard.close()
-        source = template if template is not None else shards.serving_template(feature_dirs)
-        serving.save_with_head(source, model_dir, head.get_weights(), classes, history, facts)
+        template = shards.serving_template(feature_dirs)
+        serving.save_with_head(template, model_dir, head.get_weights(), classes, history, facts)
     lap("save")
     facts["save_seconds"] = round(time.perf_counter() - clock, 2)
     return facts

@@ -61,30 +61,25 @@ def train_model(
     augment: bool = False,
     augment_views: int = 8,
     batch_size: int = 32,
-    one_task: bool = False,
     cache: str = "",
     **settings,
 ) -> dict:
     """Extract (in ``groups`` tasks, into ``<out>-features-<group>``) then train, as the
-    pipeline runs them; ``one_task``: as its one-task pipeline does, extract handing train
-    the serving model in memory; ``cache``: extract's backbone cache. ``settings``: backbone,
+    pipeline runs them; ``cache``: extract's backbone cache. ``settings``: backbone,
     weights, image_size, seed, epochs, ... ."""
     from components.extract import extract
-    from components.serving import Template
     from components.train import train
 
     shared = {k: settings[k] for k in ("backbone", "weights", "image_size", "seed")}
     dirs = [str(out.parent / f"{out.name}-features-{g}") for g in range(groups)]
-    template = Template() if one_task else None
     for group, folder in enumerate(dirs):
         extract(
             str(dataset_dir), folder, group=group, groups=groups, batch_size=batch_size,
-            augment=augment, augment_views=augment_views, template=template, cache=cache,
+            augment=augment, augment_views=augment_views, cache=cache,
             **shared,
         )  # fmt: skip
     return train(
-        str(dataset_dir), dirs, str(out), batch_size=batch_size, augment=augment,
-        template=template, **settings,
+        str(dataset_dir), dirs, str(out), batch_size=batch_size, augment=augment, **settings,
     )  # fmt: skip
 
 

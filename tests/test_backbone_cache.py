@@ -44,21 +44,17 @@ def _entries(cache: Path) -> list[str]:
 def test_a_cached_backbone_gives_the_features_and_model_a_built_one_gives(
     split_dir, tmp_path, monkeypatch
 ):
-    """The one-task pipeline's way: the first run builds and stores, the second loads,
+    """The first run builds and stores, the second loads,
     builds nothing, and writes the same feature shards and the same served model."""
     cache = tmp_path / "cache"
     settings = {"epochs": 3, "patience": 3, "seed": 0, "weights": str(imagenet_mobilenet())}
-    cold_facts = train_model(
-        split_dir, tmp_path / "cold", one_task=True, cache=str(cache), **settings, **LEARNS
-    )
+    cold_facts = train_model(split_dir, tmp_path / "cold", cache=str(cache), **settings, **LEARNS)
     (cold,) = feature_dirs(tmp_path / "cold")
     assert json.loads(Path(cold, shards.FEATURE_INDEX).read_text())["backbone_cache"] == "built"
     assert len(_entries(cache)) == 1
 
     monkeypatch.setattr(backbone, "build_backbone", lambda *a, **k: pytest.fail("built"))
-    warm_facts = train_model(
-        split_dir, tmp_path / "warm", one_task=True, cache=str(cache), **settings, **LEARNS
-    )
+    warm_facts = train_model(split_dir, tmp_path / "warm", cache=str(cache), **settings, **LEARNS)
     (warm,) = feature_dirs(tmp_path / "warm")
     assert json.loads(Path(warm, shards.FEATURE_INDEX).read_text())["backbone_cache"] == "loaded"
     assert _shards(warm) == _shards(cold)

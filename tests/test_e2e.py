@@ -320,7 +320,7 @@ def test_a_failing_step_fails_the_run_with_its_reason_and_publishes_nothing(tmp_
     assert log.name == "extract.log" and log.parent.name == "logs"
     logged = [line for line in log.read_text().splitlines() if line.strip()]
     assert rest[1:-1] == logged[-len(rest[1:-1]) :]
-    assert len(rest[1:-1]) <= 20 and "[2/5] extract   started" in done.stdout
+    assert len(rest[1:-1]) <= 20 and "[3/6] extract   started" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
     assert tree_bytes(tmp_path / "reg") == before and not (tmp_path / "summary.json").exists()
 

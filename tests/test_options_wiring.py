@@ -15,9 +15,6 @@ from components import parameters
 INPUTS = parameters.pipeline_inputs()
 # A step input named otherwise than the pipeline parameter it takes.
 RENAMED = {"groups": "extract_workers"}
-# What the one-task pipeline (a local run with one extract worker) ignores, as its
-# docstring says.
-ONE_TASK_IGNORES = {"extract_workers"}
 
 
 def sources(doc: dict) -> dict[tuple[str, str], tuple[str, str]]:
@@ -52,25 +49,21 @@ def sources(doc: dict) -> dict[tuple[str, str], tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory) -> dict[str, dict]:
-    """Both pipelines a run may use, compiled and read back by KFP's own loader."""
-    docs = {}
-    for one_task in (False, True):
-        path = tmp_path_factory.mktemp("spec") / "pipeline.yaml"
-        compiler.Compiler().compile(pipeline.make_pipeline(one_task=one_task), str(path))
-        loaded = kfp_components.load_component_from_file(str(path))
-        assert set(loaded.component_spec.inputs) == set(INPUTS)
-        docs["one task" if one_task else "fanned out"] = next(yaml.safe_load_all(path.read_text()))
-    return docs
+def compiled(tmp_path_factory) -> dict:
+    """The pipeline every run uses, compiled and read back by KFP's own loader."""
+    path = tmp_path_factory.mktemp("spec") / "pipeline.yaml"
+    compiler.Compiler().compile(pipeline.shapes_pipeline, str(path))
+    loaded = kfp_components.load_component_from_file(str(path))
+    assert set(loaded.component_spec.inputs) == set(INPUTS)
+    return next(yaml.safe_load_all(path.read_text()))
 
 
-@pytest.mark.parametrize("build", ["fanned out", "one task"])
-def test_every_step_input_comes_from_its_pipeline_parameter_never_a_constant(compiled, build):
+def test_every_step_input_comes_from_its_pipeline_parameter_never_a_constant(compiled):
     """A step's input named after a pipeline parameter (or renamed, RENAMED) is wired to
     that parameter; every other input is an upstream task's output, a loop item or one of
     KFP's run placeholders, never a value fixed when compiling (a hard-coded default, or a
     component default that pipeline.py left in place). And every parameter reaches a step."""
-    wired = sources(compiled[build])
+    wired = sources(compiled)
     wrong = {}
     for (task, key), source in wired.items():
         expected = RENAMED.get(key, key)
@@ -83,5 +76,4 @@ def test_every_step_input_comes_from_its_pipeline_parameter_never_a_constant(com
             wrong[(task, key)] = source
     assert not wrong, f"step inputs not wired to their parameter: {wrong}"
     reached = {source[1] for source in wired.values() if source[0] == "parameter"}
-    ignored = ONE_TASK_IGNORES if build == "one task" else set()
-    assert set(INPUTS) - reached == ignored
+    assert set(INPUTS) - reached == set()

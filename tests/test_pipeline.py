@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kfp import compiler, components
+from kfp import components
 
 import pipeline
 from components import cli, cluster, kfp_components
@@ -46,25 +46,6 @@ def test_spec_loads_in_kfp_with_extract_fanned_out(spec):
             "outputArtifactKey": "pipelinechannel--extract-features",
             "producerTask": "for-loop-1",
         }
-
-
-def test_the_one_task_pipeline_extracts_and_trains_in_one_gpu_task(tmp_path):
-    """What a local run with one extract worker runs: no plan, no loop, one task on a GPU,
-    whose features evaluate reads; the same parameters as the fanned-out pipeline."""
-    path = tmp_path / "one-task.yaml"
-    compiler.Compiler().compile(pipeline.make_pipeline(gpus=1, one_task=True), str(path))
-    loaded = components.load_component_from_file(str(path))
-    assert loaded.component_spec.inputs == pipeline.shapes_pipeline.component_spec.inputs
-    doc = pipeline_doc(path)
-    root = doc["root"]["dag"]["tasks"]
-    assert set(root) == {"split", "extract-and-train", "evaluate", "condition-1"}
-    features = root["evaluate"]["inputs"]["artifacts"]["one_task_features"]["taskOutputArtifact"]
-    assert features == {"outputArtifactKey": "features", "producerTask": "extract-and-train"}
-    model = root["evaluate"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
-    assert model["producerTask"] == "extract-and-train"
-    container = doc["deploymentSpec"]["executors"]["exec-extract-and-train"]["container"]
-    assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    assert container["image"] == kfp_components.GPU_IMAGE
 
 
 def test_extract_and_train_ask_for_gpus_and_tolerate_gpu_nodes(spec):

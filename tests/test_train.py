@@ -249,23 +249,6 @@ def test_training_only_the_head_builds_no_backbone(trained, split_dir, tmp_path,
     np.testing.assert_array_equal(_scores(tmp_path / "m", split_dir), _scores(trained, split_dir))
 
 
-def test_extract_and_train_in_one_process_save_the_model_the_files_way_saves(
-    trained, split_dir, tmp_path
-):
-    """Handed the serving functions in memory (the one-task pipeline), train saves the
-    model that completing extract's written template gives, trained head and all; extract
-    writes no template."""
-    out = tmp_path / "m"
-    weights = str(imagenet_mobilenet())
-    train_model(
-        split_dir, out, one_task=True, epochs=5, patience=5, seed=0, weights=weights, **LEARNS,
-    )  # fmt: skip
-    np.testing.assert_array_equal(_scores(out, split_dir), _scores(trained, split_dir))
-    (features,) = feature_dirs(out)
-    assert json.loads(Path(features, shards.FEATURE_INDEX).read_text())["serving"] is None
-    assert not Path(features, shards.SERVING_TEMPLATE).exists()
-
-
 def test_training_never_reads_the_test_split(trained, split_dir, tmp_path):
     """Test images replaced by noise: the same history, epoch for epoch, and the same model.
     So neither fitting nor early stopping looked at them."""

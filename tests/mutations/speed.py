@@ -1,7 +1,7 @@
 """Mutations of the start-up savings and the backbone cache: each saving must keep its
 results, and a cache must never change or block a run."""
 
-from mutations.base import BAD, CACHE, TRAIN, Mutation
+from mutations.base import CACHE, Mutation
 
 SPEED = [
     # ------------------------------------------------ start-up costs
@@ -18,20 +18,6 @@ SPEED = [
         "import numpy as np\nfrom PIL import Image\n",
         "import numpy as np\nfrom matplotlib import pyplot  # noqa\nfrom PIL import Image\n",
         ("tests/test_cli.py::test_no_mistake_needs_tensorflow_or_matplotlib_to_be_refused",),
-    ),
-    Mutation(
-        "a local run with one extract worker runs extract and train as two tasks",
-        "components/local_run.py",
-        "        pipeline = make_pipeline(one_task=one_task)\n",
-        "        pipeline = make_pipeline(one_task=False)\n",
-        (f"{BAD}::test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache",),
-    ),
-    Mutation(
-        "the model saved from extract's functions in memory keeps the untrained head",
-        "components/serving.py",
-        "        template.head.set_weights(head_weights)\n",
-        "",
-        (f"{TRAIN}::test_extract_and_train_in_one_process_save_the_model_the_files_way_saves",),
     ),
     # ------------------------------------------------ backbone cache
     Mutation(

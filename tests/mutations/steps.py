@@ -96,7 +96,7 @@ STEPS = [
     Mutation(
         "train's model keeps the untrained head of extract's serving model",
         "components/serving.py",
-        "        values[key] = weight.astype(values[key].dtype)\n",
+        "        variable.assign(weight.astype(variable.dtype.as_numpy_dtype))\n",
         "        pass\n",
         ("tests/test_serving_model.py",),
     ),
