@@ -30,6 +30,10 @@ from components.kfp_components import (
 from components.shards import DEFAULT_FEATURE_MEMORY_MB, DEFAULT_SHARD_MB
 
 PIPELINE_NAME = "shapes-transfer-learning"
+# A failed pod (a storage 5xx, a lost node) is retried with backoff where a rerun is safe:
+# every step but export only reads its inputs and writes its own outputs. Export publishes,
+# and is not retried.
+RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0}
 DEFAULT_EXTRACT_WORKERS = 2
 
 
@@ -169,6 +173,7 @@ def make_pipeline(
             max_image_pixels=max_image_pixels, shard_mb=shard_mb,
         )  # fmt: skip
         split_task.set_cpu_request("2").set_memory_request("2G").set_memory_limit("4G")
+        split_task.set_retry(**RETRY)
         dataset = split_task.outputs["dataset"]
 
         training = {
@@ -180,6 +185,7 @@ def make_pipeline(
         }  # fmt: skip
         plan_task = plan(dataset=dataset, extract_workers=extract_workers)
         plan_task.set_cpu_request("1").set_memory_request("512M").set_memory_limit("1G")
+        plan_task.set_retry(**RETRY)
 
         with dsl.ParallelFor(plan_task.output, parallelism=extract_parallelism) as group:
             extract_task = extract(
@@ -189,11 +195,12 @@ def make_pipeline(
                 backbone_cache=backbone_cache,
             )  # fmt: skip
             extract_task.set_cpu_request("4").set_memory_request("4G")
-            extract_task.set_memory_limit("8G")
+            extract_task.set_memory_limit("8G").set_retry(**RETRY)
             on_gpus(extract_task)
 
         train_task = train(**training, features=dsl.Collected(extract_task.outputs["features"]))
         train_task.set_cpu_request("4").set_memory_request("8G").set_memory_limit("16G")
+        train_task.set_retry(**RETRY)
         on_gpus(train_task)
 
         eval_task = evaluate(
@@ -210,6 +217,7 @@ def make_pipeline(
             gate_sample=gate_sample,
         )
         eval_task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("8G")
+        eval_task.set_retry(**RETRY)
         # The gate compares with the registry's production model, which is not an input:
         # a cached decision could be stale.
         eval_task.set_caching_options(False)

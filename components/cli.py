@@ -6,6 +6,7 @@ from the pipeline function (``pipeline.py``), through ``components.parameters``.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -25,7 +26,8 @@ versioned registry if it is good enough. The same Kubeflow pipeline runs on this
 Data: one folder per class of images (local folder, gs:// prefix or .zip).
 """
 EPILOG = """\
-exit status: 0 success; 1 a step failed (its log is named); 2 bad usage or bad input
+exit status: 0 success; 1 a step failed (its log is named) or the machine or storage
+failed (no space, a read-only file system; the cause is named); 2 bad usage or bad input
 (nothing was run or written); 3 the run finished but the gate refused to export the model.
 """
 CLUSTER_ONLY = ("gpus", "gpu_node_selector", "extract_parallelism")
@@ -147,6 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         parameters.check(params)
         params = preflight.resolve_local(params, args.pipeline_root)
         found = preflight.check_inputs(params)
+        preflight.check_output(args.summary, "--summary")
     except InputError as e:
         fail(str(e))
     if args.dry_run:
@@ -166,7 +169,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("\n".join(e.tail), file=sys.stderr)
         print(f"full log: {e.log}", file=sys.stderr)
         return EXIT_STEP_FAILED
-    Path(args.summary).write_text(json.dumps(summary, indent=2))
+    try:
+        Path(args.summary).write_text(json.dumps(summary, indent=2))
+    except OSError as e:  # the run is done (and its model may be published): not bad input
+        fail(f"{args.summary}: {e.strerror}; the run itself finished", EXIT_STEP_FAILED)
     print(report.result_block(summary, args.summary))
     return EXIT_OK if summary["gate"]["passed"] else EXIT_GATE_REFUSED
 
@@ -354,12 +360,22 @@ def version() -> str:
         return "unknown"
 
 
+# The system's failures, not the user's input: the machine or its storage.
+INFRASTRUCTURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+def exit_code_of(error: OSError) -> int:
+    """2 for what the user can fix by another path or permission; 1 for a full or
+    read-only disk or an I/O error, which no other input fixes."""
+    return EXIT_STEP_FAILED if error.errno in INFRASTRUCTURE_ERRNOS else EXIT_BAD_INPUT
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(parser(), argv)
     try:
         code = args.func(args)
-    except OSError as e:  # a path the system refused (permissions, a full disk): one line
-        fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+    except OSError as e:  # one line: what the system refused, and whose fault it is
+        fail(f"{e.filename}: {e.strerror}" if e.filename else str(e), exit_code_of(e))
     sys.exit(code)
 
 

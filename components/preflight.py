@@ -3,9 +3,11 @@ data (the split step's own checks, writing nothing), the registry and the weight
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from components import registry, split, storage
+from components.step import InputError
 
 
 def resolve_local(params: dict, pipeline_root: str) -> dict:
@@ -42,3 +44,19 @@ def check_inputs(params: dict) -> str:
         storage.check_exists(params["weights"])
     images = sum(map(len, classes.values()))
     return f"data: {params['data']}: {images} images, classes {list(classes)}"
+
+
+def check_output(path: str, option: str) -> None:
+    """A file the user named for an output, refused before any step rather than after the
+    run (whose model may be published by then) fails to write it."""
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise InputError(f"{option} {path}: a folder; name a file")
+    if not folder.is_dir():
+        raise InputError(f"{option} {path}: no folder {folder} to write it in; create it first")
+    writable = os.access(folder, os.W_OK | os.X_OK)
+    if not writable or (target.exists() and not os.access(target, os.W_OK)):
+        raise InputError(
+            f"{option} {path}: cannot be written (permission denied); name another file"
+        )

@@ -1,0 +1,108 @@
+"""Errors that tell the truth: bad input is exit 2 and only before anything is written;
+a full or read-only disk is exit 1 naming the cause (made real with a tmpfs and a
+read-only bind mount); an output the user names is checked before any step; the steps a
+rerun cannot harm are retried by KFP, export is not."""
+
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import cli, cli_here
+from kfp import compiler
+
+import pipeline
+
+
+@pytest.mark.parametrize("case", ["no-folder", "a-folder"])
+def test_an_output_the_user_names_is_checked_before_any_step(demo_data, tmp_path, case):
+    """``--summary`` that cannot be written is refused with the other input, by
+    ``--dry-run`` too, not after the run has trained and maybe published."""
+    summary = tmp_path / "missing" / "s.json" if case == "no-folder" else tmp_path
+    done = cli_here(
+        "run", "--dry-run", "--data", str(demo_data), "--registry", str(tmp_path / "reg"),
+        "--summary", str(summary), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: --summary {summary}: ")
+    assert not (tmp_path / "reg").exists()
+
+
+@contextmanager
+def mounted(folder: Path, *options: str):
+    """A real mount at ``folder`` for the test's length; skipped where mounting is not allowed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", *options, str(folder)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@contextmanager
+def full_disk(folder: Path):
+    with mounted(folder, "-t", "tmpfs", "-o", "size=64k", "tmpfs"):
+        with pytest.raises(OSError), open(folder / "filler", "wb") as f:
+            while True:
+                f.write(b"x" * 4096)
+                f.flush()
+        yield folder
+
+
+@contextmanager
+def read_only(folder: Path):
+    source = folder.parent / f"{folder.name}-source"
+    source.mkdir()
+    with mounted(folder, "--bind", "-o", "ro", str(source)):
+        yield folder
+
+
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [(full_disk, "No space left on device"), (read_only, "Read-only file system")],
+    ids=["full-disk", "read-only"],
+)
+def test_a_disk_that_fails_is_exit_1_naming_the_cause(tmp_path, fault, cause):
+    """Writing into a full tmpfs or a read-only mount: one line with the system's own
+    words, exit 1 (no other input would fix it), no traceback."""
+    with fault(tmp_path / "disk") as disk:
+        done = cli("generate", "--out", str(disk / "demo"), "--per-class", "3", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and cause in line and "Traceback" not in done.stderr
+
+
+def test_a_path_the_user_can_fix_is_still_bad_input(tmp_path):
+    """A name that is a file where a folder goes: exit 2, as before."""
+    (tmp_path / "file").write_text("not a folder")
+    done = cli("generate", "--out", str(tmp_path / "file" / "demo"), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "Not a directory" in line
+
+
+def test_every_step_but_export_is_retried_with_backoff(tmp_path):
+    """Read from the compiled spec: a rerun of split, plan, extract, train or evaluate
+    only writes its own outputs again; export publishes and must not run twice."""
+    path = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(pipeline.shapes_pipeline, str(path))
+    doc = next(yaml.safe_load_all(path.read_text()))
+    policies = {}
+
+    def walk(dag: dict) -> None:
+        for name, task in dag["tasks"].items():
+            component = doc["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                walk(component["dag"])
+            else:
+                policies[name] = task.get("retryPolicy")
+
+    walk(doc["root"]["dag"])
+    assert policies.pop("export") is None
+    assert set(policies) == {"split", "plan", "extract", "train", "evaluate"}
+    for name, policy in policies.items():
+        assert policy["maxRetryCount"] == 2 and policy["backoffDuration"] == "30s", name
