@@ -129,10 +129,13 @@ def table(
 
 
 def refresh(work: Path, keep_results: bool) -> None:
-    """``work`` as a new copy of the repository; mutmut's results kept if asked."""
+    """``work`` as a new copy of the repository; mutmut's results kept if asked. Its record
+    of which tests reach which function is never kept: mutmut refreshes it only for
+    functions that changed, so a test written since for an unchanged one would not run."""
     for entry in work.glob("*") if work.exists() else []:
         if not (keep_results and entry.name == "mutants"):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     work.mkdir(exist_ok=True)
     copy_repo(work, untracked=False)
 
