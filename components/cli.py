@@ -6,7 +6,6 @@ from the pipeline function (``pipeline.py``), through ``components.parameters``.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
@@ -14,9 +13,15 @@ from importlib import metadata
 from pathlib import Path
 
 from components import parameters
+from components.exits import (
+    EXIT_GATE_REFUSED,
+    EXIT_OK,
+    EXIT_STEP_FAILED,
+    exit_code_of,
+    fail,
+)
 from components.step import InputError
 
-EXIT_OK, EXIT_STEP_FAILED, EXIT_BAD_INPUT, EXIT_GATE_REFUSED = 0, 1, 2, 3
 DESCRIPTION = """\
 Train an image classifier by transfer learning (a frozen keras.applications backbone under
 a small dense head), evaluate it against the model in production, and publish it to a
@@ -35,11 +40,6 @@ CLUSTER_ONLY = ("gpus", "gpu_node_selector", "extract_parallelism")
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown after each option's help; the descriptions keep their lines."""
-
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(code)
 
 
 # ------------------------------------------------------------ options from the pipeline
@@ -358,16 +358,6 @@ def version() -> str:
         return metadata.version("shapes-pipeline")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-# The system's failures, not the user's input: the machine or its storage.
-INFRASTRUCTURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
-
-
-def exit_code_of(error: OSError) -> int:
-    """2 for what the user can fix by another path or permission; 1 for a full or
-    read-only disk or an I/O error, which no other input fixes."""
-    return EXIT_STEP_FAILED if error.errno in INFRASTRUCTURE_ERRNOS else EXIT_BAD_INPUT
 
 
 def main(argv: list[str] | None = None) -> None:

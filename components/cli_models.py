@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from components.cli import EXIT_OK, fail
+from components.exits import EXIT_OK, fail
 from components.step import InputError
 
 

@@ -76,17 +76,6 @@ def classifier(features: keras.Model, head_model: keras.Model) -> keras.Model:
     return keras.Model(features.input, head_model(features.output), name="classifier")
 
 
-def decode(image_bytes: tf.Tensor | bytes, image_size: int) -> tf.Tensor:
-    """An encoded image (PNG, JPEG, GIF, BMP or WebP; grey, RGB, RGBA, palette or 16-bit) as
-    RGB float32 pixels in [0, 255], resized to ``image_size`` square (bilinear).
-
-    One function for training, evaluation and the served model, so they cannot disagree.
-    Alpha is dropped, as a conversion to RGB does.
-    """
-    pixels = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    return tf.image.resize(tf.cast(pixels, tf.float32), (image_size, image_size))
-
-
 def image_spec(image_size: int) -> tf.TensorSpec:
     return tf.TensorSpec((None, image_size, image_size, 3), tf.float32, name="images")
 

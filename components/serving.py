@@ -17,7 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from components import artifact
-from components.model import TracedFunction, batched, compiled, decode
+from components.images import decode
+from components.model import TracedFunction, batched, compiled
 from components.step import InputError
 
 

@@ -116,7 +116,7 @@ STEPS = [
     ),
     Mutation(
         "decoder returns all-zero pixels for grey, grey+alpha, RGBA and 16-bit images",
-        "components/model.py",
+        "components/images.py",
         "    pixels = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)\n",
         "    pixels = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)\n"
         "    native = tf.shape(tf.io.decode_image(image_bytes, expand_animations=False))[-1]\n"
