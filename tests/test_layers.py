@@ -4,6 +4,7 @@ functions, then the helpers. Read from the source (every ``import``, top-level o
 function), so a lazy import cannot hide an upward one."""
 
 import ast
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,3 +73,14 @@ def test_no_import_cycle():
     for start in sorted(edges):
         if start not in state:
             visit(start, [start])
+
+
+def test_the_design_diagram_names_every_module_in_its_layer():
+    """docs/design.md's diagram is the layers as they are: each module under its layer."""
+    text = (REPO / "docs" / "design.md").read_text().split("## One pipeline")[0]
+    blocks = text.split("\n     |\n")
+    assert len(blocks) == len(LAYERS) + 1
+    for rank, block in enumerate(blocks):
+        named = set(re.findall(r"(\w+)\.py\b", block))
+        for module in modules():
+            assert (module in named) == (layer(module) == rank), (module, rank)
