@@ -16,14 +16,15 @@ from gcp_storage_emulator.server import create_server
 from google.cloud import storage as gcs
 from helpers import (
     LEARNS,
-    KfpApi,
     assert_varied,
     feature_dirs,
     imagenet_mobilenet,
+    missing_prerequisites,
     split_images,
     train_model,
 )
 from hypothesis import HealthCheck, settings
+from kfp_api import KfpApi
 
 from components import serving, storage
 from components.demo_data import generate
@@ -188,3 +189,10 @@ def api(request):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def pytest_report_header(config) -> list[str]:
+    """Before any test runs: one line for what the tests need from outside the repository
+    and this machine lacks (the tests that need it fail naming it again)."""
+    missing = missing_prerequisites()
+    return [f"missing for some tests: {'; '.join(missing)}"] if missing else []

@@ -9,9 +9,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import keras
 import numpy as np
@@ -35,16 +33,34 @@ def imagenet_mobilenet() -> Path:
     """The real ImageNet weights of ``keras.applications.MobileNet`` kept beside the project
     (``../shared/weights/``; ``SHAPES_TEST_WEIGHTS`` overrides), which Keras cannot download
     here. Tests that need a model whose outputs differ from image to image use them."""
-    name = "mobilenet_1_0_224_imagenet_notop.weights.h5"
+    found = _weights_file()
+    if found is None:
+        pytest.fail(MISSING["weights"])
+    return found
+
+
+WEIGHTS = "mobilenet_1_0_224_imagenet_notop.weights.h5"
+CHROMIUM = "/usr/bin/chromium"
+# What some tests need from outside the repository, and the one line that says so.
+MISSING = {
+    "weights": f"no {WEIGHTS} in ../shared/weights/: set SHAPES_TEST_WEIGHTS to that file",
+    "chromium": f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)",
+}
+
+
+def _weights_file() -> Path | None:
     candidates = [
         os.environ.get("SHAPES_TEST_WEIGHTS", ""),
-        Path(__file__).resolve().parents[2] / "shared" / "weights" / name,
-        Path("/work/shared/weights") / name,
+        Path(__file__).resolve().parents[2] / "shared" / "weights" / WEIGHTS,
+        Path("/work/shared/weights") / WEIGHTS,
     ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    pytest.fail(f"no {name}: set SHAPES_TEST_WEIGHTS to the MobileNet ImageNet weights file")
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+def missing_prerequisites() -> list[str]:
+    """The lines of :data:`MISSING` for what this machine lacks."""
+    lacks = {"weights": _weights_file() is None, "chromium": not Path(CHROMIUM).exists()}
+    return [MISSING[k] for k, missing in lacks.items() if missing]
 
 
 # MobileNet with ImageNet weights at 48 px, trained a few epochs: right on most test images
@@ -280,91 +296,6 @@ def images_by_path(dataset_dir: Path, split: str = "test") -> dict[str, bytes]:
     manifest = dataset.read_manifest(dataset_dir)
     rows = {i for i, e in enumerate(manifest) if e.split == split}
     return {manifest[r].path: image for r, image in shards.image_rows(dataset_dir, split, rows)}
-
-
-# ------------------------------------------------- a recording Kubeflow Pipelines API
-
-API = "/apis/v2beta1"
-
-
-class KfpApi(ThreadingHTTPServer):
-    """Records every request; answers with what the KFP API server would."""
-
-    def __init__(self, run_states: list[str]):
-        self.requests: list[dict] = []
-        self.run_states = run_states
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    def answer(self, method: str, path: str) -> tuple[int, dict]:
-        if (method, path) == ("GET", f"{API}/healthz"):
-            return 200, {"multi_user": False}
-        if (method, path) == ("GET", f"{API}/experiments"):
-            return 200, {}  # no experiment of that name yet
-        if (method, path) == ("POST", f"{API}/experiments"):
-            body = self.requests[-1]["body"]
-            return 200, {"experiment_id": "exp-1", "display_name": body["display_name"]}
-        if (method, path) == ("POST", f"{API}/runs"):
-            return 200, {"run_id": "run-1", "state": "PENDING"}
-        if (method, path) == ("GET", f"{API}/runs/run-1"):
-            return 200, {"run_id": "run-1", "state": self.run_states.pop(0)}
-        if (method, path) == ("POST", f"{API}/recurringruns"):
-            return 200, {"recurring_run_id": "rr-1", "status": "ENABLED"}
-        return 404, {"error": f"no route {method} {path}"}
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: KfpApi
-
-    def _handle(self) -> None:
-        url = urlparse(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        self.server.requests.append(
-            {
-                "method": self.command,
-                "path": url.path,
-                "query": parse_qs(url.query),
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-                "body": json.loads(raw) if raw else None,
-            }
-        )
-        status, answer = self.server.answer(self.command, url.path)
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = _handle
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-def cluster_cli(*args: str, env: dict | None = None, tmp_path: Path) -> subprocess.CompletedProcess:
-    """``shapes-pipeline ARGS`` with a bare environment: only what the CronJob's pod has."""
-    base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NO_PROXY": "127.0.0.1"}
-    if "PYTHONPATH" in os.environ:  # make mutation: the code under test is a copy
-        base["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    return subprocess.run(
-        [sys.executable, "-m", "components.cli", *args],
-        env={**base, **(env or {})},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def only(api: "KfpApi", method: str, path: str) -> dict:
-    """The one request of ``method`` to ``path`` the API server recorded."""
-    (found,) = [r for r in api.requests if (r["method"], r["path"]) == (method, path)]
-    return found
 
 
 class Interleaving:

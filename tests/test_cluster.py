@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import API, cluster_cli, only
+from kfp_api import API, cluster_cli, only
 
 from components.cluster import kfp_cron
 from components.step import InputError

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import API, cluster_cli, only
+from kfp_api import API, cluster_cli, only
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import API, cli_here, only
+from helpers import cli_here
 from hypothesis import given
 from hypothesis import strategies as st
+from kfp_api import API, only
 
 from components import cli, parameters
 

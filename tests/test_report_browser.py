@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import save_oracle, save_oracle_features
+from helpers import CHROMIUM, MISSING, save_oracle, save_oracle_features
 from PIL import Image
 
 from components.evaluate import evaluate
@@ -16,7 +16,6 @@ from components.split import split_dataset
 
 pytestmark = pytest.mark.slow  # trains, exports or starts a browser
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 # Flags the machine's closed network needs (no background connections, no sandbox as root).
 FLAGS = [
@@ -66,7 +65,7 @@ def ten_class_report(tmp_path_factory) -> Path:
 
 def test_report_renders_in_chromium_with_every_image(ten_class_report):
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
+        pytest.fail(MISSING["chromium"])
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []
