@@ -46,15 +46,22 @@ def new_version(content_sha256: str) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{content_sha256[:8]}"
 
 
+NAME_TRIES = 25
+
+
 def unused_version(registry: str, model_name: str, content_sha256: str) -> str:
     """A new version name that no folder has yet: what a crashed export of the same model
     left in the same second (a folder without metadata) would otherwise be in the way."""
     taken = set(storage.list_folders(registry_path(registry, model_name)))
-    version = new_version(content_sha256)
-    while version in taken:
-        time.sleep(0.2)
+    for _ in range(NAME_TRIES):  # a name is a second's: the next second's is free
         version = new_version(content_sha256)
-    return version
+        if version not in taken:
+            return version
+        time.sleep(0.2)
+    raise storage.StorageError(
+        f"{registry_path(registry, model_name)}: no free version name after "
+        f"{NAME_TRIES} tries (is the clock stuck?); run export again"
+    )
 
 
 def verify_in_fresh_process(

@@ -300,3 +300,22 @@ def test_a_free_version_name_is_taken_at_once(tmp_path, monkeypatch):
     content = "cd" * 32
     (tmp_path / MODEL / "20200101T000000Z-cdcdcdcd").mkdir(parents=True)
     assert unused_version(str(tmp_path), MODEL, content).endswith(f"-{content[:8]}")
+
+
+def test_a_clock_that_never_moves_gives_up_naming_the_registry(tmp_path, monkeypatch):
+    """Every name taken however long it waits (a stuck clock): a bounded number of tries,
+    then one line naming the model's folder, instead of waiting for ever."""
+    from components import export as export_module
+
+    stuck = "20200101T000000Z-efefefef"
+    (tmp_path / MODEL / stuck).mkdir(parents=True)
+    slept = []
+    monkeypatch.setattr(export_module, "new_version", lambda content: stuck)
+    monkeypatch.setattr(time, "sleep", slept.append)
+    with pytest.raises(storage.StorageError) as refused:
+        unused_version(str(tmp_path), MODEL, "ef" * 32)
+    assert str(refused.value) == (
+        f"{tmp_path / MODEL}: no free version name after {export_module.NAME_TRIES} tries "
+        "(is the clock stuck?); run export again"
+    )
+    assert slept == [0.2] * export_module.NAME_TRIES
