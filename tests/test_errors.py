@@ -3,16 +3,20 @@ a full or read-only disk is exit 1 naming the cause (made real with a tmpfs and 
 read-only bind mount); an output the user names is checked before any step; the steps a
 rerun cannot harm are retried by KFP, export is not."""
 
+import json
+import os
 import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import cli, cli_here
+from helpers import REPO, cli, cli_here
 from kfp import compiler
 
 import pipeline
+from components import preflight
 
 
 @pytest.mark.parametrize("case", ["no-folder", "a-folder"])
@@ -106,3 +110,50 @@ def test_every_step_but_export_is_retried_with_backoff(tmp_path):
     assert set(policies) == {"split", "plan", "extract", "train", "evaluate"}
     for name, policy in policies.items():
         assert policy["maxRetryCount"] == 2 and policy["backoffDuration"] == "30s", name
+
+
+def test_an_output_file_that_exists_and_can_be_written_is_taken(tmp_path):
+    """A rerun writes its summary over the last one: that is no mistake."""
+    existing = tmp_path / "summary.json"
+    existing.write_text("{}")
+    assert preflight.check_output(str(existing), "--summary") is None
+    assert preflight.check_output(str(tmp_path / "new.json"), "--summary") is None
+
+
+AS_USER = """
+import json, os, sys
+from components import preflight
+tmp = sys.argv[1]
+locked, file_locked = os.path.join(tmp, "locked"), os.path.join(tmp, "open", "s.json")
+os.mkdir(locked)
+os.chmod(locked, 0o555)
+os.mkdir(os.path.dirname(file_locked))
+open(file_locked, "w").close()
+os.chmod(file_locked, 0o444)
+out = {}
+for path in (os.path.join(locked, "s.json"), file_locked, os.path.join(tmp, "open", "new.json")):
+    try:
+        out[path] = preflight.check_output(path, "--summary")
+    except preflight.InputError as e:
+        out[path] = str(e)
+print(json.dumps(out))
+"""
+
+
+def test_an_output_this_user_cannot_write_is_refused(tmp_path):
+    """As a user without write permission (root gives up the capabilities that override
+    it): a read-only folder or a read-only file is refused naming it; a writable folder is not."""
+    preflight.check_output(str(tmp_path / "s.json"), "--summary")  # mutmut: this reaches it
+    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
+    done = subprocess.run(
+        [*(prefix if os.geteuid() == 0 else []), sys.executable, "-c", AS_USER, str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    refusal = "cannot be written (permission denied); name another file"
+    locked, file_locked = tmp_path / "locked" / "s.json", tmp_path / "open" / "s.json"
+    assert found[str(locked)] == f"--summary {locked}: {refusal}"
+    assert found[str(file_locked)] == f"--summary {file_locked}: {refusal}"
+    assert found[str(tmp_path / "open" / "new.json")] is None
