@@ -147,9 +147,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = pipeline_params(args)
     try:
         parameters.check(params)
+        preflight.check_output(args.summary, "--summary")  # cheap: before demo data or a scan
         params = preflight.resolve_local(params, args.pipeline_root)
         found = preflight.check_inputs(params)
-        preflight.check_output(args.summary, "--summary")
     except InputError as e:
         fail(str(e))
     if args.dry_run:
