@@ -58,7 +58,7 @@ def find_weights() -> Path:
 def run(data: Path, work: Path, weights: str, image_size: int, extra: list[str]) -> dict:
     summary = work / "summary.json"
     subprocess.run(
-        [sys.executable, "-m", "components.cli", "run", "--data", str(data),
+        [sys.executable, "-m", "shapes_pipeline.runners.cli", "run", "--data", str(data),
          "--registry", str(work / "registry"), "--pipeline-root", str(work / "runs"),
          "--summary", str(summary), "-q", "--backbone", "MobileNet", "--weights", weights,
          "--image-size", str(image_size), "--min-accuracy", "0", *extra],

@@ -77,7 +77,7 @@ def gflop_per_image(extractor) -> float:
 
 def feature_throughput(extractor, images, batch_size: int) -> float:
     """Warm images per second of the backbone, as the train step runs it."""
-    from components import model
+    from shapes_pipeline.helpers import model
 
     size = extractor.input_shape[1]
     extract = model.batched(
@@ -103,7 +103,7 @@ def notebook_epochs(extractor, head, data) -> Callable[[int], list[float]]:
     import keras
     import numpy as np
 
-    from components import model
+    from shapes_pipeline.helpers import model
 
     # steps_per_epoch = n // 32 and validation_steps = n_test // 32, as the notebook had
     steps = (len(data["train"][1]) + len(data["val"][1])) // 32
@@ -154,7 +154,7 @@ def measure_in_process(
     import keras
     import numpy as np
 
-    from components import dataset, model, shards
+    from shapes_pipeline.helpers import dataset, model, shards
 
     keras.utils.set_random_seed(0)
     classes = dataset.class_names(dataset.read_manifest(dataset_dir))
@@ -199,8 +199,8 @@ def write_weights_file(path: str, backbone: str, image_size: int) -> None:
     """
     import keras
 
-    from components import backbone as nets
-    from components.parameters import defaults
+    from shapes_pipeline.helpers import backbone as nets
+    from shapes_pipeline.helpers.settings import defaults
 
     nets.devices()
     keras.utils.set_random_seed(defaults()["seed"])  # as extract seeds its build
@@ -223,7 +223,7 @@ def pipeline_run(
     tmp.mkdir()
     summary = tmp / "summary.json"
     command = [
-        sys.executable, "-m", "components.cli", "run", "--data", str(data),
+        sys.executable, "-m", "shapes_pipeline.runners.cli", "run", "--data", str(data),
         "--backbone", backbone, "--weights", weights, "--image-size", str(image_size),
         "--min-accuracy", "0", "--registry", str(tmp / "registry"),
         "--pipeline-root", str(tmp / "runs"), "--summary", str(summary), *extra,
@@ -309,8 +309,8 @@ def main() -> None:
     args = cli.parse_args()
 
     from bench.worktree import checkouts
-    from components.demo_data import generate
-    from components.split import split_dataset
+    from shapes_pipeline.helpers.demo_data import generate
+    from shapes_pipeline.steps.split import split_dataset
 
     with (
         tempfile.TemporaryDirectory(prefix="shapes-bench-") as tmp,

@@ -32,7 +32,7 @@ def run(code: Path, data: Path, work: Path, workers: int | None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code)}
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "components.cli", "run", "--data", str(data),
+        [sys.executable, "-m", "shapes_pipeline.runners.cli", "run", "--data", str(data),
          "--registry", str(work / "registry"), "--pipeline-root", str(work / "runs"),
          "--summary", str(summary), "-q", *SETTINGS, *extra],
         cwd=work, env=env, capture_output=True, text=True,
@@ -79,7 +79,7 @@ def main() -> None:
     args = cli.parse_args()
     sys.path.insert(0, str(REPO))
     from bench.worktree import checkouts
-    from components.demo_data import generate
+    from shapes_pipeline.helpers.demo_data import generate
 
     results = []
     with (

@@ -38,10 +38,10 @@ def split(
     shard_mb: float,
     dataset: Output[Dataset],
 ):
-    from components.step import step
+    from shapes_pipeline.helpers.step import step
 
     with step("split", dataset.metadata):
-        from components.split import split_dataset
+        from shapes_pipeline.steps.split import split_dataset
 
         facts = split_dataset(
             data, dataset.path, seed=seed, train_fraction=train_fraction,
@@ -53,10 +53,10 @@ def split(
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def plan(dataset: Input[Dataset], extract_workers: int) -> List[int]:  # noqa: UP006
     """The extract groups: one per worker, never more than there are shards."""
-    from components.step import step
+    from shapes_pipeline.helpers.step import step
 
     with step("plan", {}):
-        from components.shards import groups
+        from shapes_pipeline.helpers.shards import groups
 
         return groups(dataset.path, extract_workers)
 
@@ -82,11 +82,11 @@ def extract(
     backbone_cache: str,
     features: Output[Dataset],
 ):
-    from components.step import step
+    from shapes_pipeline.helpers.step import step
 
     with step("extract", features.metadata, group=group):
-        from components.extract import extract
-        from components.facts import Augmentation
+        from shapes_pipeline.helpers.facts import Augmentation
+        from shapes_pipeline.steps.extract import extract
 
         facts = extract(
             dataset.path, features.path, group=group, groups=groups, backbone=backbone,
@@ -126,11 +126,11 @@ def train(
     feature_memory_mb: int,
     model: Output[Model],
 ):
-    from components.step import step
+    from shapes_pipeline.helpers.step import step
 
     with step("train", model.metadata):
-        from components.facts import Augmentation
-        from components.train import train
+        from shapes_pipeline.helpers.facts import Augmentation
+        from shapes_pipeline.steps.train import train
 
         facts = train(
             dataset.path,
@@ -179,12 +179,12 @@ def evaluate(
     gate_sample: int,
     features: Input[List[Dataset]],  # noqa: UP006
 ) -> bool:
-    """Returns the gate's decision: export or not (see ``components.evaluate.decide``);
+    """Returns the gate's decision: export or not (see ``shapes_pipeline.steps.evaluate.decide``);
     ``features``: every extract task's."""
-    from components.step import step
+    from shapes_pipeline.helpers.step import step
 
     with step("evaluate", evaluation.metadata):
-        from components.evaluate import evaluate
+        from shapes_pipeline.steps.evaluate import evaluate
 
         result = evaluate(
             dataset.path,
@@ -232,10 +232,10 @@ def export(
 ):
     import json
 
-    from components.step import step
+    from shapes_pipeline.helpers.step import step
 
     with step("export", registered_model.metadata):
-        from components.export import export
+        from shapes_pipeline.steps.export import export
 
         facts = export(
             model.path,

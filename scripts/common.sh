@@ -15,7 +15,7 @@ image_names() {
         echo "error: $PYTHON not found: run 'make' setup first (or set PYTHON)" >&2
         exit 2
     fi
-    read -r CPU_IMAGE GPU_IMAGE < <("$PYTHON" -c 'from components import kfp_components as k; print(k.CPU_IMAGE, k.GPU_IMAGE)')
+    read -r CPU_IMAGE GPU_IMAGE < <("$PYTHON" -c 'from shapes_pipeline.kubeflow.components import kfp_components as k; print(k.CPU_IMAGE, k.GPU_IMAGE)')
     export CPU_IMAGE GPU_IMAGE
 }
 

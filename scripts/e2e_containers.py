@@ -30,6 +30,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from shapes_pipeline.helpers import settings
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -117,9 +119,11 @@ def chown_tree(path: Path, uid: int) -> None:
 def run_pipeline(root: Path, per_class: int, label: str) -> dict:
     from kfp import local
 
-    import pipeline
-    from components import kfp_components, local_run, parameters, preflight
-    from components.demo_data import generate
+    from shapes_pipeline.helpers.demo_data import generate
+    from shapes_pipeline.kubeflow import pipeline
+    from shapes_pipeline.kubeflow.components import kfp_components
+    from shapes_pipeline.runners import local_run, parameters
+    from shapes_pipeline.steps import preflight
 
     image = local_name(kfp_components.CPU_IMAGE)
     found = subprocess.run(["podman", "image", "exists", image], check=False)
@@ -137,7 +141,7 @@ def run_pipeline(root: Path, per_class: int, label: str) -> dict:
     registry.mkdir()
     chown_tree(root, IMAGE_UID)
 
-    params = {**parameters.defaults(), **FAST, "data": str(data), "registry": str(registry)}
+    params = {**settings.defaults(), **FAST, "data": str(data), "registry": str(registry)}
     parameters.check(params)
     preflight.check_inputs(params)
     # No network in the steps: data and registry are local, nothing is downloaded.

@@ -88,7 +88,7 @@ previous=$(podman image inspect --format '{{.Id}}' "$CPU_IMAGE" 2>/dev/null || t
 podman build --build-arg "BASE_IMAGE=$BASE_IMAGE" "${SECRET_ARGS[@]}" \
     -t "$CPU_IMAGE" -f docker/Dockerfile.cpu .
 podman run --rm "$CPU_IMAGE" python3 -c \
-    'import components, kfp, tensorflow as tf, os; print("image ok: uid", os.getuid(), "kfp", kfp.__version__, "tensorflow", tf.__version__)'
+    'import shapes_pipeline.kubeflow.components, kfp, tensorflow as tf, os; print("image ok: uid", os.getuid(), "kfp", kfp.__version__, "tensorflow", tf.__version__)'
 # The image this build replaced, if nothing else names it (it is 2 GB).
 if [ -n "$previous" ] && [ "$(podman image inspect --format '{{.Id}}' "$CPU_IMAGE")" != "$previous" ] &&
     [ -z "$(podman image inspect --format '{{.RepoTags}}' "$previous" | tr -d '[]')" ]; then
@@ -103,6 +103,6 @@ if [ "${WITH_GPU:-0}" = 1 ]; then
     podman build --build-arg "BASE_IMAGE=$BASE_IMAGE" "${SECRET_ARGS[@]}" \
         -t "$GPU_IMAGE" -f docker/Dockerfile.gpu .
     podman run --rm "$GPU_IMAGE" python3 -c \
-        'import components, kfp, tensorflow as tf, os; assert tf.test.is_built_with_cuda(); print("image ok: uid", os.getuid(), "tensorflow", tf.__version__, "built with CUDA")'
+        'import shapes_pipeline.kubeflow.components, kfp, tensorflow as tf, os; assert tf.test.is_built_with_cuda(); print("image ok: uid", os.getuid(), "tensorflow", tf.__version__, "built with CUDA")'
     echo "built $GPU_IMAGE"
 fi

@@ -51,6 +51,7 @@ SCOPE: dict[str, tuple[str, ...] | None] = {
 # TensorFlow test hangs in a forked process whatever the mutant (seen with mutmut's
 # default isolation), so a timeout proves nothing until it is looked at.
 DETECTED = {1, 3}
+LAYERS = ("steps", "helpers", "runners")
 TIMEOUTS = {24, -24, 152, 255, 36}
 
 
@@ -59,7 +60,13 @@ def explained() -> set[str]:
     under its "Surviving mutants" heading, a mutant's name in backticks."""
     text = (REPO / "docs" / "testing.md").read_text()
     section = text.split("### Surviving mutants", 1)[-1].split("\n#", 1)[0]
-    return set(re.findall(r"^\| `(components\.[\w.]+)`", section, re.MULTILINE))
+    return set(re.findall(r"^\| `(shapes_pipeline\.[\w.]+)`", section, re.MULTILINE))
+
+
+def dotted(module: str) -> str:
+    """A module in scope by its import name, which starts mutmut's names of its mutants."""
+    (layer,) = [f for f in LAYERS if (REPO / "shapes_pipeline" / f / f"{module}.py").is_file()]
+    return f"shapes_pipeline.{layer}.{module}"
 
 
 def patterns(modules: list[str]) -> list[str]:
@@ -67,7 +74,7 @@ def patterns(modules: list[str]) -> list[str]:
     globs = []
     for module in modules:
         functions = SCOPE[module]
-        prefix = f"components.{module}.x"
+        prefix = f"{dotted(module)}.x"
         globs += (
             [f"{prefix}*"] if functions is None else [f"{prefix}_{f}__mutmut_*" for f in functions]
         )
@@ -79,7 +86,7 @@ def function_glob(text: str) -> str:
     module, _, function = text.partition(".")
     if module not in SCOPE or not function or function not in (SCOPE[module] or (function,)):
         raise argparse.ArgumentTypeError(f"{text}: not a function in scope (module.function)")
-    return f"components.{module}.x_{function}__mutmut_*"
+    return f"{dotted(module)}.x_{function}__mutmut_*"
 
 
 def results(work: Path, modules: list[str]) -> dict[str, int | None]:
@@ -87,7 +94,7 @@ def results(work: Path, modules: list[str]) -> dict[str, int | None]:
     globs = patterns(modules)
     codes: dict[str, int | None] = {}
     for module in modules:
-        meta = work / "mutants" / "components" / f"{module}.py.meta"
+        meta = work / "mutants" / Path(*dotted(module).split(".")).with_suffix(".py.meta")
         if meta.is_file():
             found = json.loads(meta.read_text())["exit_code_by_key"]
             codes.update({k: v for k, v in found.items() if any(fnmatch(k, g) for g in globs)})
@@ -104,7 +111,7 @@ def table(
     unrun: Counter[str] = Counter()
     slow: Counter[str] = Counter()
     for name, code in codes.items():
-        module = name.split(".")[1]
+        module = name.split(".")[2]
         total[module] += 1
         killed[module] += code in DETECTED
         unrun[module] += code is None

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             check(copy, mutation)
         env = {"HYPOTHESIS_PROFILE": "thorough", **os.environ, "PYTHONPATH": str(copy)}
         where = subprocess.run(
-            [sys.executable, "-c", "import components; print(components.__file__)"],
+            [sys.executable, "-c", "import shapes_pipeline; print(shapes_pipeline.__file__)"],
             cwd=copy, env=env, capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         if not where.startswith(str(copy)):

@@ -26,9 +26,9 @@ from helpers import (
 from hypothesis import HealthCheck, settings
 from kfp_api import KfpApi
 
-from components import serving, storage
-from components.demo_data import generate
-from components.split import split_dataset
+from shapes_pipeline.helpers import serving, storage
+from shapes_pipeline.helpers.demo_data import generate
+from shapes_pipeline.steps.split import split_dataset
 
 # Hypothesis: `ci` (the default) keeps make test within its budget and is derandomised, so
 # CI is reproducible; `thorough` (HYPOTHESIS_PROFILE=thorough) draws more, and new, cases
@@ -89,7 +89,7 @@ def trained(split_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def evaluated(trained, split_dir, tmp_path_factory) -> dict:
     """The tiny model's evaluation, with no production model: the gate passes."""
-    from components.evaluate import evaluate
+    from shapes_pipeline.steps.evaluate import evaluate
 
     out = tmp_path_factory.mktemp("evaluated")
     evaluate(
@@ -170,7 +170,7 @@ def fake_gcs_server() -> Iterator[str]:
 
 @pytest.fixture
 def strict_bucket(fake_gcs_server, monkeypatch) -> Iterator[gcs.Bucket]:
-    """A new bucket on fake-gcs-server, which ``components.storage`` uses for this test."""
+    """A new bucket on fake-gcs-server, which the storage helper uses for this test."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs_server)
     storage._client.cache_clear()
     try:

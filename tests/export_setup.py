@@ -5,8 +5,8 @@ reads the SavedModel, it copies and hashes it), its passing evaluation, and a ru
 import json
 from pathlib import Path
 
-from components import artifact, dataset
-from components.export import export
+from shapes_pipeline.helpers import artifact, dataset
+from shapes_pipeline.steps.export import export
 
 MODEL = "shapes"
 CLASSES = ["circles", "squares", "triangles"]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlparse
 
-from components import storage
+from shapes_pipeline.helpers import storage
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -119,7 +119,7 @@ class _Forward(BaseHTTPRequestHandler):
 
 
 def proxied(monkeypatch) -> Iterator[GcsProxy]:
-    """For a fixture's length (``yield from`` it): ``components.storage``, and child
+    """For a fixture's length (``yield from`` it): ``shapes_pipeline.helpers.storage``, and child
     processes, talk to the emulator through a new ``GcsProxy``."""
     server = GcsProxy(os.environ["STORAGE_EMULATOR_HOST"])
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from google.cloud import storage as gcs
 
-from components import model, registry, serving, storage
-from components.evaluate import evaluate
-from components.export import export
-from components.facts import TrainingFacts
+from shapes_pipeline.helpers import model, registry, serving, storage
+from shapes_pipeline.helpers.facts import TrainingFacts
+from shapes_pipeline.steps.evaluate import evaluate
+from shapes_pipeline.steps.export import export
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,8 +83,8 @@ def train_model(
     """Extract (in ``groups`` tasks, into ``<out>-features-<group>``) then train, as the
     pipeline runs them; ``cache``: extract's backbone cache. ``settings``: backbone,
     weights, image_size, seed, epochs, ... ."""
-    from components.extract import extract
-    from components.train import train
+    from shapes_pipeline.steps.extract import extract
+    from shapes_pipeline.steps.train import train
 
     shared = {k: settings[k] for k in ("backbone", "weights", "image_size", "seed")}
     dirs = [str(out.parent / f"{out.name}-features-{g}") for g in range(groups)]
@@ -106,7 +106,7 @@ def feature_dirs(model_dir: Path) -> list[str]:
 
 def split_images(dataset_dir: Path, split: str = "test") -> list[bytes]:
     """A split's encoded images, read from the shards, in manifest order."""
-    from components import dataset, shards
+    from shapes_pipeline.helpers import dataset, shards
 
     rows = {i for i, e in enumerate(dataset.read_manifest(dataset_dir)) if e.split == split}
     return [image for _, image in sorted(shards.image_rows(dataset_dir, split, rows))]
@@ -133,7 +133,7 @@ LEARNING = ["--epochs", "5", "--patience", "5", *options(LEARNS)]
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``shapes-pipeline ARGS`` in a new process, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "components.cli", *args],
+        [sys.executable, "-m", "shapes_pipeline.runners.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -144,7 +144,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def cli_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``shapes-pipeline ARGS`` in this process (for commands refused before any step runs:
     the same code as :func:`cli`, without a new Python's start)."""
-    from components import cli as command_line
+    from shapes_pipeline.runners import cli as command_line
 
     out, err, previous = io.StringIO(), io.StringIO(), os.getcwd()
     os.chdir(cwd)
@@ -245,8 +245,8 @@ def save_oracle_features(dataset_dir: Path, out: Path) -> str:
     at 32 px, float32); returns the folder."""
     import tensorflow as tf
 
-    from components import shards
-    from components.facts import FeatureIndex, FeatureShard
+    from shapes_pipeline.helpers import shards
+    from shapes_pipeline.helpers.facts import FeatureIndex, FeatureShard
 
     out.mkdir(parents=True)
     written = []
@@ -291,7 +291,7 @@ def evaluate_oracle(root: Path, model: str = "model", out: Path | None = None, *
 
 def images_by_path(dataset_dir: Path, split: str = "test") -> dict[str, bytes]:
     """A split's encoded images (read from the shards) by manifest path."""
-    from components import dataset, shards
+    from shapes_pipeline.helpers import dataset, shards
 
     manifest = dataset.read_manifest(dataset_dir)
     rows = {i for i, e in enumerate(manifest) if e.split == split}
@@ -335,3 +335,11 @@ def race(job, inputs: list) -> list:
     with ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(job, x) for x in inputs]
     return [f.exception() or f.result() for f in futures]
+
+
+def pipeline_inputs() -> dict:
+    """Name -> KFP's input spec (``type``, ``default``, ``description``) of the pipeline as
+    KFP built it: what a cluster's UI shows."""
+    from shapes_pipeline.kubeflow.pipeline import shapes_pipeline
+
+    return dict(shapes_pipeline.component_spec.inputs)

@@ -77,7 +77,7 @@ def cluster_cli(*args: str, env: dict | None = None, tmp_path: Path) -> subproce
     if "PYTHONPATH" in os.environ:  # make mutation: the code under test is a copy
         base["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return subprocess.run(
-        [sys.executable, "-m", "components.cli", *args],
+        [sys.executable, "-m", "shapes_pipeline.runners.cli", *args],
         env={**base, **(env or {})},
         cwd=tmp_path,
         capture_output=True,

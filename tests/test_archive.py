@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from helpers import FAST, cli_here, registry_with_a_version, tree_bytes
 
-from components import archive
-from components.dataset import DataError, read_manifest
-from components.split import split_dataset
+from shapes_pipeline.helpers import archive
+from shapes_pipeline.helpers.dataset import DataError, read_manifest
+from shapes_pipeline.steps.split import split_dataset
 
 SPLIT = {"seed": 230, "train_fraction": 0.8, "val_fraction": 0.1}
 

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from helpers import upload_folder
 
-from components.backbone import WeightsError, build_backbone, devices
+from shapes_pipeline.helpers.backbone import WeightsError, build_backbone, devices
 
 
 @pytest.fixture(scope="module")

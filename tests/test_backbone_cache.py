@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from helpers import LEARNS, feature_dirs, imagenet_mobilenet, split_images, train_model
 
-from components import backbone, backbone_cache, serving, shards
+from shapes_pipeline.helpers import backbone, backbone_cache, serving, shards
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +102,7 @@ def test_a_gcs_weights_file_is_keyed_by_its_checksum(tmp_path, bucket):
 
 
 def _extract(split_dir: Path, out: Path, cache: str) -> dict:
-    from components.extract import extract
+    from shapes_pipeline.steps.extract import extract
 
     return extract(
         str(split_dir), str(out), group=0, groups=1, backbone="MobileNet",

@@ -13,8 +13,8 @@ import pytest
 from helpers import FAST, cli, cli_here, registry_with_a_version, tree_bytes
 from PIL import Image
 
-from components.dataset import DataError, read_manifest
-from components.split import split_dataset
+from shapes_pipeline.helpers.dataset import DataError, read_manifest
+from shapes_pipeline.steps.split import split_dataset
 
 SPLIT = {"seed": 230, "train_fraction": 0.8, "val_fraction": 0.1}
 ODD_CLASS = "carrés pleins"  # a space and a non-ASCII letter
@@ -246,8 +246,8 @@ def test_unreadable_folders_and_files_are_named(demo_data, tmp_path):
     ):
         locked.chmod(0)
         done = subprocess.run(
-            [*(prefix if os.geteuid() == 0 else []), sys.executable, "-m", "components.cli",
-             "run", "--data", str(data), "--registry", "reg", *FAST],
+            [*(prefix if os.geteuid() == 0 else []), sys.executable, "-m",
+             "shapes_pipeline.runners.cli", "run", "--data", str(data), "--registry", "reg", *FAST],
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         locked.chmod(0o755)

@@ -12,7 +12,7 @@ import yaml
 from helpers import cli_here, registry_with_a_version, tree_bytes
 from PIL import Image
 
-from components import parameters
+from shapes_pipeline.helpers import settings
 
 # Each refused before anything runs: (arguments, what the one line must say).
 MISTAKES = {
@@ -59,7 +59,7 @@ def test_mistakes_are_refused_in_one_line_writing_nothing(demo_data, tmp_path, c
 
 PROBE = """
 import contextlib, io, json, sys
-from components import cli
+from shapes_pipeline.runners import cli
 codes = []
 for arguments in json.loads(sys.argv[1]):
     with contextlib.redirect_stderr(io.StringIO()):
@@ -102,13 +102,13 @@ def test_backbones_are_the_installed_keras_applications():
         for name in dir(keras.applications)
         if name[:1].isupper() and callable(getattr(keras.applications, name))
     }
-    assert set(parameters.BACKBONES) == installed
+    assert set(settings.BACKBONES) == installed
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone", parameters.MIN_IMAGE_SIZE)
+@pytest.mark.parametrize("backbone", settings.MIN_IMAGE_SIZE)
 def test_the_smallest_image_size_is_the_one_keras_accepts(backbone):
-    smallest = parameters.MIN_IMAGE_SIZE[backbone]
+    smallest = settings.MIN_IMAGE_SIZE[backbone]
     model = getattr(keras.applications, backbone)
     model(include_top=False, weights=None, input_shape=(smallest, smallest, 3))
     with pytest.raises(ValueError):
@@ -134,9 +134,9 @@ def test_config_file_with_flags_over_it_and_dry_run(demo_data, tmp_path):
         assert resolved["backbone"] == "MobileNet" and resolved["min_accuracy"] == 0.5
         assert resolved["epochs"] == 9  # the flag wins over the file
         assert resolved["data"] == str(demo_data) and resolved["seed"] == 230
-        assert set(resolved) == set(parameters.defaults())
+        assert set(resolved) == set(settings.defaults())
         # a local run's tasks share this machine: one extract task unless asked (a cluster: 2)
-        assert resolved["extract_workers"] == 1 < parameters.defaults()["extract_workers"]
+        assert resolved["extract_workers"] == 1 < settings.defaults()["extract_workers"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json", "run.yaml"]
 
 
@@ -188,7 +188,7 @@ def test_a_local_run_leaves_print_as_it_found_it(tmp_path):
     import builtins
     import io
 
-    from components import local_run
+    from shapes_pipeline.runners import local_run
 
     original = builtins.print
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from kfp_api import API, cluster_cli, only
 
-from components.cluster import kfp_cron
-from components.step import InputError
+from shapes_pipeline.helpers.step import InputError
+from shapes_pipeline.runners.cluster import kfp_cron
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = ["--data", "gs://shapes-data/raw", "--registry", "gs://shapes-models/registry"]

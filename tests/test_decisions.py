@@ -22,10 +22,10 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from PIL import Image
 
-from components import report
-from components.evaluate import class_change, decide
-from components.split import split_dataset
-from components.verify import VerificationError, verify
+from shapes_pipeline.helpers import report
+from shapes_pipeline.steps.evaluate import class_change, decide
+from shapes_pipeline.steps.split import split_dataset
+from shapes_pipeline.steps.verify import VerificationError, verify
 
 URI = "registry/shapes/20260101T000000Z-0123abcd"
 # compared-image counts whose fractions are exact decimals, so a regression can be exactly

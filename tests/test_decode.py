@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.images import decode
+from shapes_pipeline.helpers.images import decode
 
 SIZE = 24
 _y, _x = np.mgrid[0:SIZE, 0:SIZE]

@@ -2,8 +2,8 @@
 
 from PIL import Image
 
-from components.dataset import sha256_of
-from components.demo_data import generate
+from shapes_pipeline.helpers.dataset import sha256_of
+from shapes_pipeline.helpers.demo_data import generate
 
 
 def test_layout_size_and_determinism(tmp_path):

@@ -11,6 +11,9 @@ import pytest
 import yaml
 from kfp_api import API, cluster_cli, only
 
+from shapes_pipeline.helpers import settings
+from shapes_pipeline.runners import parameters
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -154,3 +157,24 @@ def test_local_cluster_script_refuses_an_unknown_cluster_kind():
         text=True,
     )
     assert done.returncode == 2 and "usage:" in done.stderr
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_configmap_holds_valid_pipeline_parameters_under_their_own_options(overlay):
+    """Each ConfigMap key named after a pipeline parameter (its name in capitals) reaches
+    the CronJob as that parameter's option, and its value is one the table's type and the
+    checks accept: a parameter renamed or retyped in the table fails here, not at 2 a.m."""
+    docs = {doc["kind"]: doc for doc in yaml.safe_load_all(kustomize(overlay))}
+    config = docs["ConfigMap"]["data"]
+    (container,) = docs["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    named = {
+        key: settings.BY_NAME[key.lower()] for key in config if key.lower() in settings.BY_NAME
+    }
+    assert {"DATA", "REGISTRY", "EPOCHS", "MIN_ACCURACY"} <= set(named)
+    values = settings.defaults()
+    for key, p in named.items():
+        assert f"{p.option}=$({key})" in container["args"], key
+        text = config[key]
+        values[p.name] = {bool: lambda t: t == "true", str: str}.get(p.kind, p.kind)(text)
+        assert p.kind is not bool or text in ("true", "false"), key
+    parameters.check(values)

@@ -26,8 +26,8 @@ from helpers import (
     upload_folder,
 )
 
-from components.dataset import sha256_of
-from components.demo_data import generate
+from shapes_pipeline.helpers.dataset import sha256_of
+from shapes_pipeline.helpers.demo_data import generate
 
 
 @pytest.mark.e2e
@@ -335,7 +335,7 @@ def test_two_runs_sharing_a_pipeline_root_each_find_their_own(tmp_path, demo_dat
             [
                 sys.executable,
                 "-m",
-                "components.cli",
+                "shapes_pipeline.runners.cli",
                 "run",
                 "--data",
                 str(demo_data),

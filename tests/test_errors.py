@@ -15,8 +15,8 @@ import yaml
 from helpers import REPO, cli, cli_here
 from kfp import compiler
 
-import pipeline
-from components import preflight
+from shapes_pipeline.kubeflow import pipeline
+from shapes_pipeline.steps import preflight
 
 
 @pytest.mark.parametrize("case", ["no-folder", "a-folder"])
@@ -122,7 +122,7 @@ def test_an_output_file_that_exists_and_can_be_written_is_taken(tmp_path):
 
 AS_USER = """
 import json, os, sys
-from components import preflight
+from shapes_pipeline.steps import preflight
 tmp = sys.argv[1]
 locked, file_locked = os.path.join(tmp, "locked"), os.path.join(tmp, "open", "s.json")
 os.mkdir(locked)
@@ -157,3 +157,68 @@ def test_an_output_this_user_cannot_write_is_refused(tmp_path):
     assert found[str(locked)] == f"--summary {locked}: {refusal}"
     assert found[str(file_locked)] == f"--summary {file_locked}: {refusal}"
     assert found[str(tmp_path / "open" / "new.json")] is None
+
+
+PLANTED = """
+import sys
+from shapes_pipeline.helpers import registry
+from shapes_pipeline.helpers.step import InfrastructureError
+from shapes_pipeline.runners.cli import main
+
+def planted(*args, **kwargs):
+    raise {error}
+
+registry.listing = planted
+main(["models", "--registry", sys.argv[1]])
+"""
+
+
+@pytest.mark.parametrize(
+    "error, code, line",
+    [
+        ("KeyError('version')", 1, "error: internal error (KeyError: 'version'); the traceback"),
+        ("InfrastructureError('gs://b/r: the storage service failed (503)')", 1,
+         "error: gs://b/r: the storage service failed (503)"),
+        ("ValueError('a broken invariant')", 1, "error: internal error (ValueError: a broken"),
+    ],
+)  # fmt: skip
+def test_a_bug_or_an_outage_is_exit_1_in_one_line(tmp_path, error, code, line):
+    """Neither is the user's input: exit 1, not 2. A bug's traceback goes to a log of its
+    own, named on the line; the terminal shows none."""
+    done = subprocess.run(
+        [sys.executable, "-c", PLANTED.format(error=error), str(tmp_path / "reg")],
+        capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == code, done.stderr
+    (shown,) = done.stderr.strip().splitlines()
+    assert shown.startswith(line) and "Traceback" not in done.stderr
+    logs = list(tmp_path.glob("shapes-pipeline-models-*.log"))
+    if "internal error" in line:
+        (log,) = logs
+        assert str(log) in shown and "Traceback" in log.read_text()
+        assert "planted" in log.read_text()
+    else:
+        assert not logs
+
+
+def test_an_outage_left_after_the_clients_retries_is_infrastructure_not_input():
+    """The storage service's 5xx or 429, or no connection: a later run may succeed and no
+    other input helps, so it is not reported as bad input. A refusal (403, 404, 400) is."""
+    import requests
+    from google.api_core import exceptions as gexc
+
+    from shapes_pipeline.helpers import storage
+    from shapes_pipeline.helpers.step import InfrastructureError
+
+    outages = [gexc.ServiceUnavailable("down"), gexc.InternalServerError("oops"),
+               gexc.TooManyRequests("slow down"), requests.ConnectionError("refused")]  # fmt: skip
+    for error in outages:
+        failed = pytest.raises(InfrastructureError, match="^gs://b/r: the storage service failed")
+        with failed, storage._reporting("gs://b/r"):
+            raise error
+    for error in [gexc.NotFound("gone"), gexc.BadRequest("bad"), gexc.Forbidden("no")]:
+        with (
+            pytest.raises(storage.StorageError, match="^gs://b/r: "),
+            storage._reporting("gs://b/r"),
+        ):
+            raise error

@@ -18,17 +18,17 @@ from helpers import (
 )
 from PIL import Image
 
-from components import shards
-from components.dataset import read_manifest, write_manifest
-from components.evaluate import (
+from shapes_pipeline.helpers import shards
+from shapes_pipeline.helpers.dataset import read_manifest, write_manifest
+from shapes_pipeline.helpers.report import MAX_WRONG, Example, gallery, shown
+from shapes_pipeline.steps.evaluate import (
     ConsistencyError,
     check_consistency,
     decide,
     stratified_sample,
     wilson_interval,
 )
-from components.report import MAX_WRONG, Example, gallery, shown
-from components.split import split_dataset
+from shapes_pipeline.steps.split import split_dataset
 
 COLOURS = {
     "blue": (0, 0, 255),

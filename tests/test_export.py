@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from helpers import EXPORTED, published, run_export, save_oracle
 
-from components import artifact, registry, serving
-from components import export as export_module
-from components.export import export
-from components.predictions import read as read_predictions
-from components.registry import PromotionConflict
-from components.step import InputError
-from components.verify import VerificationError, verify
+from shapes_pipeline.helpers import artifact, registry, serving
+from shapes_pipeline.helpers.predictions import read as read_predictions
+from shapes_pipeline.helpers.registry import PromotionConflict
+from shapes_pipeline.helpers.step import InputError
+from shapes_pipeline.steps import export as export_module
+from shapes_pipeline.steps.export import export
+from shapes_pipeline.steps.verify import VerificationError, verify
 
 pytestmark = pytest.mark.slow  # trains, exports or starts a browser
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from helpers import EXPORTED, Interleaving, published, race, run_export
 
-from components import export as export_module
-from components import registry, storage
-from components.registry import PromotionConflict
-from components.step import InputError
-from components.verify import verify
+from shapes_pipeline.helpers import registry, storage
+from shapes_pipeline.helpers.registry import PromotionConflict
+from shapes_pipeline.helpers.step import InputError
+from shapes_pipeline.steps import export as export_module
+from shapes_pipeline.steps.verify import verify
 
 pytestmark = pytest.mark.slow  # trains, exports or starts a browser
 
@@ -173,7 +173,8 @@ def assert_no_leftovers(registry_uri: str) -> None:
 CRASH = """
 import json, os, sys
 from google.cloud.storage import Blob
-from components import export, storage
+from shapes_pipeline.helpers import storage
+from shapes_pipeline.steps import export
 
 args = json.loads(sys.argv[1])
 where = args.pop("crash")

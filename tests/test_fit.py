@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from components import model
-from components.fit import fit
-from components.shards import load_pixels
+from shapes_pipeline.helpers import model
+from shapes_pipeline.helpers.fit import fit
+from shapes_pipeline.helpers.shards import load_pixels
 
 
 @pytest.fixture(scope="module")

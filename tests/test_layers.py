@@ -1,33 +1,43 @@
-"""The package's layers point one way, and nothing imports in a circle: the command line and
-its runners on top, then the pipeline, then the KFP components, then the steps as plain
-functions, then the helpers. Read from the source (every ``import``, top-level or inside a
-function), so a lazy import cannot hide an upward one."""
+"""The layers point one way, they are the folders, and nothing imports in a circle: the
+runners (``shapes_pipeline/runners/``) on top, then the DAG (``pipeline.py``), then the KFP
+components (``components/``), then the steps as plain functions
+(``shapes_pipeline/steps/``), then the helpers (``shapes_pipeline/helpers/``). Read from the
+source (every ``import``, top-level or inside a function, so a lazy import cannot hide an
+upward one), and from the installed library: it claims no import name but its own."""
 
 import ast
 import re
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
-# Top to bottom; a module may import its own layer and the ones below.
+LIBRARY = "shapes_pipeline"
+# Top to bottom: a layer's folder (or file) and its import prefix. A module may import its
+# own layer and the ones below.
 LAYERS = {
-    "runners": {"cli", "cli_models", "local_run", "cluster", "parameters", "exits"},
-    "pipeline": {"pipeline"},
-    "components": {"kfp_components"},
-    "steps": {"split", "extract", "train", "evaluate", "export", "verify", "preflight"},
+    "runners": (REPO / LIBRARY / "runners", f"{LIBRARY}.runners"),
+    "pipeline": (REPO / "pipeline.py", f"{LIBRARY}.kubeflow.pipeline"),
+    "components": (REPO / "components", f"{LIBRARY}.kubeflow.components"),
+    "steps": (REPO / LIBRARY / "steps", f"{LIBRARY}.steps"),
+    "helpers": (REPO / LIBRARY / "helpers", f"{LIBRARY}.helpers"),
 }
 
 
-def modules() -> dict[str, Path]:
-    found = {p.stem: p for p in (REPO / "components").glob("*.py") if p.stem != "__init__"}
-    return {**found, "pipeline": REPO / "pipeline.py"}
-
-
-def layer(module: str) -> int:
-    """0 for the top layer; every module not named in LAYERS is a helper, the bottom."""
-    for rank, members in enumerate(LAYERS.values()):
-        if module in members:
-            return rank
-    return len(LAYERS)
+def modules() -> dict[str, tuple[int, Path]]:
+    """Every module of the project by its import name: its layer's rank and its file."""
+    found = {}
+    for rank, (where, prefix) in enumerate(LAYERS.values()):
+        if where.suffix == ".py":
+            found[prefix] = (rank, where)
+            continue
+        for path in where.glob("*.py"):
+            name = prefix if path.stem == "__init__" else f"{prefix}.{path.stem}"
+            found[name] = (rank, path)
+    return found
 
 
 def imports(path: Path, known: set[str]) -> set[str]:
@@ -35,27 +45,41 @@ def imports(path: Path, known: set[str]) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "components":
-                found |= {a.name for a in node.names}
-            elif node.module.startswith("components.") or node.module == "pipeline":
-                found.add(node.module.split(".")[-1])
+            found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[-1] for a in node.names if a.name.startswith("components.")}
-    return (found & known) - {path.stem}
+            found |= {a.name for a in node.names}
+    return found & known
 
 
 def graph() -> dict[str, set[str]]:
     found = modules()
-    return {name: imports(path, set(found)) for name, path in found.items()}
+    return {name: imports(path, set(found)) - {name} for name, (_, path) in found.items()}
 
 
-def test_every_layer_named_exists():
-    assert set().union(*LAYERS.values()) <= set(modules())
+def test_the_library_holds_no_module_outside_a_layer():
+    loose = [p for p in (REPO / LIBRARY).rglob("*.py") if p.parent.name not in LAYERS]
+    assert [p.name for p in loose] == ["__init__.py"], loose
+    assert not [p for p in (REPO / "components").glob("*.py") if p.stem not in {
+        "__init__", "kfp_components"}], "components/ holds the KFP components only"  # fmt: skip
 
 
 def test_no_module_imports_a_layer_above_its_own():
-    upward = {(a, b) for a, deps in graph().items() for b in deps if layer(b) < layer(a)}
+    rank = {name: r for name, (r, _) in modules().items()}
+    upward = {(a, b) for a, deps in graph().items() for b in deps if rank[b] < rank[a]}
     assert not upward, f"imports of a layer above: {sorted(upward)}"
+
+
+def test_the_check_sees_an_upward_import(tmp_path):
+    """The reader of imports finds a lazy one inside a function, in both spellings."""
+    source = tmp_path / "m.py"
+    source.write_text(
+        "def f():\n    from shapes_pipeline.runners import cli\n"
+        "    import shapes_pipeline.kubeflow.pipeline\n"
+    )
+    known = set(modules())
+    assert imports(source, known) == {
+        "shapes_pipeline.runners", "shapes_pipeline.runners.cli",
+        "shapes_pipeline.kubeflow.pipeline"}  # fmt: skip
 
 
 def test_no_import_cycle():
@@ -77,10 +101,41 @@ def test_no_import_cycle():
 
 def test_the_design_diagram_names_every_module_in_its_layer():
     """docs/design.md's diagram is the layers as they are: each module under its layer."""
-    text = (REPO / "docs" / "design.md").read_text().split("## One pipeline")[0]
-    blocks = text.split("\n     |\n")
-    assert len(blocks) == len(LAYERS) + 1
+    text = (REPO / "docs" / "design.md").read_text().split("## Layers")[1]
+    blocks = text.split("```")[1].split("\n     |\n")
+    assert len(blocks) == len(LAYERS)
     for rank, block in enumerate(blocks):
         named = set(re.findall(r"(\w+)\.py\b", block))
-        for module in modules():
-            assert (module in named) == (layer(module) == rank), (module, rank)
+        for name, (layer, path) in modules().items():
+            if path.stem != "__init__":
+                assert (path.stem in named) == (layer == rank), (name, rank)
+
+
+def test_help_does_not_build_the_pipeline():
+    """``--help`` answers without importing the DAG, its components or KFP's compiler."""
+    code = (
+        "import sys\nfrom shapes_pipeline.runners import cli\n"
+        "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('shapes_pipeline.kubeflow', "
+        "'kfp.compiler', 'tensorflow'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-2000:] + done.stderr
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_only_the_librarys_own_import_name(tmp_path):
+    """Built as a user installs it: one top-level name, with the DAG and the components
+    under it."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(REPO)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {LIBRARY}
+    assert f"{LIBRARY}/kubeflow/pipeline.py" in names
+    assert f"{LIBRARY}/kubeflow/components/kfp_components.py" in names
+    assert not [n for n in names if n.startswith(f"{LIBRARY}/kubeflow/tests")]

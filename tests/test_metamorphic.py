@@ -24,8 +24,8 @@ from helpers import (
 )
 from waves import CYCLES, HEAD, SETTINGS, features, probabilities_by_path, split, write_waves
 
-from components import dataset, shards
-from components.predictions import read as read_predictions
+from shapes_pipeline.helpers import dataset, shards
+from shapes_pipeline.helpers.predictions import read as read_predictions
 
 pytestmark = pytest.mark.slow  # extracts and trains
 
@@ -72,7 +72,7 @@ def test_training_on_feature_records_in_another_order_gives_the_same_model(
     them): the same history, epoch for epoch, and the same probabilities for every image."""
     import tensorflow as tf
 
-    from components.train import train
+    from shapes_pipeline.steps.train import train
 
     (folder,) = feature_dirs(waves_model)
     shuffled = tmp_path / "features"
@@ -131,7 +131,7 @@ def test_renaming_class_folders_relabels_each_images_features(waves_model, waves
     """Class folders renamed so that their sorted order changes: every image gets the
     features it got before, labelled with its new class's place among the sorted new
     names (the index the model's outputs follow)."""
-    from components.extract import extract
+    from shapes_pipeline.steps.extract import extract
 
     renamed = split(write_waves(tmp_path / "src", RENAMED), tmp_path / "dataset")
     extract(str(renamed), str(tmp_path / "f"), group=0, groups=1, batch_size=32, **SETTINGS)
@@ -156,7 +156,7 @@ def test_renaming_class_folders_renames_the_evaluated_predictions(tmp_path):
     """The same network under renamed classes (its outputs reordered to the new names'
     sorted order), evaluated on the data with renamed folders: each image gets its
     predictions renamed, probabilities permuted with the columns, nothing else changes."""
-    from components.evaluate import evaluate
+    from shapes_pipeline.steps.evaluate import evaluate
 
     gains = np.array([[0.02, 0.0, -0.01], [0.0, 0.015, 0.0], [-0.01, 0.0, 0.02]], np.float32)
     old = sorted(CYCLES)  # coarse, fine, medium

@@ -14,8 +14,8 @@ import waves
 from helpers import feature_dirs, images_by_path
 from waves import SETTINGS, features, split
 
-from components import dataset, serving, shards
-from components.facts import MILD_AUGMENTATION
+from shapes_pipeline.helpers import dataset, serving, shards
+from shapes_pipeline.helpers.facts import MILD_AUGMENTATION
 
 pytestmark = pytest.mark.slow  # extracts and trains
 
@@ -37,7 +37,7 @@ def plain(waves_model) -> dict:
 @pytest.fixture(scope="module")
 def mild_dir(waves_split) -> Path:
     """Features with the default (mild) augmentation: 3 views of each training image."""
-    from components.extract import extract
+    from shapes_pipeline.steps.extract import extract
 
     out = waves_split.parent / "mild"
     extract(str(waves_split), str(out), group=0, groups=1, batch_size=32, augment=True,
@@ -72,7 +72,7 @@ def test_augmentation_at_its_identity_settings_gives_the_plain_features(
 ):
     """Every transform off (no turn, zoom, shift, contrast or flip) with augmentation on:
     each augmented view's features are its image's plain features, exactly."""
-    from components.extract import extract
+    from shapes_pipeline.steps.extract import extract
 
     extract(str(waves_split), str(tmp_path / "f"), group=0, groups=1, batch_size=32,
             augment=True, augment_views=2, augmentation=IDENTITY, **SETTINGS)  # fmt: skip
@@ -109,7 +109,7 @@ def test_stored_features_keep_the_precision_that_scoring_needs(waves_model, wave
     float16, each record as long as its declared type says."""
     import tensorflow as tf
 
-    from components.evaluate import TOLERANCE
+    from shapes_pipeline.steps.evaluate import TOLERANCE
 
     for folder in (*feature_dirs(waves_model), mild_dir):
         index = json.loads(Path(folder, shards.FEATURE_INDEX).read_text())
@@ -161,8 +161,8 @@ def test_each_option_trains_with_fine_tuning_and_augmentation_never_of_val_or_te
     was kept, that shows it was validated on plain images too)."""
     import keras
 
-    from components.extract import extract
-    from components.train import train
+    from shapes_pipeline.steps.extract import extract
+    from shapes_pipeline.steps.train import train
 
     settings = dict(OPTIONS[option])
     data = waves_split

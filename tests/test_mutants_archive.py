@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components import archive
-from components.dataset import DataError
+from shapes_pipeline.helpers import archive
+from shapes_pipeline.helpers.dataset import DataError
 
 OUTSIDE = "would be written outside the folder the archive is unpacked to"
 

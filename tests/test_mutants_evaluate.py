@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components.evaluate import class_change, decide, stratified_sample, wilson_interval
+from shapes_pipeline.steps.evaluate import class_change, decide, stratified_sample, wilson_interval
 
 URI = "registry/shapes/20260101T000000Z-0123abcd"
 

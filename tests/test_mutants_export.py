@@ -18,11 +18,11 @@ from helpers import tree_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components import artifact, dataset, registry, step, storage
-from components.export import export, new_version, unused_version
-from components.registry import PromotionConflict
-from components.step import InputError
-from components.verify import VerificationError
+from shapes_pipeline.helpers import artifact, dataset, registry, step, storage
+from shapes_pipeline.helpers.registry import PromotionConflict
+from shapes_pipeline.helpers.step import InputError
+from shapes_pipeline.steps.export import export, new_version, unused_version
+from shapes_pipeline.steps.verify import VerificationError
 
 VERSION = re.compile(r"(\d{8}T\d{6}Z)-([0-9a-f]{8})")
 
@@ -305,7 +305,7 @@ def test_a_free_version_name_is_taken_at_once(tmp_path, monkeypatch):
 def test_a_clock_that_never_moves_gives_up_naming_the_registry(tmp_path, monkeypatch):
     """Every name taken however long it waits (a stuck clock): a bounded number of tries,
     then one line naming the model's folder, instead of waiting for ever."""
-    from components import export as export_module
+    from shapes_pipeline.steps import export as export_module
 
     stuck = "20200101T000000Z-efefefef"
     (tmp_path / MODEL / stuck).mkdir(parents=True)

@@ -12,10 +12,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from PIL import Image
 
-from components import demo_data, parameters, preflight
-from components.demo_data import generate
-from components.parameters import shown
-from components.step import InputError
+from shapes_pipeline.helpers import demo_data, settings
+from shapes_pipeline.helpers.demo_data import generate
+from shapes_pipeline.helpers.step import InputError
+from shapes_pipeline.runners import parameters
+from shapes_pipeline.runners.parameters import shown
+from shapes_pipeline.steps import preflight
 
 LIMIT = 60  # shown's default width
 
@@ -106,7 +108,7 @@ def test_an_integer_too_large_for_a_float_parameter_is_refused_naming_it(value, 
 
 
 def run_params(**changes) -> dict:
-    return {**parameters.defaults(), "data": "d", "registry": "reg", **changes}
+    return {**settings.defaults(), "data": "d", "registry": "reg", **changes}
 
 
 def test_without_data_the_demo_shapes_are_written_once_under_the_pipeline_root(
@@ -183,7 +185,7 @@ def test_check_inputs_holds_the_data_to_max_image_pixels(demo_data, tmp_path):
 
 # check: the refusals a user reads ----------------------------------------------------------
 
-CHOICES = f"choices: {', '.join(parameters.BACKBONES)}"
+CHOICES = f"choices: {', '.join(settings.BACKBONES)}"
 
 
 def check_params(**changes) -> dict:
@@ -192,10 +194,10 @@ def check_params(**changes) -> dict:
 
 @given(
     backbone=st.one_of(
-        st.sampled_from(parameters.BACKBONES).map(str.lower),
-        st.sampled_from(parameters.BACKBONES).map(lambda b: b[:-1]),
+        st.sampled_from(settings.BACKBONES).map(str.lower),
+        st.sampled_from(settings.BACKBONES).map(lambda b: b[:-1]),
         st.text(st.characters(codec="ascii", categories=["L", "N"]), max_size=16),
-    ).filter(lambda b: b not in parameters.BACKBONES)
+    ).filter(lambda b: b not in settings.BACKBONES)
 )
 @example(backbone="EfficientNetB")  # eight close names: three are offered
 @example(backbone="resnet50")  # two
@@ -212,8 +214,8 @@ def test_an_unknown_backbone_gets_at_most_three_suggestions_then_every_choice(ba
     if hint:
         assert hint.startswith("did you mean ") and hint.endswith("? ")
         names = hint[len("did you mean ") : -2].split(" or ")
-        assert 1 <= len(names) <= 3 and set(names) <= set(parameters.BACKBONES), hint
-    if backbone.lower() in {b.lower() for b in parameters.BACKBONES}:  # a case slip
+        assert 1 <= len(names) <= 3 and set(names) <= set(settings.BACKBONES), hint
+    if backbone.lower() in {b.lower() for b in settings.BACKBONES}:  # a case slip
         assert hint and any(b.lower() == backbone.lower() for b in names), hint
     if backbone == "EfficientNetB":
         assert len(names) == 3 and all(n.startswith("EfficientNetB") for n in names)
@@ -234,7 +236,9 @@ def test_fractions_that_leave_no_test_images_are_refused(train, val):
     parameters.check(check_params(train_fraction=train, val_fraction=min(below, 0.9)))
 
 
-@given(value=st.text(max_size=12).filter(lambda v: v not in parameters.VERIFY_EXPORT))
+@given(
+    value=st.text(max_size=12).filter(lambda v: v not in settings.BY_NAME["verify_export"].choices)
+)
 @example(value="Hash")
 @example(value="a\nb")
 def test_an_unknown_verify_export_is_refused_naming_it_and_the_choices(value):

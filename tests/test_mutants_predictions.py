@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components import predictions
+from shapes_pipeline.helpers import predictions
 
 # Names a CSV reader would turn into something else unless told they are text.
 TRICKY = ["NA", "nan", "null", "None", "1e3", "007", "-0", "True", "", "a,b", 'say "hi"']

@@ -16,9 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from registry_files import MODEL, V1, V2, latest, publish, repair
 
-from components import registry
-from components.registry import RegistryError
-from components.step import InputError
+from shapes_pipeline.helpers import registry
+from shapes_pipeline.helpers.registry import RegistryError
+from shapes_pipeline.helpers.step import InputError
 
 NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", fullmatch=True)
 
@@ -168,7 +168,7 @@ def test_check_of_a_gcs_registry_reads_it_without_local_checks(bucket, tmp_path,
 
 CHECK_AS_USER = """
 import json, os, sys
-from components import registry
+from shapes_pipeline.helpers import registry
 tmp = sys.argv[1]
 out = {}
 for mode in ("555", "333", "666", "777"):

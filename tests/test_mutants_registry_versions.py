@@ -10,9 +10,9 @@ import pytest
 from helpers import tree_bytes
 from registry_files import MODEL, V1, V2, V3, latest, publish, repair
 
-from components import registry, storage
-from components.registry import PromotionConflict, RegistryError
-from components.step import InputError
+from shapes_pipeline.helpers import registry, storage
+from shapes_pipeline.helpers.registry import PromotionConflict, RegistryError
+from shapes_pipeline.helpers.step import InputError
 
 # ---------------------------------------------------------------------- promote
 

@@ -13,8 +13,8 @@ from helpers import tree_bytes
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components import shards
-from components.dataset import DataError, Example
+from shapes_pipeline.helpers import shards
+from shapes_pipeline.helpers.dataset import DataError, Example
 
 
 def _examples(n: int, split: str = "train") -> list[Example]:

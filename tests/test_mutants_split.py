@@ -17,9 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from components import shards
-from components.dataset import DataError, read_manifest
-from components.split import (
+from shapes_pipeline.helpers import shards
+from shapes_pipeline.helpers.dataset import DataError, read_manifest
+from shapes_pipeline.steps.split import (
     FACTS,
     content_checks,
     find_images,

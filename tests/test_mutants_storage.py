@@ -1,4 +1,4 @@
-"""components.storage's promises, pinned so that mutmut's generated mutants of it fail:
+"""shapes_pipeline.helpers.storage's promises, pinned so that mutmut's generated mutants of it fail:
 URIs taken apart and joined, what counts as text, which paths are taken, downloads,
 checksums, and the one line naming the URI that each operation reports when the storage
 service refuses. Publishing, compare-and-swap, stale staging and listings are pinned in
@@ -20,12 +20,12 @@ from helpers import tree_bytes
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from components import storage
+from shapes_pipeline.helpers import storage
 
 
 @pytest.fixture
 def service(gcs_emulator, monkeypatch):
-    """``components.storage`` talks to gcp-storage-emulator through a ``GcsProxy``."""
+    """``shapes_pipeline.helpers.storage`` talks to gcp-storage-emulator through a ``GcsProxy``."""
     yield from proxied(monkeypatch)
 
 
@@ -162,7 +162,7 @@ def test_check_bucket_checks_only_gcs_buckets(gcs_emulator, bucket, tmp_path):
 def test_a_bucket_that_cannot_be_read_is_named(service, bucket):
     service.rules.append(("GET", f"/b/{bucket.name}\\?", 403))
     uri = f"gs://{bucket.name}/models"
-    with pytest.raises(storage.StorageError, match=f"^{uri}: cannot reach bucket '{bucket.name}'"):
+    with pytest.raises(storage.StorageError, match=f"^{uri}: cannot use bucket '{bucket.name}'"):
         storage.check_bucket(uri)
 
 
@@ -269,7 +269,7 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("operation", REFUSED)
-@pytest.mark.parametrize("code, says", [(403, "permission denied"), (400, "service failed")])
+@pytest.mark.parametrize("code, says", [(403, "permission denied"), (400, "service refused it")])
 def test_a_refusal_of_the_service_is_one_line_naming_the_uri(
     service, bucket, tmp_path, operation, code, says
 ):

@@ -1,5 +1,5 @@
-"""components.storage's publishing promises, pinned so that mutmut's generated mutants of
-it fail: publishing a folder locally and on GCS (where every write carries its
+"""shapes_pipeline.helpers.storage's publishing promises, pinned so that mutmut's generated
+mutants of it fail: publishing a folder locally and on GCS (where every write carries its
 precondition), compare-and-swap of a small text file, stale staging and folder listings.
 The rest of the module is pinned in test_mutants_storage.py.
 
@@ -23,14 +23,14 @@ from helpers import tree_bytes
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components import storage
+from shapes_pipeline.helpers import storage
 
 HOUR = 3600  # remove_stale_staging's default age
 
 
 @pytest.fixture
 def service(gcs_emulator, monkeypatch):
-    """``components.storage`` talks to gcp-storage-emulator through a ``GcsProxy``."""
+    """``shapes_pipeline.helpers.storage`` talks to gcp-storage-emulator through a ``GcsProxy``."""
     yield from proxied(monkeypatch)
 
 

@@ -16,11 +16,11 @@ from export_setup import export_setup, run_export
 from helpers import images_by_path, save_oracle
 from PIL import Image
 
-from components import dataset, predictions
-from components.evaluate import stratified_sample
-from components.export import verify_in_fresh_process
-from components.split import split_dataset
-from components.verify import TOLERANCE, VerificationError, verify
+from shapes_pipeline.helpers import dataset, predictions
+from shapes_pipeline.steps.evaluate import stratified_sample
+from shapes_pipeline.steps.export import verify_in_fresh_process
+from shapes_pipeline.steps.split import split_dataset
+from shapes_pipeline.steps.verify import TOLERANCE, VerificationError, verify
 
 
 @pytest.fixture
@@ -49,15 +49,15 @@ def fake_python(tmp_path: Path, body: str) -> str:
 def test_the_verification_process_gets_the_staged_copy_and_its_last_line_is_the_result(
     setup, monkeypatch
 ):
-    """The process is ``python -m components.verify COPY DATA PREDICTIONS SAMPLE``, on the
-    staged copy (not the model folder), the sample evaluate checked serving on; the JSON
-    on its last stdout line (TensorFlow may print before it) joins the metadata."""
+    """The process is ``python -m shapes_pipeline.steps.verify COPY DATA PREDICTIONS
+    SAMPLE``, on the staged copy (not the model folder), the sample evaluate checked serving
+    on; the JSON on its last stdout line (TensorFlow may print before it) joins the metadata."""
     result = {"images": 7, "max_difference": 1e-06, "tolerance": 0.0001}
     body = f"echo 'some log line'\necho '{json.dumps(result)}'"
     monkeypatch.setattr(sys, "executable", fake_python(setup["tmp"], body))
     published = run_export(setup, verify="reload")
     argv = (setup["tmp"] / "argv").read_text().splitlines()
-    assert argv[:2] == ["-m", "components.verify"]
+    assert argv[:2] == ["-m", "shapes_pipeline.steps.verify"]
     assert argv[3:] == [str(setup["data"]), str(setup["predictions"]), "7"]
     assert Path(argv[2]) != setup["model"] and not Path(argv[2]).exists()
     files = (setup["tmp"] / "files").read_text().split()
@@ -121,7 +121,7 @@ def oracle(tmp_path_factory):
     for cls, channel in enumerate([2, 1, 0]):
         kernel[channel, cls] = 0.02
     save_oracle(root / "model", kernel, np.zeros(3, np.float32), list(COLOURS))
-    from components import serving
+    from shapes_pipeline.helpers import serving
 
     predict, classes = serving.load(root / "model")
     images = images_by_path(root / "ds")
@@ -262,7 +262,7 @@ def test_verify_refuses_a_model_whose_classes_are_not_the_evaluated_ones(oracle)
 def test_verify_names_the_manifest_whose_test_label_the_model_does_not_know(oracle, tmp_path):
     """A test image relabelled in the data set's manifest (a class the model has no
     output for): refused, naming that manifest, before any image is scored."""
-    from components.dataset import DataError
+    from shapes_pipeline.helpers.dataset import DataError
 
     copy = tmp_path / "ds"
     shutil.copytree(oracle["data"], copy)

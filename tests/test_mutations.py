@@ -27,12 +27,12 @@ def test_each_function_the_generated_mutants_score_exists():
     import sys
 
     sys.path.insert(0, str(REPO / "scripts"))
-    from mutants import SCOPE
+    from mutants import SCOPE, dotted
 
     for module, functions in SCOPE.items():
-        loaded = importlib.import_module(f"components.{module}")
+        loaded = importlib.import_module(dotted(module))
         for name in functions or ():
-            assert callable(getattr(loaded, name, None)), f"components.{module}.{name}"
+            assert callable(getattr(loaded, name, None)), f"{dotted(module)}.{name}"
 
 
 def test_functions_to_rerun_are_named_as_mutmut_names_their_mutants():
@@ -44,8 +44,8 @@ def test_functions_to_rerun_are_named_as_mutmut_names_their_mutants():
     sys.path.insert(0, str(REPO / "scripts"))
     from mutants import SCOPE, function_glob
 
-    assert function_glob("archive._shown") == "components.archive.x__shown__mutmut_*"
-    assert function_glob("shards.plan") == "components.shards.x_plan__mutmut_*"
+    assert function_glob("archive._shown") == "shapes_pipeline.helpers.archive.x__shown__mutmut_*"
+    assert function_glob("shards.plan") == "shapes_pipeline.helpers.shards.x_plan__mutmut_*"
     for wrong in ("shards.extract_shard", "archive", "nowhere.f", "archive."):
         with pytest.raises(argparse.ArgumentTypeError, match=wrong):
             function_glob(wrong)

@@ -4,8 +4,9 @@ run that submit and schedule send to Kubeflow; and every pair of on/off or choic
 that ``run`` checks before any step is taken together. That each step's input is wired to
 the pipeline parameter of its name is in test_options_wiring.py.
 
-The values come from the parameter table (``components.parameters``), so a parameter added
-later is covered, or named by the first test until it is given a kind of value here."""
+The values come from the parameter table (``shapes_pipeline.runners.parameters``), so a
+parameter added later is covered, or named by the first test until it is given a kind of
+value here."""
 
 import argparse
 import itertools
@@ -14,21 +15,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import cli_here
+from helpers import cli_here, pipeline_inputs
 from hypothesis import given
 from hypothesis import strategies as st
 from kfp_api import API, only
 
-from components import cli, parameters
+from shapes_pipeline.helpers import settings
+from shapes_pipeline.runners import cli, parameters
 
-INPUTS = parameters.pipeline_inputs()
+INPUTS = pipeline_inputs()
 DEFAULTS = {name: spec.default for name, spec in INPUTS.items()}
 KIND = {name: spec.type for name, spec in INPUTS.items()}  # String, Integer, Float, Boolean
 PYTHON = {"String": str, "Integer": int, "Float": float, "Boolean": bool}
 CHOICES = {
-    "backbone": parameters.BACKBONES,
-    "weights": list(parameters.WEIGHTS),
-    "verify_export": list(parameters.VERIFY_EXPORT),
+    "backbone": settings.BACKBONES,
+    "weights": list(settings.WEIGHTS),
+    "verify_export": list(settings.BY_NAME["verify_export"].choices),
 }
 # Text parameters without a list of choices: paths, URIs and names.
 FREE_TEXT = ("data", "registry", "backbone_cache", "model_name")
@@ -270,10 +272,10 @@ def pair_options(weights_file: str) -> dict[str, list]:
             options[name] = [False, True]
         elif name not in INPUTS and isinstance(action, on_off) and name != "dry_run":
             options[name] = [0, 1]  # times given
-    plain = next(b for b in parameters.BACKBONES if b not in parameters.MIN_IMAGE_SIZE)
-    options["backbone"] = [DEFAULTS["backbone"], plain, *parameters.MIN_IMAGE_SIZE]
-    options["weights"] = [*parameters.WEIGHTS, weights_file]
-    options["verify_export"] = list(parameters.VERIFY_EXPORT)
+    plain = next(b for b in settings.BACKBONES if b not in settings.MIN_IMAGE_SIZE)
+    options["backbone"] = [DEFAULTS["backbone"], plain, *settings.MIN_IMAGE_SIZE]
+    options["weights"] = [*settings.WEIGHTS, weights_file]
+    options["verify_export"] = list(settings.BY_NAME["verify_export"].choices)
     assert set(CHOICES) <= set(options)
     return options
 

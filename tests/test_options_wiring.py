@@ -1,18 +1,18 @@
 """In the compiled pipeline (both the fanned-out one and the one-task one), each step's
 input is wired to the pipeline parameter of its name, never a constant, and every pipeline
 parameter reaches a step: so an option given to a run is the one its steps use. The
-parameters come from the parameter table (``components.parameters``), so a parameter added
-later is covered."""
+parameters come from the parameter table (``shapes_pipeline.runners.parameters``), so a
+parameter added later is covered."""
 
 import pytest
 import yaml
+from helpers import pipeline_inputs
 from kfp import compiler
 from kfp import components as kfp_components
 
-import pipeline
-from components import parameters
+from shapes_pipeline.kubeflow import pipeline
 
-INPUTS = parameters.pipeline_inputs()
+INPUTS = pipeline_inputs()
 # A step input named otherwise than the pipeline parameter it takes.
 RENAMED = {"groups": "extract_workers"}
 

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import pipeline_inputs
 from kfp import components
 
-import pipeline
-from components import cli, cluster, kfp_components
-from components.step import InputError
+from shapes_pipeline.helpers import settings
+from shapes_pipeline.helpers.step import InputError
+from shapes_pipeline.kubeflow import pipeline
+from shapes_pipeline.kubeflow.components import kfp_components
+from shapes_pipeline.runners import cli, cluster
 
 
 def pipeline_doc(spec) -> dict:
@@ -27,7 +30,7 @@ def spec(tmp_path_factory):
 
 def test_spec_loads_in_kfp_with_extract_fanned_out(spec):
     loaded = components.load_component_from_file(str(spec))
-    assert loaded.name == pipeline.PIPELINE_NAME
+    assert loaded.name == settings.PIPELINE_NAME
     doc = pipeline_doc(spec)
     root = doc["root"]["dag"]["tasks"]
     assert set(root) == {"split", "plan", "for-loop-1", "train", "evaluate", "condition-2"}
@@ -76,7 +79,7 @@ def test_extract_parallelism_is_checked_and_defaults_to_extract_workers(tmp_path
     with pytest.raises(InputError, match="--extract-parallelism 0: must be between 1 and 100"):
         cluster.compile_pipeline(str(tmp_path / "p.yaml"), 1, [], 0)
     args = cli.parser().parse_args(["compile"])
-    assert args.extract_parallelism == pipeline.DEFAULT_EXTRACT_WORKERS
+    assert args.extract_parallelism == settings.DEFAULT_EXTRACT_WORKERS
 
 
 def test_export_runs_only_past_the_gate(spec):
@@ -121,7 +124,7 @@ def test_kfps_own_compiler_takes_the_module(tmp_path):
         [sys.executable, repo / "pipeline.py"], cwd=tmp_path, check=True, capture_output=True
     )
     assert (tmp_path / "a.yaml").read_text() == (tmp_path / "pipeline.yaml").read_text()
-    assert pipeline_doc(tmp_path / "a.yaml")["pipelineInfo"]["name"] == pipeline.PIPELINE_NAME
+    assert pipeline_doc(tmp_path / "a.yaml")["pipelineInfo"]["name"] == settings.PIPELINE_NAME
 
 
 def test_parameter_help_comes_from_the_pipelines_docstring(spec):
@@ -132,3 +135,15 @@ def test_parameter_help_comes_from_the_pipelines_docstring(spec):
     for name, described in params.items():
         words = " ".join(described["description"].split())
         assert words and words[:40] in " ".join(help_text.split()), name
+
+
+def test_the_pipeline_parameters_are_the_table():
+    """KFP's view of the pipeline (what its UI shows) is the parameter table: each name in
+    order, its type, default and help."""
+    kfp_types = {str: "String", int: "Integer", float: "Float", bool: "Boolean"}
+    inputs = pipeline_inputs()
+    assert list(inputs) == [p.name for p in settings.PARAMETERS]
+    for p in settings.PARAMETERS:
+        spec = inputs[p.name]
+        assert (spec.type, spec.default) == (kfp_types[p.kind], p.default), p.name
+        assert " ".join(spec.description.split()) == p.help, p.name

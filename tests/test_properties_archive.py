@@ -13,9 +13,9 @@ import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
-from components import archive
-from components.dataset import IMAGE_SUFFIXES, DataError
-from components.split import checked_entries, is_image_file
+from shapes_pipeline.helpers import archive
+from shapes_pipeline.helpers.dataset import IMAGE_SUFFIXES, DataError
+from shapes_pipeline.steps.split import checked_entries, is_image_file
 
 SHOWN = "gs://bucket/raw/data.zip"
 MAX_LINE = 300

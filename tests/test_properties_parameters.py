@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import cli, cli_here
+from helpers import cli, cli_here, pipeline_inputs
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components import parameters
-from components.step import InputError
+from shapes_pipeline.helpers import settings
+from shapes_pipeline.helpers.step import InputError
+from shapes_pipeline.runners import parameters
 
-INPUTS = parameters.pipeline_inputs()
+INPUTS = pipeline_inputs()
 DEFAULTS = {name: spec.default for name, spec in INPUTS.items()}
 KIND = {name: spec.type for name, spec in INPUTS.items()}  # String, Integer, Float, Boolean
 PYTHON = {"String": str, "Integer": int, "Float": float, "Boolean": bool}
@@ -94,7 +95,7 @@ def assert_used_or_refused(done, name: str, value) -> None:
     about_data = name in DATA_CHECKED and "error: /" in line and "image" in line
     assert any(n in line for n in named) or name in PATHS or about_data, (name, value, line)
     # the backbone's message lists the choices; besides them, a line is short
-    choices = ", ".join(parameters.BACKBONES)
+    choices = ", ".join(settings.BACKBONES)
     assert len(line.replace(choices, "")) <= 300, (name, line)
 
 
@@ -147,7 +148,7 @@ def test_a_flag_value_is_parsed_to_its_type_or_refused_in_one_line(workdir, demo
             marks=pytest.mark.xfail(
                 strict=True,
                 reason="split.scan's '<path>: not an existing folder' echoes the path as it is "
-                "(components/split.py, outside parameters.py and cli.py)",
+                "(shapes_pipeline/steps/split.py, outside parameters.py and cli.py)",
             ),
         )
         if n == "data"

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from components import shards, tfrecord
-from components.dataset import SPLITS, DataError, Example
+from shapes_pipeline.helpers import shards, tfrecord
+from shapes_pipeline.helpers.dataset import SPLITS, DataError, Example
 
 SEEDS = st.integers(-(2**40), 2**40)
 

@@ -12,8 +12,8 @@ from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from components.dataset import SPLITS, DataError, read_manifest, sha256_of
-from components.split import carve_validation, notebook_split, plan_split, split_dataset
+from shapes_pipeline.helpers.dataset import SPLITS, DataError, read_manifest, sha256_of
+from shapes_pipeline.steps.split import carve_validation, notebook_split, plan_split, split_dataset
 
 NAMES = st.lists(
     st.text("abcXYZ019_() -.", min_size=1, max_size=6).map(lambda s: s + ".png"),

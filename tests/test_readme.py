@@ -5,7 +5,9 @@ re-defaulted in ``pipeline.py`` must reach it)."""
 import re
 from pathlib import Path
 
-from components import parameters
+from helpers import pipeline_inputs
+
+from shapes_pipeline.helpers import settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -24,14 +26,14 @@ def table() -> dict[str, str]:
 
 
 def test_the_readme_lists_every_parameter_and_only_those():
-    assert set(table()) == set(parameters.pipeline_inputs())
+    assert set(table()) == set(pipeline_inputs())
 
 
 def test_each_default_in_the_readme_is_the_pipelines():
     """Numbers as written (``40,000,000``, ``10°``, ``1e-4``), switches as on/off, text in
     backticks; the local run's own defaults are in parentheses after the pipeline's."""
     for name, cell in table().items():
-        default = parameters.defaults()[name]
+        default = settings.defaults()[name]
         shown = cell.split(" (")[0].strip()
         if default is None:
             assert shown.startswith("(required"), name

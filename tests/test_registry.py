@@ -10,8 +10,8 @@ import pytest
 from google.cloud import storage as gcs
 from helpers import FAST, cli_here, tree_bytes, upload_folder
 
-from components import registry, storage
-from components.step import InputError
+from shapes_pipeline.helpers import registry, storage
+from shapes_pipeline.helpers.step import InputError
 
 
 def _version(root, name: str, accuracy: float) -> None:
@@ -138,7 +138,8 @@ def test_a_registry_that_is_a_file_or_cannot_be_written(demo_data, tmp_path):
     # As root, only without the capabilities that override file permissions:
     prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
     done = subprocess.run(
-        [*(prefix if os.geteuid() == 0 else []), sys.executable, "-m", "components.cli", "run",
+        [*(prefix if os.geteuid() == 0 else []), sys.executable, "-m",
+         "shapes_pipeline.runners.cli", "run",
          "--data", str(demo_data), "--registry", "locked/reg", *FAST],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

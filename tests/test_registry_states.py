@@ -31,10 +31,10 @@ from hypothesis.stateful import (
     rule,
 )
 
-from components import artifact, registry, storage
-from components import export as export_module
-from components.registry import PromotionConflict
-from components.step import InputError
+from shapes_pipeline.helpers import artifact, registry, storage
+from shapes_pipeline.helpers.registry import PromotionConflict
+from shapes_pipeline.helpers.step import InputError
+from shapes_pipeline.steps import export as export_module
 
 MODEL = "shapes"
 CLASSES = ["circles", "squares", "triangles"]

@@ -11,8 +11,8 @@ import pytest
 from helpers import CHROMIUM, MISSING, save_oracle, save_oracle_features
 from PIL import Image
 
-from components.evaluate import evaluate
-from components.split import split_dataset
+from shapes_pipeline.steps.evaluate import evaluate
+from shapes_pipeline.steps.split import split_dataset
 
 pytestmark = pytest.mark.slow  # trains, exports or starts a browser
 

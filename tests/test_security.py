@@ -4,7 +4,7 @@ object names that would escape the folder they are downloaded to are refused."""
 import pytest
 from helpers import FAST, cli_here
 
-from components import registry, storage
+from shapes_pipeline.helpers import registry, storage
 
 
 @pytest.mark.parametrize(

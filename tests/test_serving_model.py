@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components import model, serving
-from components.step import InputError
+from shapes_pipeline.helpers import model, serving
+from shapes_pipeline.helpers.step import InputError
 
 SIZE = 32
 CLASSES = ["a", "b", "c"]

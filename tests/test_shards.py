@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from helpers import SMALL, feature_dirs, train_model
 
-from components import shards
-from components.dataset import DataError
-from components.evaluate import evaluate
-from components.extract import extract
-from components.split import split_dataset
-from components.train import train
+from shapes_pipeline.helpers import shards
+from shapes_pipeline.helpers.dataset import DataError
+from shapes_pipeline.steps.evaluate import evaluate
+from shapes_pipeline.steps.extract import extract
+from shapes_pipeline.steps.split import split_dataset
+from shapes_pipeline.steps.train import train
 
 pytestmark = pytest.mark.slow  # extracts and trains
 
@@ -147,7 +147,7 @@ TWO_DEVICES = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from components.fit import fit
+    from shapes_pipeline.helpers.fit import fit
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(90, 12)).astype(np.float32)
@@ -197,8 +197,8 @@ EXTRACT_ON_TWO_DEVICES = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from components import model
-    from components.extract import on_every_device
+    from shapes_pipeline.helpers import model
+    from shapes_pipeline.steps.extract import on_every_device
 
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     x = np.random.default_rng(0).uniform(0, 255, (7, 32, 32, 3)).astype(np.float32)

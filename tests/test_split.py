@@ -11,10 +11,15 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from components import shards
-from components.dataset import DataError, class_names, read_manifest, sha256_of
-from components.demo_data import generate
-from components.split import carve_validation, content_checks, notebook_split, split_dataset
+from shapes_pipeline.helpers import shards
+from shapes_pipeline.helpers.dataset import DataError, class_names, read_manifest, sha256_of
+from shapes_pipeline.helpers.demo_data import generate
+from shapes_pipeline.steps.split import (
+    carve_validation,
+    content_checks,
+    notebook_split,
+    split_dataset,
+)
 
 
 def notebook(files: list[str]) -> tuple[list[str], list[str]]:

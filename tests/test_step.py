@@ -3,7 +3,7 @@
 import json
 import time
 
-from components.step import EVENT, PHASES, lap, step
+from shapes_pipeline.helpers.step import EVENT, PHASES, lap, step
 
 
 def test_a_step_records_where_its_seconds_went(capsys):

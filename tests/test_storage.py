@@ -3,9 +3,9 @@
 import pytest
 from helpers import upload_folder
 
-from components import storage
-from components.dataset import DataError, read_manifest
-from components.split import split_dataset
+from shapes_pipeline.helpers import storage
+from shapes_pipeline.helpers.dataset import DataError, read_manifest
+from shapes_pipeline.steps.split import split_dataset
 
 
 def test_upload_download_roundtrip_and_no_overwrite(bucket, tmp_path):

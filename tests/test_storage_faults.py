@@ -8,15 +8,15 @@ import pytest
 from gcs_proxy import WRITES, proxied
 from helpers import cli
 
-from components import registry, storage
-from components.export import export
+from shapes_pipeline.helpers import registry, storage
+from shapes_pipeline.steps.export import export
 
 pytestmark = pytest.mark.slow  # trains, exports or starts a browser
 
 
 @pytest.fixture
 def proxy(gcs_emulator, monkeypatch):
-    """``components.storage`` (and child processes) talk to the emulator through the proxy."""
+    """The storage helper (and child processes) talk to the emulator through the proxy."""
     yield from proxied(monkeypatch)
 
 

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import tensorflow as tf
 
-from components import tfrecord
+from shapes_pipeline.helpers import tfrecord
 
 RECORDS = [
     tfrecord.example(image=[b"\x89PNG..."], label=[2], row=[7], path=[b"train/a/x.png"]),
@@ -61,7 +61,7 @@ def test_split_does_not_import_tensorflow(demo_data, tmp_path):
     """Split writes the shards; importing TensorFlow would be most of its time and memory."""
     code = textwrap.dedent(f"""
         import sys
-        from components.split import split_dataset
+        from shapes_pipeline.steps.split import split_dataset
         split_dataset({str(demo_data)!r}, {str(tmp_path / "ds")!r}, seed=230,
                       train_fraction=0.8, val_fraction=0.1)
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")))

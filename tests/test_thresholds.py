@@ -16,10 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from components import archive, dataset, local_run, registry, report, serving, shards, storage
-from components.dataset import DataError, Example
-from components.evaluate import ConsistencyError, check_serving, stratified_sample
-from components.step import InputError
+from shapes_pipeline.helpers import archive, dataset, registry, report, serving, shards, storage
+from shapes_pipeline.helpers.dataset import DataError, Example
+from shapes_pipeline.helpers.step import InputError
+from shapes_pipeline.runners import local_run
+from shapes_pipeline.steps.evaluate import ConsistencyError, check_serving, stratified_sample
 
 HOUR = 3600  # storage.remove_stale_staging's default age
 

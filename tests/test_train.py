@@ -20,11 +20,12 @@ from helpers import (
 )
 from PIL import Image
 
-from components import model, parameters, serving, shards, tfrecord
-from components.backbone import augmenter, unfreeze_top
-from components.evaluate import evaluate
-from components.predictions import read as read_predictions
-from components.train import fine_tune_schedule
+from shapes_pipeline.helpers import model, serving, settings, shards, tfrecord
+from shapes_pipeline.helpers.backbone import augmenter, unfreeze_top
+from shapes_pipeline.helpers.predictions import read as read_predictions
+from shapes_pipeline.runners import parameters
+from shapes_pipeline.steps.evaluate import evaluate
+from shapes_pipeline.steps.train import fine_tune_schedule
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # trains, exports or starts a browser
@@ -144,7 +145,7 @@ def test_default_augmentation_is_mild_and_the_shapes_preset_keeps_strong_turns_a
     assert "RandomFlip" not in mild  # a mirrored digit or letter is another one
     assert mild["RandomRotation"]["factor"][1] == pytest.approx(10 / 360)
     preset = yaml.safe_load((REPO / "presets" / "augment-shapes.yaml").read_text())
-    parameters.check({**parameters.defaults(), "data": "", "registry": "", **preset})
+    parameters.check({**settings.defaults(), "data": "", "registry": "", **preset})
     shapes = {k.removeprefix("augment_"): v for k, v in preset.items() if k.startswith("augment_")}
     strong = _layers(augmenter(seed=0, settings=shapes))
     assert strong["RandomFlip"]["mode"] == "horizontal_and_vertical"
@@ -237,8 +238,8 @@ def _scores(model_dir: Path, split: Path) -> np.ndarray:
 def test_training_only_the_head_builds_no_backbone(trained, split_dir, tmp_path, monkeypatch):
     """Without fine-tuning, train completes the serving model extract wrote: it does not
     build the backbone again, and the model is the one built and saved whole would be."""
-    from components import backbone
-    from components.train import train
+    from shapes_pipeline.helpers import backbone
+    from shapes_pipeline.steps.train import train
 
     monkeypatch.setattr(backbone, "build_backbone", lambda *a, **k: pytest.fail("built"))
     weights = str(imagenet_mobilenet())
@@ -323,8 +324,8 @@ def test_without_a_validation_split_training_runs_every_epoch_and_keeps_the_last
     demo_data, tmp_path
 ):
     """val_fraction 0: no early stopping; the evaluation and its report say so."""
-    from components.evaluate import evaluate
-    from components.split import split_dataset
+    from shapes_pipeline.steps.evaluate import evaluate
+    from shapes_pipeline.steps.split import split_dataset
 
     split_dataset(
         str(demo_data), str(tmp_path / "ds"), seed=230, train_fraction=0.8, val_fraction=0
@@ -347,7 +348,7 @@ def test_without_a_validation_split_training_runs_every_epoch_and_keeps_the_last
 
 def test_tensorboard_scalars_are_written_as_training_goes(tmp_path):
     """Each epoch's scalars are on disk when the next epoch starts, not only at the end."""
-    from components.fit import TensorBoardWriter, fit
+    from shapes_pipeline.helpers.fit import TensorBoardWriter, fit
 
     keras.utils.set_random_seed(0)
     head = model.head(8, 3, seed=0)

@@ -20,7 +20,7 @@ import pytest
 from helpers import assert_varied, images_by_path, train_model
 from PIL import Image
 
-from components import dataset, serving, shards
+from shapes_pipeline.helpers import dataset, serving, shards
 
 SIZE = 32
 SETTINGS = {"backbone": "VGG16", "weights": "none", "image_size": SIZE, "seed": 0}
@@ -46,7 +46,7 @@ def write_waves(root: Path, names: dict[str, str] | None = None) -> Path:
 
 
 def split(source: Path, out: Path, val_fraction: float = 0.1) -> Path:
-    from components.split import split_dataset
+    from shapes_pipeline.steps.split import split_dataset
 
     split_dataset(str(source), str(out), seed=230, train_fraction=0.8, val_fraction=val_fraction)
     return out

@@ -7,14 +7,14 @@ SPEED = [
     # ------------------------------------------------ start-up costs
     Mutation(
         "a local run starts two extract tasks on one machine",
-        "components/cli.py",
+        "shapes_pipeline/runners/cli.py",
         '"weights": "auto", "extract_workers": 1}',
         '"weights": "auto"}',
         ("tests/test_cli.py::test_config_file_with_flags_over_it_and_dry_run",),
     ),
     Mutation(
         "the command line loads matplotlib with the report module",
-        "components/report.py",
+        "shapes_pipeline/helpers/report.py",
         "import numpy as np\nfrom PIL import Image\n",
         "import numpy as np\nfrom matplotlib import pyplot  # noqa\nfrom PIL import Image\n",
         ("tests/test_cli.py::test_no_mistake_needs_tensorflow_or_matplotlib_to_be_refused",),
@@ -22,42 +22,42 @@ SPEED = [
     # ------------------------------------------------ backbone cache
     Mutation(
         "the backbone cache is keyed by the weights file's path, not its content",
-        "components/backbone_cache.py",
+        "shapes_pipeline/helpers/backbone_cache.py",
         '        init = {"sha256": sha256_of(weights)}\n',
         '        init = {"path": weights}\n',
         (f"{CACHE}::test_the_key_follows_what_the_extractor_computes",),
     ),
     Mutation(
         "a gs:// weights file is keyed by its name, not its checksum",
-        "components/backbone_cache.py",
+        "shapes_pipeline/helpers/backbone_cache.py",
         '            init = {"gcs_checksum": storage.checksum(weights)}\n',
         '            init = {"gcs": weights}\n',
         (f"{CACHE}::test_a_gcs_weights_file_is_keyed_by_its_checksum",),
     ),
     Mutation(
         "the backbone cache key leaves out the precision",
-        "components/backbone_cache.py",
+        "shapes_pipeline/helpers/backbone_cache.py",
         '        "precision": keras.mixed_precision.global_policy().name,\n',
         "",
         (f"{CACHE}::test_the_key_follows_what_the_extractor_computes",),
     ),
     Mutation(
         "extract builds the backbone even when the cache has it",
-        "components/extract.py",
+        "shapes_pipeline/steps/extract.py",
         "    if hit:\n",
         "    if False:\n",
         (f"{CACHE}::test_a_cached_backbone_gives_the_features_and_model_a_built_one_gives",),
     ),
     Mutation(
         "the run's caching line leaves out that the backbone came from the cache",
-        "components/train.py",
+        "shapes_pipeline/steps/train.py",
         '    loaded = index.get("backbone_cache") == "loaded"\n',
         "    loaded = False\n",
         (f"{CACHE}::test_a_cached_backbone_gives_the_features_and_model_a_built_one_gives",),
     ),
     Mutation(
         "a second store of the same key replaces the entry",
-        "components/backbone_cache.py",
+        "shapes_pipeline/helpers/backbone_cache.py",
         "                storage.publish_tree(tmp, where, ENTRY)\n",
         "                if tf.io.gfile.exists(where):\n"
         "                    tf.io.gfile.rmtree(where)\n"
@@ -66,14 +66,14 @@ SPEED = [
     ),
     Mutation(
         "a cache that cannot be written fails the run",
-        "components/backbone_cache.py",
+        "shapes_pipeline/helpers/backbone_cache.py",
         "    except UNWRITABLE as e:\n",
         "    except storage.StorageConflict as e:\n",
         (f"{CACHE}::test_a_cache_that_cannot_be_written_is_named_and_the_run_goes_on",),
     ),
     Mutation(
         "an entry downloaded from GCS is left in the temporary folder",
-        "components/backbone_cache.py",
+        "shapes_pipeline/helpers/backbone_cache.py",
         '        with tempfile.TemporaryDirectory(prefix="backbone-cache-") as local:\n'
         "            storage.download_tree(where, local)\n",
         '        if local := tempfile.mkdtemp(prefix="backbone-cache-"):\n'
@@ -82,7 +82,7 @@ SPEED = [
     ),
     Mutation(
         "a damaged cache entry fails the run",
-        "components/backbone_cache.py",
+        "shapes_pipeline/helpers/backbone_cache.py",
         "    except UNREADABLE as e:\n",
         "    except KeyError as e:\n",
         (f"{CACHE}::test_a_damaged_entry_is_named_and_built_around",),

@@ -7,8 +7,8 @@ import json
 import os
 import re
 
-from components import storage
-from components.step import InputError
+from shapes_pipeline.helpers import storage
+from shapes_pipeline.helpers.step import InputError
 
 LATEST = "LATEST"
 METADATA = "metadata.json"

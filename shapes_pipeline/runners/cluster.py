@@ -20,8 +20,9 @@ import kfp
 from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH
 from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
-from components.parameters import RANGES, WEIGHTS, option
-from components.step import InputError
+from shapes_pipeline.helpers.settings import WEIGHTS
+from shapes_pipeline.helpers.step import InputError
+from shapes_pipeline.runners.parameters import RANGES, option
 
 # The ranges of the fields of KFP's cron format (robfig/cron, seconds first).
 CRON_FIELDS = (
@@ -176,7 +177,7 @@ def compile_pipeline(
 ) -> None:
     from kfp import compiler
 
-    from pipeline import make_pipeline
+    from shapes_pipeline.kubeflow.pipeline import make_pipeline
 
     selector = check_compile_options(gpus, gpu_node_selector, extract_parallelism)
     compiler.Compiler().compile(make_pipeline(selector, gpus, extract_parallelism), output)
@@ -195,7 +196,7 @@ def compiled(gpus: int, gpu_node_selector: list[str], extract_parallelism: int) 
 def check_request(params: dict, cron: str | None) -> str | None:
     """A cluster run's data, registry, backbone cache and weights file (gs:// URIs its pods
     can reach) and KFP's cron."""
-    from components import registry, storage
+    from shapes_pipeline.helpers import registry, storage
 
     cache = ["backbone_cache"] if params["backbone_cache"] else []  # empty: off
     weights = [] if params["weights"] in WEIGHTS else ["weights"]  # a keyword, not a file

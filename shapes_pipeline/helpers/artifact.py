@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from components.dataset import sha256_of
+from shapes_pipeline.helpers.dataset import sha256_of
 
 SERVING_DIR = "saved_model"
 SAVED_MODEL_DIR = f"{SERVING_DIR}/1"

@@ -25,18 +25,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from components import artifact, dataset, storage
-from components.facts import Published
-from components.registry import (
+from shapes_pipeline.helpers import artifact, dataset, storage
+from shapes_pipeline.helpers.facts import Published
+from shapes_pipeline.helpers.registry import (
     METADATA,
     PromotionConflict,
     find_by_content,
     production_version,
     promote,
 )
-from components.registry import path as registry_path
-from components.step import InputError, lap, package_versions
-from components.verify import VerificationError
+from shapes_pipeline.helpers.registry import path as registry_path
+from shapes_pipeline.helpers.step import InputError, lap, package_versions
+from shapes_pipeline.steps.verify import VerificationError
 
 
 def new_version(content_sha256: str) -> str:
@@ -67,12 +67,12 @@ def unused_version(registry: str, model_name: str, content_sha256: str) -> str:
 def verify_in_fresh_process(
     model_dir: str, dataset_dir: str, predictions_path: str, sample: int
 ) -> dict:
-    """:func:`components.verify.verify` in a new Python process; its result, or the error."""
+    """``verify.verify`` in a new Python process; its result, or the error."""
     done = subprocess.run(
         [
             sys.executable,
             "-m",
-            "components.verify",
+            "shapes_pipeline.steps.verify",
             model_dir,
             dataset_dir,
             predictions_path,

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components.step import event
+from shapes_pipeline.helpers.step import event
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
-from components import (
+from shapes_pipeline.helpers import (
     artifact,
     dataset,
     predictions,
@@ -34,12 +34,12 @@ from components import (
     report,
     serving,
     shards,
-    split,
     storage,
 )
-from components import backbone as nets
-from components.facts import Evaluation, Gate
-from components.step import InputError, lap
+from shapes_pipeline.helpers import backbone as nets
+from shapes_pipeline.helpers.facts import Evaluation, Gate
+from shapes_pipeline.helpers.step import InputError, lap
+from shapes_pipeline.steps import split
 
 TOLERANCE = 1e-4  # serving_default against the evaluation, per probability
 

@@ -25,7 +25,7 @@ from google.auth import exceptions as gauth
 from google.cloud import storage
 from google.cloud.storage import transfer_manager
 
-from components.step import InputError
+from shapes_pipeline.helpers.step import InfrastructureError, InputError
 
 
 class StorageError(InputError):
@@ -36,6 +36,15 @@ class StorageConflict(StorageError):
     """Another writer got there first; what it wrote stays, ours is not written."""
 
 
+# What is left of an outage after the client's own retries: the service's 5xx and 429, or
+# no answer at all. The user's input is not at fault, and a later run may succeed.
+OUTAGES = (
+    gexc.ServerError,
+    gexc.TooManyRequests,
+    gexc.RetryError,
+    gauth.TransportError,
+    requests.RequestException,
+)
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 # Hidden prefix beside a gs:// folder being published, for its files on their way in.
 STAGING = ".staging"
@@ -95,8 +104,10 @@ def _reporting(uri: str) -> Iterator[None]:
         raise
     except gexc.Forbidden as e:
         raise StorageError(f"{uri}: permission denied ({e.message})") from e
-    except (gexc.GoogleAPIError, gauth.TransportError, requests.RequestException) as e:
-        raise StorageError(f"{uri}: the storage service failed ({e})") from e
+    except OUTAGES as e:
+        raise InfrastructureError(f"{uri}: the storage service failed ({e})") from e
+    except gexc.GoogleAPIError as e:
+        raise StorageError(f"{uri}: the storage service refused it ({e})") from e
 
 
 def _bucket(uri: str) -> tuple[storage.Bucket, str]:
@@ -107,8 +118,10 @@ def _bucket(uri: str) -> tuple[storage.Bucket, str]:
         raise StorageError(f"{uri}: no Google Cloud credentials found ({e})") from e
     try:
         found = bucket.exists()
+    except OUTAGES as e:
+        raise InfrastructureError(f"{uri}: cannot reach bucket {name!r} ({e})") from e
     except gexc.GoogleAPIError as e:
-        raise StorageError(f"{uri}: cannot reach bucket {name!r} ({e})") from e
+        raise StorageError(f"{uri}: cannot use bucket {name!r} ({e})") from e
     if not found:
         raise StorageError(f"{uri}: bucket {name!r} does not exist")
     return bucket, prefix

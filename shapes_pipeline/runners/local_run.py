@@ -27,9 +27,9 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import TextIO
 
-from components import registry
-from components.facts import Evaluation, Summary, TrainingFacts
-from components.step import parse_event
+from shapes_pipeline.helpers import registry
+from shapes_pipeline.helpers.facts import Evaluation, Summary, TrainingFacts
+from shapes_pipeline.helpers.step import parse_event
 
 STEPS = ("split", "plan", "extract", "train", "evaluate", "export")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -215,7 +215,9 @@ def run_locally(
     from kfp import local
 
     if pipeline is None:
-        from pipeline import shapes_pipeline as pipeline  # the one `compile` writes
+        from shapes_pipeline.kubeflow.pipeline import (
+            shapes_pipeline as pipeline,  # the one `compile` writes
+        )
     console = console or Console(sys.stdout)
     run_dir = Path(run_dir or new_run_dir(pipeline_root)).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -248,7 +250,7 @@ def summarize(
     params: dict, outputs: dict, run_dir: Path, ended: dict[str, dict], seconds: float
 ) -> Summary:
     """The run's summary, from the pipeline's outputs and the steps' end events."""
-    from components import report
+    from shapes_pipeline.helpers import report
 
     evaluation: Evaluation = json.loads(Path(outputs["evaluation"].path).read_text())
     # The train step's own metadata also holds what came after training.json was written

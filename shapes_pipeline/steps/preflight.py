@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from components import registry, split, storage
-from components.step import InputError
+from shapes_pipeline.helpers import registry, storage
+from shapes_pipeline.helpers.step import InputError
+from shapes_pipeline.steps import split
 
 
 def resolve_local(params: dict, pipeline_root: str) -> dict:
@@ -17,7 +18,7 @@ def resolve_local(params: dict, pipeline_root: str) -> dict:
     if params["data"] is None:
         params["data"] = str(Path(pipeline_root, "demo-data").resolve())
         if not Path(params["data"]).exists():
-            from components.demo_data import generate as make_demo
+            from shapes_pipeline.helpers.demo_data import generate as make_demo
 
             make_demo(params["data"])
     for key in ("data", "registry"):

@@ -40,6 +40,11 @@ class InputError(ValueError):
     """Input the user must fix (data, weights, storage); the message names the path or value."""
 
 
+class InfrastructureError(RuntimeError):
+    """The machine or a service failed (storage answering 5xx after the client's retries,
+    unreachable): no other input fixes it, a later try may; the message names the cause."""
+
+
 def event(kind: str, **fields: object) -> None:
     """One event line in the step's log: ``start``, ``end``, ``epoch``."""
     print(EVENT + json.dumps({"event": kind, **fields}), flush=True)
@@ -70,7 +75,7 @@ def step(name: str, metadata: dict, **fields: object) -> Iterator[None]:
     _last_lap[0] = started
     try:
         yield
-    except InputError as e:
+    except (InputError, InfrastructureError) as e:
         raise SystemExit(f"error: {e}") from None
     lap("work")
     metadata["seconds"] = round(time.perf_counter() - started, 2)

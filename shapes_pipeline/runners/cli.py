@@ -1,6 +1,6 @@
 """``shapes-pipeline``: the command line. Each command is a small function over the
 modules that do the work; the pipeline's parameters, their defaults and their help come
-from the pipeline function (``pipeline.py``), through ``components.parameters``.
+from the pipeline function (``pipeline.py``), through ``shapes_pipeline.runners.parameters``.
 """
 
 from __future__ import annotations
@@ -12,15 +12,17 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from components import parameters
-from components.exits import (
+from shapes_pipeline.helpers import settings
+from shapes_pipeline.helpers.step import InfrastructureError, InputError
+from shapes_pipeline.runners import parameters
+from shapes_pipeline.runners.exits import (
     EXIT_GATE_REFUSED,
     EXIT_OK,
     EXIT_STEP_FAILED,
     exit_code_of,
     fail,
+    internal_error,
 )
-from components.step import InputError
 
 DESCRIPTION = """\
 Train an image classifier by transfer learning (a frozen keras.applications backbone under
@@ -46,22 +48,19 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
-    """One option per pipeline parameter; help and defaults from the pipeline function.
-    One without a default is required after ``--config`` is read (see :func:`parse`)."""
+    """One option per pipeline parameter, from the parameter table. One without a default
+    is required after ``--config`` is read (see :func:`parse`)."""
     required = []
-    for name, spec in parameters.pipeline_inputs().items():
-        default = defaults.get(name, spec.default)
-        flag = parameters.option(name)
-        help_text = " ".join((spec.description or "").split())
-        if isinstance(default, bool):
+    for p in settings.PARAMETERS:
+        default = defaults.get(p.name, p.default)
+        if p.kind is bool:
             parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+                p.option, action=argparse.BooleanOptionalAction, default=default, help=p.help
             )
             continue
-        kind = type(default) if isinstance(default, int | float) else str
-        if default is None and name not in defaults:
-            required.append(name)
-        parser.add_argument(flag, type=kind, default=default, help=help_text)
+        if default is None and p.name not in defaults:
+            required.append(p.name)
+        parser.add_argument(p.option, type=p.kind, default=default, help=p.help)
     parser.set_defaults(required_parameters=required)
     parser.add_argument(
         "--config",
@@ -85,7 +84,7 @@ def read_config(path: str) -> dict:
         raise InputError(f"--config {path}: not YAML or JSON ({str(e).splitlines()[0]})") from e
     if not isinstance(loaded, dict):
         raise InputError(f"--config {path}: must be a mapping of parameter names to values")
-    unknown = sorted(set(loaded) - set(parameters.pipeline_inputs()))
+    unknown = sorted(set(loaded) - set(settings.BY_NAME))
     if unknown:
         raise InputError(f"--config {path}: unknown parameters {unknown}")
     try:
@@ -114,14 +113,14 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
 
 
 def pipeline_params(args: argparse.Namespace) -> dict:
-    return {name: getattr(args, name) for name in parameters.pipeline_inputs()}
+    return {name: getattr(args, name) for name in settings.BY_NAME}
 
 
 # ---------------------------------------------------------------------------- commands
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from components.demo_data import generate
+    from shapes_pipeline.helpers.demo_data import generate
 
     written = generate(args.out, per_class=args.per_class, seed=args.seed)
     print(f"wrote {len(written)} images to {args.out}")
@@ -129,7 +128,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from components import cluster
+    from shapes_pipeline.runners import cluster
 
     try:
         cluster.compile_pipeline(
@@ -142,7 +141,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from components import local_run, preflight, report
+    from shapes_pipeline.helpers import report
+    from shapes_pipeline.runners import local_run
+    from shapes_pipeline.steps import preflight
 
     params = pipeline_params(args)
     try:
@@ -178,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from components import cluster
+    from shapes_pipeline.runners import cluster
 
     params, _ = cluster_request(args)
     with cluster.compiled(args.gpus, args.gpu_node_selector, args.extract_parallelism) as package:
@@ -197,7 +198,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from components import cluster
+    from shapes_pipeline.runners import cluster
 
     params, cron = cluster_request(args)
     with cluster.compiled(args.gpus, args.gpu_node_selector, args.extract_parallelism) as package:
@@ -212,7 +213,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def cluster_request(args: argparse.Namespace) -> tuple[dict, str | None]:
     """The run's parameters and (``schedule``) KFP's cron, checked before any request."""
-    from components import cluster
+    from shapes_pipeline.runners import cluster
 
     params = pipeline_params(args)
     try:
@@ -228,8 +229,8 @@ def cluster_request(args: argparse.Namespace) -> tuple[dict, str | None]:
 
 
 def parser() -> argparse.ArgumentParser:
-    from components.cli_models import cmd_models, cmd_predict, cmd_promote
-    from pipeline import PIPELINE_NAME
+
+    from shapes_pipeline.runners.cli_models import cmd_models, cmd_predict, cmd_promote
 
     cli = argparse.ArgumentParser(
         prog="shapes-pipeline", description=DESCRIPTION, epilog=EPILOG, formatter_class=Formatter
@@ -253,7 +254,7 @@ def parser() -> argparse.ArgumentParser:
         "--cache",
         action="store_true",
         help="reuse split and train outputs of an earlier run with the same inputs "
-        "(kfp.local's cache; its key does not see changes to components/)",
+        "(kfp.local's cache; its key does not see changes to shapes_pipeline/)",
     )
     run.add_argument(
         "--dry-run", action="store_true", help="check everything, print the parameters, stop"
@@ -270,7 +271,7 @@ def parser() -> argparse.ArgumentParser:
         add_pipeline_options(sub, {})
         sub.add_argument("--host", required=True, help="the KFP API, e.g. http://localhost:8080")
         sub.add_argument("--namespace", help="multi-user Kubeflow: the profile's namespace")
-        sub.add_argument("--experiment", default=PIPELINE_NAME, help="created if missing")
+        sub.add_argument("--experiment", default=settings.PIPELINE_NAME, help="created if missing")
         sub.add_argument(
             "--token",
             default=os.environ.get("KFP_TOKEN"),
@@ -287,7 +288,7 @@ def parser() -> argparse.ArgumentParser:
     scheduled.add_argument(
         "--cron", required=True, help="'minute hour day month weekday', or KFP's six fields"
     )
-    scheduled.add_argument("--name", default=f"{PIPELINE_NAME}-retraining")
+    scheduled.add_argument("--name", default=f"{settings.PIPELINE_NAME}-retraining")
 
     comp = command("compile", "write the pipeline spec to upload to Kubeflow", cmd_compile)
     comp.add_argument("-o", "--output", default="pipeline.yaml", help="the spec's file")
@@ -330,7 +331,7 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--extract-parallelism",
         type=int,
-        default=parameters.defaults()["extract_workers"],
+        default=settings.BY_NAME["extract_workers"].default,
         help="extract tasks running at once (KFP fixes it when compiling; "
         "--extract-workers sets how many there are)",
     )
@@ -345,7 +346,7 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
 
 def add_model_options(parser: argparse.ArgumentParser, default_output: str | None) -> None:
     parser.add_argument(
-        "--model-name", default=parameters.defaults()["model_name"], help="the registry's model"
+        "--model-name", default=settings.BY_NAME["model_name"].default, help="the registry's model"
     )
     if default_output:
         parser.add_argument(
@@ -366,6 +367,12 @@ def main(argv: list[str] | None = None) -> None:
         code = args.func(args)
     except OSError as e:  # one line: what the system refused, and whose fault it is
         fail(f"{e.filename}: {e.strerror}" if e.filename else str(e), exit_code_of(e))
+    except InputError as e:
+        fail(str(e))
+    except InfrastructureError as e:
+        fail(str(e), EXIT_STEP_FAILED)
+    except Exception as e:  # a bug: one line here, the traceback in a log of its own
+        fail(internal_error(args.command, e), EXIT_STEP_FAILED)
     sys.exit(code)
 
 

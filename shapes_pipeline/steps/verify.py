@@ -1,6 +1,6 @@
 """Export's last check: the SavedModel about to be published serves what evaluate scored.
 
-Export runs it as ``python -m components.verify`` in a fresh process, so nothing left in
+Export runs it as ``python -m shapes_pipeline.steps.verify`` in a fresh process, so nothing left in
 memory from training or evaluation (traced functions, variables) can stand in for the
 files: only what is on disk is loaded, and it is fed the test images' bytes as a client
 would send them: a stratified sample of the test images (the same one evaluate checked
@@ -15,8 +15,8 @@ import sys
 
 import numpy as np
 
-from components import dataset, predictions
-from components.step import InputError
+from shapes_pipeline.helpers import dataset, predictions
+from shapes_pipeline.helpers.step import InputError
 
 TOLERANCE = 1e-4
 
@@ -35,8 +35,8 @@ def verify(
     """Same classes, and on evaluate's stratified sample of ``sample`` test images the same
     predicted class and probabilities within ``tolerance`` of the evaluation's; returns
     what was checked."""
-    from components import serving  # TensorFlow
-    from components.evaluate import score_images, stratified_sample
+    from shapes_pipeline.helpers import serving  # TensorFlow
+    from shapes_pipeline.steps.evaluate import score_images, stratified_sample
 
     expected_classes, expected = predictions.read(predictions_path)
     manifest = dataset.read_manifest(dataset_dir)
@@ -73,7 +73,9 @@ def verify(
 
 
 def main(argv: list[str] | None = None) -> None:
-    cli = argparse.ArgumentParser(prog="python -m components.verify", description=__doc__)
+    cli = argparse.ArgumentParser(
+        prog="python -m shapes_pipeline.steps.verify", description=__doc__
+    )
     cli.add_argument("model_dir")
     cli.add_argument("dataset_dir")
     cli.add_argument("predictions")

@@ -1,5 +1,5 @@
 """The commands on a registry's models: ``predict``, ``models`` and ``promote`` (the
-parser in ``components/cli.py`` names them)."""
+parser in ``shapes_pipeline/runners/cli.py`` names them)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import json
 import os
 from pathlib import Path
 
-from components.exits import EXIT_OK, fail
-from components.step import InputError
+from shapes_pipeline.helpers.step import InputError
+from shapes_pipeline.runners.exits import EXIT_OK, fail
 
 
 def image_files(paths: list[str]) -> list[str]:
     """The images to classify: files as given, folders' images (recursively, sorted)."""
-    from components.dataset import IMAGE_SUFFIXES
+    from shapes_pipeline.helpers.dataset import IMAGE_SUFFIXES
 
     found = []
     for given in paths:
@@ -31,14 +31,16 @@ def image_files(paths: list[str]) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from components import dataset, registry, storage
+    from shapes_pipeline.helpers import dataset, registry, storage
 
     try:
         images = image_files(args.images)
         for image in images:
             dataset.check_image(image)
         version = registry.resolve(args.model, args.model_name)
-        from components import serving  # TensorFlow, only once the inputs are known to be good
+        from shapes_pipeline.helpers import (
+            serving,  # TensorFlow, only once the inputs are known to be good
+        )
 
         with storage.local_tree(version) as local:
             predict, classes = serving.load(local)
@@ -64,7 +66,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from components import registry
+    from shapes_pipeline.helpers import registry
 
     try:
         found, problem = registry.listing(args.registry, args.model_name, must_exist=True)
@@ -88,7 +90,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from components import registry, storage
+    from shapes_pipeline.helpers import registry, storage
 
     try:
         before = registry.promote_to(args.registry, args.model_name, args.version)

@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from components import archive, shards, storage
-from components.dataset import (
+from shapes_pipeline.helpers import archive, shards, storage
+from shapes_pipeline.helpers.dataset import (
     IMAGE_SUFFIXES,
     MAX_PIXELS,
     SPLITS,
@@ -33,8 +33,8 @@ from components.dataset import (
     sha256_of,
     write_manifest,
 )
-from components.facts import SplitFacts
-from components.step import lap
+from shapes_pipeline.helpers.facts import SplitFacts
+from shapes_pipeline.helpers.step import lap
 
 
 def notebook_split(

@@ -16,10 +16,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components import artifact
-from components.images import decode
-from components.model import TracedFunction, batched, compiled
-from components.step import InputError
+from shapes_pipeline.helpers import artifact
+from shapes_pipeline.helpers.images import decode
+from shapes_pipeline.helpers.model import TracedFunction, batched, compiled
+from shapes_pipeline.helpers.step import InputError
 
 
 def serving_signatures(

@@ -26,16 +26,18 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from components import backbone, model, storage
-from components.dataset import sha256_of
+from shapes_pipeline.helpers import backbone, model, storage
+from shapes_pipeline.helpers.dataset import sha256_of
+from shapes_pipeline.helpers.step import InfrastructureError
 
 log = logging.getLogger(__name__)
 
 ENTRY = "entry.json"  # written last: an entry without it is unfinished
 SAVED_MODEL = "saved_model"
 # what a cache that cannot be read or written raises: the run goes on without it
-UNREADABLE = (OSError, ValueError, KeyError, TypeError, storage.StorageError, tf.errors.OpError)
-UNWRITABLE = (OSError, storage.StorageError, tf.errors.OpError)
+UNAVAILABLE = (storage.StorageError, InfrastructureError)
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, *UNAVAILABLE, tf.errors.OpError)
+UNWRITABLE = (OSError, *UNAVAILABLE, tf.errors.OpError)
 # the code whose change changes what an entry computes
 _SOURCES = (Path(model.__file__), Path(backbone.__file__))
 
@@ -51,7 +53,7 @@ def key(backbone_name: str, weights: str, image_size: int, seed: int) -> str | N
     elif storage.is_gcs(weights):
         try:
             init = {"gcs_checksum": storage.checksum(weights)}
-        except storage.StorageError:
+        except UNAVAILABLE:
             return None  # build_backbone reports it, naming the file
     elif Path(weights).is_file():
         init = {"sha256": sha256_of(weights)}

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from components.step import InputError
+from shapes_pipeline.helpers.step import InputError
 
 MANIFEST = "manifest.csv"
 SPLITS = ("train", "val", "test")

@@ -9,7 +9,7 @@ training image also gets that many augmented views' features, a batch at a time.
 The first task also writes the serving SavedModel with an untrained head: train, which
 only trains the head, fills in its weights instead of building the backbone again. With a
 backbone cache
-(``components.backbone_cache``), a run that finds its traced extractor there loads it
+(``shapes_pipeline.helpers.backbone_cache``), a run that finds its traced extractor there loads it
 instead of building and tracing the backbone.
 """
 
@@ -25,16 +25,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components import backbone as nets
-from components import backbone_cache, model, serving, shards, tfrecord
-from components.facts import (
+from shapes_pipeline.helpers import backbone as nets
+from shapes_pipeline.helpers import backbone_cache, model, serving, shards, tfrecord
+from shapes_pipeline.helpers.facts import (
     MILD_AUGMENTATION,
     Augmentation,
     FeatureIndex,
     FeatureShard,
     Shard,
 )
-from components.step import lap
+from shapes_pipeline.helpers.step import lap
 
 # Test features stay float32: evaluation checks them through the head against the served
 # model fed the same images' bytes, within 1e-4; float16 rounding alone is larger.
@@ -88,7 +88,7 @@ def extract(
 
     Given a ``cache``
     (a folder or ``gs://`` URI), the traced extractor is loaded from it when it is there,
-    and stored in it when it is not (``components.backbone_cache``).
+    and stored in it when it is not (``shapes_pipeline.helpers.backbone_cache``).
     """
     lap("import")
     started = time.perf_counter()

@@ -9,9 +9,9 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from components import model, storage
-from components.facts import MILD_AUGMENTATION, Augmentation
-from components.step import InputError
+from shapes_pipeline.helpers import model, storage
+from shapes_pipeline.helpers.facts import MILD_AUGMENTATION, Augmentation
+from shapes_pipeline.helpers.step import InputError
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components import artifact, dataset, model, serving, shards
-from components import backbone as nets
-from components.facts import MILD_AUGMENTATION, Augmentation, TrainingFacts
-from components.fit import TensorBoardWriter, fit
-from components.step import lap, package_versions
+from shapes_pipeline.helpers import artifact, dataset, model, serving, shards
+from shapes_pipeline.helpers import backbone as nets
+from shapes_pipeline.helpers.facts import MILD_AUGMENTATION, Augmentation, TrainingFacts
+from shapes_pipeline.helpers.fit import TensorBoardWriter, fit
+from shapes_pipeline.helpers.step import lap, package_versions
 
 
 def _features(feature_dirs: list[str], dataset_dir: str, expected: dict) -> tuple[dict, dict]:

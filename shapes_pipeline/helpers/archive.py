@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from components.dataset import DataError
+from shapes_pipeline.helpers.dataset import DataError
 
 SKIPPED = "__MACOSX"  # resource forks that macOS's archiver adds; not data
 READABLE_COMPRESSION = {

@@ -1,5 +1,5 @@
 """The network: any ``keras.applications`` backbone, frozen, under the notebook's head, and
-the traced functions the serving model is made of (``components.serving`` saves them).
+the traced functions the serving model is made of (``shapes_pipeline.helpers.serving`` saves them).
 
 The network takes raw RGB pixels in [0, 255] and applies the backbone's own
 ``preprocess_input`` inside, so whoever loads the saved model (evaluate, export, serving)
@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components.shards import prefetched
-from components.step import InputError
+from shapes_pipeline.helpers.shards import prefetched
+from shapes_pipeline.helpers.step import InputError
 
 TracedFunction = tf.types.experimental.PolymorphicFunction
 

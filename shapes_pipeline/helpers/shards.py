@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from components import tfrecord
-from components.dataset import SPLITS, DataError, Example
-from components.facts import FeatureIndex, Shard, ShardIndex
+from shapes_pipeline.helpers import tfrecord
+from shapes_pipeline.helpers.dataset import SPLITS, DataError, Example
+from shapes_pipeline.helpers.facts import FeatureIndex, Shard, ShardIndex
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -293,7 +293,7 @@ def stream_images(
     training goes (fine-tuning needs pixels), shuffled in a bounded buffer (``shuffle``)."""
     import tensorflow as tf
 
-    from components.images import decode
+    from shapes_pipeline.helpers.images import decode
 
     found = [s for s in read_index(dataset_dir)["shards"] if s["split"] == split]
     files = [checked(Path(dataset_dir, s["file"]), s["bytes"]) for s in found]
@@ -343,7 +343,7 @@ def decode_batch(images, image_size: int):
     """Encoded images (a batch of a parsed shard) as the served model decodes them."""
     import tensorflow as tf
 
-    from components.images import decode
+    from shapes_pipeline.helpers.images import decode
 
     return tf.map_fn(
         lambda b: decode(b, image_size),

@@ -1,0 +1,1 @@
+"""What the steps share: storage, the registry, data shards, the model and its report."""

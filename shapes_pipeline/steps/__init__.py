@@ -1,0 +1,1 @@
+"""The steps as plain typed functions, runnable without KFP: one per container step."""
