@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.table import STEPS, table  # noqa: E402
+from bench.worktree import cli_module  # noqa: E402
 
 
 def matmul_gflops(sizes: tuple[int, ...] = (2048, 4096), seconds: float = 2.0) -> float:
@@ -223,7 +224,7 @@ def pipeline_run(
     tmp.mkdir()
     summary = tmp / "summary.json"
     command = [
-        sys.executable, "-m", "shapes_pipeline.runners.cli", "run", "--data", str(data),
+        sys.executable, "-m", cli_module(code), "run", "--data", str(data),
         "--backbone", backbone, "--weights", weights, "--image-size", str(image_size),
         "--min-accuracy", "0", "--registry", str(tmp / "registry"),
         "--pipeline-root", str(tmp / "runs"), "--summary", str(summary), *extra,

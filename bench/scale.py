@@ -21,6 +21,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.worktree import checkouts, cli_module  # noqa: E402
+
 SETTINGS = ["--backbone", "MobileNetV3Small", "--weights", "none", "--image-size", "96",
             "--epochs", "3", "--min-accuracy", "0"]  # fmt: skip
 
@@ -32,7 +36,7 @@ def run(code: Path, data: Path, work: Path, workers: int | None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code)}
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "shapes_pipeline.runners.cli", "run", "--data", str(data),
+        [sys.executable, "-m", cli_module(code), "run", "--data", str(data),
          "--registry", str(work / "registry"), "--pipeline-root", str(work / "runs"),
          "--summary", str(summary), "-q", *SETTINGS, *extra],
         cwd=work, env=env, capture_output=True, text=True,
@@ -77,8 +81,6 @@ def main() -> None:
     cli.add_argument("--before", help="git revision to measure side by side")
     cli.add_argument("--output", default=str(REPO / "bench" / "scale.json"))
     args = cli.parse_args()
-    sys.path.insert(0, str(REPO))
-    from bench.worktree import checkouts
     from shapes_pipeline.helpers.demo_data import generate
 
     results = []
