@@ -126,7 +126,6 @@ def make_pipeline(
             extract_task.set_memory_limit("8G").set_retry(**RETRY)
             on_gpus(extract_task)
 
-        augmentation.pop("augment_views")  # train sees the views extract made
         train_task = train(
             dataset=dataset, features=dsl.Collected(extract_task.outputs["features"]),
             **backbone, **augmentation, **group("training", params),

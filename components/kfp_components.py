@@ -85,19 +85,19 @@ def extract(
     from shapes_pipeline.helpers.step import step
 
     with step("extract", features.metadata, group=group):
-        from shapes_pipeline.helpers.facts import Augmentation
+        from shapes_pipeline.helpers.settings import AugmentSettings
         from shapes_pipeline.steps.extract import extract
 
+        augmentation = AugmentSettings(
+            augment=augment, augment_views=augment_views, augment_rotation=augment_rotation,
+            augment_zoom=augment_zoom, augment_translation=augment_translation,
+            augment_contrast=augment_contrast, augment_flip_horizontal=augment_flip_horizontal,
+            augment_flip_vertical=augment_flip_vertical,
+        )  # fmt: skip
         facts = extract(
             dataset.path, features.path, group=group, groups=groups, backbone=backbone,
             weights=weights, image_size=image_size, batch_size=batch_size, seed=seed,
-            augment=augment, augment_views=augment_views,
-            augmentation=Augmentation(
-                rotation=augment_rotation, zoom=augment_zoom, translation=augment_translation,
-                contrast=augment_contrast, flip_horizontal=augment_flip_horizontal,
-                flip_vertical=augment_flip_vertical,
-            ),
-            cache=backbone_cache,
+            augment=augmentation, cache=backbone_cache,
         )  # fmt: skip
         features.metadata.update({k: v for k, v in facts.items() if k != "shards"})
 
@@ -114,6 +114,7 @@ def train(
     patience: int,
     seed: int,
     augment: bool,
+    augment_views: int,
     augment_rotation: float,
     augment_zoom: float,
     augment_translation: float,
@@ -129,34 +130,30 @@ def train(
     from shapes_pipeline.helpers.step import step
 
     with step("train", model.metadata):
-        from shapes_pipeline.helpers.facts import Augmentation
+        from shapes_pipeline.helpers.settings import (
+            AugmentSettings,
+            FineTuneSettings,
+            TrainingSettings,
+        )
         from shapes_pipeline.steps.train import train
 
         facts = train(
-            dataset.path,
-            [f.path for f in features],
-            model.path,
-            backbone=backbone,
-            weights=weights,
-            image_size=image_size,
-            epochs=epochs,
-            batch_size=batch_size,
-            patience=patience,
-            seed=seed,
-            augment=augment,
-            augmentation=Augmentation(
-                rotation=augment_rotation,
-                zoom=augment_zoom,
-                translation=augment_translation,
-                contrast=augment_contrast,
-                flip_horizontal=augment_flip_horizontal,
-                flip_vertical=augment_flip_vertical,
+            dataset.path, [f.path for f in features], model.path, backbone=backbone,
+            weights=weights, image_size=image_size, seed=seed,
+            training=TrainingSettings(epochs=epochs, batch_size=batch_size, patience=patience),
+            augment=AugmentSettings(
+                augment=augment, augment_views=augment_views, augment_rotation=augment_rotation,
+                augment_zoom=augment_zoom, augment_translation=augment_translation,
+                augment_contrast=augment_contrast,
+                augment_flip_horizontal=augment_flip_horizontal,
+                augment_flip_vertical=augment_flip_vertical,
             ),
-            fine_tune_layers=fine_tune_layers,
-            fine_tune_lr=fine_tune_lr,
-            fine_tune_epochs=fine_tune_epochs,
+            fine_tuning=FineTuneSettings(
+                fine_tune_layers=fine_tune_layers, fine_tune_lr=fine_tune_lr,
+                fine_tune_epochs=fine_tune_epochs,
+            ),
             feature_memory_mb=feature_memory_mb,
-        )
+        )  # fmt: skip
         model.metadata.update(facts)
 
 
@@ -184,6 +181,7 @@ def evaluate(
     from shapes_pipeline.helpers.step import step
 
     with step("evaluate", evaluation.metadata):
+        from shapes_pipeline.helpers.settings import GateSettings
         from shapes_pipeline.steps.evaluate import evaluate
 
         result = evaluate(
@@ -196,11 +194,13 @@ def evaluate(
             summary_path=summary.path,
             registry_uri=registry,
             model_name=model_name,
-            min_accuracy=min_accuracy,
-            max_regression=max_regression,
-            allow_class_change=allow_class_change,
+            gate=GateSettings(
+                min_accuracy=min_accuracy,
+                max_regression=max_regression,
+                allow_class_change=allow_class_change,
+                gate_sample=gate_sample,
+            ),
             serving_sample=serving_sample,
-            gate_sample=gate_sample,
         )
         gate = result["gate"]
         evaluation.metadata["gate"] = gate

@@ -17,7 +17,13 @@ import pytest
 from google.cloud import storage as gcs
 
 from shapes_pipeline.helpers import model, registry, serving, storage
-from shapes_pipeline.helpers.facts import TrainingFacts
+from shapes_pipeline.helpers.facts import MILD_AUGMENTATION, TrainingFacts
+from shapes_pipeline.helpers.settings import (
+    AugmentSettings,
+    FineTuneSettings,
+    TrainingSettings,
+    defaults,
+)
 from shapes_pipeline.steps.evaluate import evaluate
 from shapes_pipeline.steps.export import export
 
@@ -69,6 +75,40 @@ def missing_prerequisites() -> list[str]:
 LEARNS = {"backbone": "MobileNet", "image_size": 48}
 
 
+def augment_settings(
+    augment: bool = False, augment_views: int = 8, augmentation: dict | None = None
+) -> AugmentSettings:
+    """The augmentation group from the arguments tests write: on or off, views, transforms
+    (mild by default)."""
+    t = augmentation or MILD_AUGMENTATION
+    return AugmentSettings(
+        augment=augment, augment_views=augment_views, augment_rotation=t["rotation"],
+        augment_zoom=t["zoom"], augment_translation=t["translation"],
+        augment_contrast=t["contrast"], augment_flip_horizontal=t["flip_horizontal"],
+        augment_flip_vertical=t["flip_vertical"],
+    )  # fmt: skip
+
+
+def extract_args(**flat) -> dict:
+    """``extract``'s keyword arguments from flat ones (``augment``, ``augment_views``,
+    ``augmentation`` become its augmentation group)."""
+    keys = ("augment", "augment_views", "augmentation")
+    return {**{k: v for k, v in flat.items() if k not in keys},
+            "augment": augment_settings(**{k: flat[k] for k in keys if k in flat})}  # fmt: skip
+
+
+def train_args(**flat) -> dict:
+    """``train``'s keyword arguments from flat ones: the training, augmentation and
+    fine-tuning groups (the table's defaults for what is not given)."""
+    values = {**defaults(), "fine_tune_layers": 0, **flat}
+    groups = {"training": TrainingSettings, "fine_tuning": FineTuneSettings}
+    grouped = {name: cls.of(values) for name, cls in groups.items()}
+    keys = ("augment", "augment_views", "augmentation")
+    grouped["augment"] = augment_settings(**{k: flat[k] for k in keys if k in flat})
+    taken = {f for cls in groups.values() for f in cls.__dataclass_fields__} | set(keys)
+    return {**{k: v for k, v in flat.items() if k not in taken}, **grouped}
+
+
 def train_model(
     dataset_dir: Path,
     out: Path,
@@ -88,14 +128,15 @@ def train_model(
 
     shared = {k: settings[k] for k in ("backbone", "weights", "image_size", "seed")}
     dirs = [str(out.parent / f"{out.name}-features-{g}") for g in range(groups)]
+    augmenting = {"augment": augment, "augment_views": augment_views}
     for group, folder in enumerate(dirs):
         extract(
             str(dataset_dir), folder, group=group, groups=groups, batch_size=batch_size,
-            augment=augment, augment_views=augment_views, cache=cache,
-            **shared,
+            cache=cache, **extract_args(**augmenting, **shared),
         )  # fmt: skip
     return train(
-        str(dataset_dir), dirs, str(out), batch_size=batch_size, augment=augment, **settings,
+        str(dataset_dir), dirs, str(out),
+        **train_args(batch_size=batch_size, **augmenting, **settings),
     )  # fmt: skip
 
 
@@ -276,16 +317,22 @@ def save_oracle_features(dataset_dir: Path, out: Path) -> str:
     return str(out)
 
 
-def evaluate_oracle(root: Path, model: str = "model", out: Path | None = None, **gate) -> dict:
+def evaluate_oracle(root: Path, model: str = "model", out: Path | None = None, **given) -> dict:
     """``evaluate`` of the model folder ``root/<model>`` on ``root/ds`` and its features
-    ``root/features`` (:func:`save_oracle_features`), writing into ``out`` (or ``root``)."""
+    ``root/features`` (:func:`save_oracle_features`), writing into ``out`` (or ``root``).
+    ``given``: ``registry_uri``, ``model_name`` and gate settings by their parameter names
+    (the others as the table has them, and any accuracy passing)."""
+    from shapes_pipeline.helpers.settings import GateSettings, defaults
+
     out = out or root
     out.mkdir(exist_ok=True)
+    where = {k: given.pop(k) for k in ("registry_uri", "model_name") if k in given}
+    gate = GateSettings.of({**defaults(), "min_accuracy": 0.0, **given})
     return evaluate(
         str(root / "ds"), [str(root / "features")], str(root / model),
         predictions_path=str(out / "predictions.csv"), report_path=str(out / "report.html"),
         evaluation_path=str(out / "evaluation.json"), summary_path=str(out / "summary.md"),
-        **gate,
+        gate=gate, **where,
     )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from helpers import (
     images_by_path,
     save_oracle,
     save_oracle_features,
+    train_args,
     tree_bytes,
 )
 from waves import CYCLES, HEAD, SETTINGS, features, probabilities_by_path, split, write_waves
@@ -84,8 +85,8 @@ def test_training_on_feature_records_in_another_order_gives_the_same_model(
             for record in records:
                 writer.write(record)
     assert features(shuffled).keys() == features(folder).keys()
-    train(str(waves_split), [str(shuffled)], str(tmp_path / "m"), batch_size=32, **HEAD,
-          **SETTINGS)  # fmt: skip
+    train(str(waves_split), [str(shuffled)], str(tmp_path / "m"),
+          **train_args(batch_size=32, **HEAD, **SETTINGS))  # fmt: skip
     history = json.loads((tmp_path / "m" / "history.json").read_text())
     assert history == json.loads((waves_model / "history.json").read_text())
     again = probabilities_by_path(tmp_path / "m", waves_split)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import waves
-from helpers import feature_dirs, images_by_path
+from helpers import extract_args, feature_dirs, images_by_path, train_args
 from waves import SETTINGS, features, split
 
 from shapes_pipeline.helpers import dataset, serving, shards
@@ -40,8 +40,8 @@ def mild_dir(waves_split) -> Path:
     from shapes_pipeline.steps.extract import extract
 
     out = waves_split.parent / "mild"
-    extract(str(waves_split), str(out), group=0, groups=1, batch_size=32, augment=True,
-            augment_views=3, **SETTINGS)  # fmt: skip
+    extract(str(waves_split), str(out), group=0, groups=1, batch_size=32,
+            **extract_args(augment=True, augment_views=3, **SETTINGS))  # fmt: skip
     return out
 
 
@@ -75,7 +75,8 @@ def test_augmentation_at_its_identity_settings_gives_the_plain_features(
     from shapes_pipeline.steps.extract import extract
 
     extract(str(waves_split), str(tmp_path / "f"), group=0, groups=1, batch_size=32,
-            augment=True, augment_views=2, augmentation=IDENTITY, **SETTINGS)  # fmt: skip
+            **extract_args(augment=True, augment_views=2, augmentation=IDENTITY,
+                           **SETTINGS))  # fmt: skip
     got = features(tmp_path / "f")
     assert got.keys() == _views(waves_split, 2)
     for (row, view), (values, label) in got.items():
@@ -174,12 +175,13 @@ def test_each_option_trains_with_fine_tuning_and_augmentation_never_of_val_or_te
     folders = [str(tmp_path / f"f{g}") for g in range(groups)]
     try:
         for g, folder in enumerate(folders):
-            extract(str(data), folder, group=g, groups=groups, batch_size=4, augment=True,
-                    augment_views=1, augmentation=augmentation, precision=precision,
-                    **SETTINGS)  # fmt: skip
-        facts = train(str(data), folders, str(tmp_path / "m"), batch_size=4, epochs=2,
-                      patience=5, augment=True, augmentation=augmentation,
-                      precision=precision, **FINE_TUNE, **settings, **SETTINGS)  # fmt: skip
+            extract(str(data), folder, group=g, groups=groups, batch_size=4,
+                    precision=precision, **extract_args(augment=True, augment_views=1,
+                    augmentation=augmentation, **SETTINGS))  # fmt: skip
+        facts = train(str(data), folders, str(tmp_path / "m"), precision=precision,
+                      **train_args(batch_size=4, epochs=2, patience=5, augment=True,
+                      augment_views=1, augmentation=augmentation, **FINE_TUNE, **settings,
+                      **SETTINGS))  # fmt: skip
         predict, _ = serving.load(tmp_path / "m")
         manifest = dataset.read_manifest(data)
         images = {p: b for s in dataset.SPLITS for p, b in images_by_path(data, s).items()}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SMALL, feature_dirs, train_model
+from helpers import SMALL, feature_dirs, train_args, train_model
 
 from shapes_pipeline.helpers import shards
 from shapes_pipeline.helpers.dataset import DataError
@@ -127,15 +127,15 @@ def test_a_damaged_feature_shard_fails_training_naming_it(many_shards, tmp_path,
     victim = next(s for s in index["shards"] if s["split"] == "train")
     _damage(folder / victim["file"], how)
     with pytest.raises(DataError, match=rf"{victim['file']}: truncated or corrupt shard"):
-        train(str(many_shards), [str(folder)], str(tmp_path / "m"), epochs=1, batch_size=8,
-              patience=1, **SETTINGS)  # fmt: skip
+        train(str(many_shards), [str(folder)], str(tmp_path / "m"),
+              **train_args(epochs=1, batch_size=8, patience=1, **SETTINGS))  # fmt: skip
 
 
 def test_training_refuses_features_that_miss_a_group(many_shards, tmp_path):
     extract(str(many_shards), str(tmp_path / "f0"), group=0, groups=2, batch_size=8, **SETTINGS)
     with pytest.raises(DataError, match="cover train shards"):
-        train(str(many_shards), [str(tmp_path / "f0")], str(tmp_path / "m"), epochs=1,
-              batch_size=8, patience=1, **SETTINGS)  # fmt: skip
+        train(str(many_shards), [str(tmp_path / "f0")], str(tmp_path / "m"),
+              **train_args(epochs=1, batch_size=8, patience=1, **SETTINGS))  # fmt: skip
 
 
 TWO_DEVICES = textwrap.dedent(

@@ -16,6 +16,7 @@ from helpers import (
     feature_dirs,
     imagenet_mobilenet,
     split_images,
+    train_args,
     train_model,
 )
 from PIL import Image
@@ -244,8 +245,8 @@ def test_training_only_the_head_builds_no_backbone(trained, split_dir, tmp_path,
     monkeypatch.setattr(backbone, "build_backbone", lambda *a, **k: pytest.fail("built"))
     weights = str(imagenet_mobilenet())
     train(
-        str(split_dir), feature_dirs(trained), str(tmp_path / "m"), epochs=5, patience=5,
-        seed=0, weights=weights, batch_size=32, **LEARNS,
+        str(split_dir), feature_dirs(trained), str(tmp_path / "m"),
+        **train_args(epochs=5, patience=5, seed=0, weights=weights, batch_size=32, **LEARNS),
     )  # fmt: skip
     np.testing.assert_array_equal(_scores(tmp_path / "m", split_dir), _scores(trained, split_dir))
 

@@ -7,11 +7,12 @@ against it. Nothing here imports TensorFlow, so ``--help`` and the checks cost l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Self
 
 from shapes_pipeline.helpers.dataset import MAX_PIXELS
-from shapes_pipeline.helpers.facts import MILD_AUGMENTATION
+from shapes_pipeline.helpers.facts import MILD_AUGMENTATION, Augmentation
 from shapes_pipeline.helpers.shards import DEFAULT_FEATURE_MEMORY_MB, DEFAULT_SHARD_MB
 
 # keras.applications' models (tests/test_parameters.py checks the list against the
@@ -389,3 +390,76 @@ def defaults() -> dict[str, Any]:
 def group(name: str, values: dict[str, Any]) -> dict[str, Any]:
     """The parameters of group ``name`` out of ``values`` (every parameter by name)."""
     return {p.name: values[p.name] for p in PARAMETERS if p.group == name}
+
+
+class Settings:
+    """A group of parameters as one typed object a step receives: its fields are the
+    group's parameters, by name (tests/test_settings.py holds them to the table)."""
+
+    GROUP: ClassVar[str]
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> Self:
+        """The group's values out of ``values`` (any mapping that holds them by name)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class TrainingSettings(Settings):
+    GROUP = "training"
+    epochs: int
+    batch_size: int
+    patience: int
+
+
+@dataclass(frozen=True)
+class AugmentSettings(Settings):
+    GROUP = "augmentation"
+    augment: bool
+    augment_views: int
+    augment_rotation: float
+    augment_zoom: float
+    augment_translation: float
+    augment_contrast: float
+    augment_flip_horizontal: bool
+    augment_flip_vertical: bool
+
+    def transforms(self) -> Augmentation:
+        """The random transforms, as the model's augmenter takes them."""
+        return Augmentation(
+            rotation=self.augment_rotation, zoom=self.augment_zoom,
+            translation=self.augment_translation, contrast=self.augment_contrast,
+            flip_horizontal=self.augment_flip_horizontal,
+            flip_vertical=self.augment_flip_vertical,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FineTuneSettings(Settings):
+    GROUP = "fine_tuning"
+    fine_tune_layers: int
+    fine_tune_lr: float
+    fine_tune_epochs: int
+
+
+@dataclass(frozen=True)
+class GateSettings(Settings):
+    GROUP = "gate"
+    min_accuracy: float
+    max_regression: float
+    allow_class_change: bool
+    gate_sample: int
+
+
+@dataclass(frozen=True)
+class ScaleSettings(Settings):
+    GROUP = "scale"
+    shard_mb: float
+    extract_workers: int
+    feature_memory_mb: int
+    backbone_cache: str
+
+
+# extract and train without augmentation (their callers outside the pipeline)
+NO_AUGMENTATION = AugmentSettings.of({**defaults(), "augment": False})
+GROUP_SETTINGS = (TrainingSettings, AugmentSettings, FineTuneSettings, GateSettings, ScaleSettings)

@@ -19,7 +19,7 @@ import json
 import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +34,13 @@ from shapes_pipeline.helpers import (
     report,
     serving,
     shards,
-    storage,
 )
 from shapes_pipeline.helpers import backbone as nets
 from shapes_pipeline.helpers.facts import Evaluation, Gate
+from shapes_pipeline.helpers.settings import GateSettings, defaults
 from shapes_pipeline.helpers.step import InputError, lap
 from shapes_pipeline.steps import split
+from shapes_pipeline.steps.scoring import score_champion, score_images
 
 TOLERANCE = 1e-4  # serving_default against the evaluation, per probability
 
@@ -66,45 +67,6 @@ def stratified_sample(labels: np.ndarray, most: int, seed: int = 0) -> np.ndarra
         take = max(1, most * len(members) // len(labels))
         chosen.append(rng.permutation(members)[:take])
     return np.sort(np.concatenate(chosen))
-
-
-def score_images(
-    predict, dataset_dir: str, rows: np.ndarray, chunk: int = 512
-) -> dict[int, np.ndarray]:
-    """Manifest row -> probabilities of ``predict`` (encoded images -> probabilities) on the
-    test images of ``rows``, read from their shards a chunk at a time."""
-    scored, pending = {}, []
-
-    def flush() -> None:
-        if pending:
-            for (row, _), probs in zip(pending, predict([b for _, b in pending]), strict=True):
-                scored[row] = probs
-            pending.clear()
-
-    for row, image in shards.image_rows(dataset_dir, "test", set(rows.tolist())):
-        pending.append((row, image))
-        if len(pending) >= chunk:
-            flush()
-    flush()
-    return scored
-
-
-def score_champion(
-    uri: str, dataset_dir: str, rows: np.ndarray, classes: list[str], batch_size: int
-) -> dict:
-    """The production model (``uri``), scored on this run's test images of ``rows``:
-    ``probabilities`` (row -> probabilities) None where it cannot be compared (other
-    classes, or a format older than serving from encoded images); ``classes`` its
-    classes, None if unknown."""
-    with storage.local_tree(uri) as local:
-        try:
-            predict, champion_classes = serving.load(local, batch_size)
-        except InputError:  # an older format: nothing to compare with
-            return {"uri": uri, "probabilities": None, "classes": None}
-        if champion_classes != classes:
-            return {"uri": uri, "probabilities": None, "classes": champion_classes}
-        scored = score_images(predict, dataset_dir, rows)
-        return {"uri": uri, "probabilities": scored, "classes": champion_classes}
 
 
 def class_change(classes: list[str], champion: dict | None) -> tuple[list[str], list[str]]:
@@ -255,6 +217,27 @@ def check_serving(
     return {"images": len(sample), "max_difference": worst, "tolerance": TOLERANCE}
 
 
+@dataclass(frozen=True)
+class TestSplit:
+    """The test split as evaluation scores it: its manifest rows, in manifest order, their
+    examples and their labels as class indices."""
+
+    rows: list[int]
+    examples: list[dataset.Example]
+    y_true: np.ndarray
+
+    @classmethod
+    def of(cls, dataset_dir: str, classes: list[str]) -> TestSplit:
+        manifest = dataset.read_manifest(dataset_dir)
+        rows = [i for i, e in enumerate(manifest) if e.split == "test"]
+        examples = [manifest[i] for i in rows]
+        return cls(rows, examples, dataset.label_indices(examples, classes, dataset_dir))
+
+    @property
+    def paths(self) -> list[str]:
+        return [e.path for e in self.examples]
+
+
 def evaluate(
     dataset_dir: str,
     feature_dirs: list[str],
@@ -266,131 +249,157 @@ def evaluate(
     summary_path: str | None = None,
     registry_uri: str | None = None,
     model_name: str = "shapes-classifier",
-    min_accuracy: float = 0.0,
-    max_regression: float = 0.0,
-    allow_class_change: bool = False,
+    gate: GateSettings | None = None,
     serving_sample: int = 256,
-    gate_sample: int = 5000,
     batch_size: int = 32,
 ) -> Evaluation:
     """Writes predictions.csv, evaluation.json, the HTML report and (``summary_path``) its
     Markdown summary; returns the evaluation with the gate's decision.
 
     The production model of ``registry_uri``/``model_name``, if any, is scored on the same
-    test images as the challenger, or on a stratified sample of ``gate_sample`` of them.
+    test images as the challenger, or on a stratified sample of ``gate.gate_sample`` of
+    them. No ``gate``: any accuracy passes (the table's other gate settings).
     """
+    gate = gate or GateSettings.of({**defaults(), "min_accuracy": 0.0})
     lap("import")
     nets.devices()
     served = serving.open_served(model_dir, batch_size)
     lap("build")
-    classes = served.classes
     training = artifact.read_json(model_dir, artifact.TRAINING_FILE)
-    manifest = dataset.read_manifest(dataset_dir)
-    rows = [i for i, e in enumerate(manifest) if e.split == "test"]
-    test = [manifest[i] for i in rows]
-    y_true = dataset.label_indices(test, classes, dataset_dir)
-    paths = [e.path for e in test]
-    fine_tuned = training.get("fine_tune_kept")
-    if fine_tuned:
+    test = TestSplit.of(dataset_dir, served.classes)
+    if training.get("fine_tune_kept"):
         # Fine-tuning changed the backbone: the extracted features are not this model's, so
         # every test image goes through serving_default, which is then the evaluation itself.
-        scored = score_images(served.predict, dataset_dir, np.asarray(rows))
-        probabilities = np.array([scored[row] for row in rows])
+        scored = score_images(served.predict, dataset_dir, np.asarray(test.rows))
+        probabilities = np.array([scored[row] for row in test.rows])
     else:
         probabilities = test_probabilities(
-            served, feature_dirs, dataset_dir, rows, y_true, training
+            served, feature_dirs, dataset_dir, test.rows, test.y_true, training
         )
+    evaluation, plots = measure(
+        served, dataset_dir, model_dir, training, test, probabilities, serving_sample
+    )
     y_pred = probabilities.argmax(axis=1)
+    predictions.write(
+        predictions_path, test.paths, served.classes, test.y_true, y_pred, probabilities
+    )
+    check_consistency(evaluation, test.examples, predictions_path)
+    champion_version = (
+        registry.production_version(registry_uri, model_name) if registry_uri else None
+    )
+    production = champion_version and registry.path(registry_uri, model_name, champion_version)
+    evaluation["gate"] = judge(
+        evaluation, test, y_pred, (champion_version, production), dataset_dir, gate, batch_size
+    )
+    Path(evaluation_path).write_text(json.dumps(evaluation, indent=2))
+    write_report(evaluation, plots, test, probabilities, dataset_dir, report_path, summary_path)
+    return evaluation
+
+
+def measure(
+    served: serving.Served, dataset_dir: str, model_dir: str, training: dict, test: TestSplit,
+    probabilities: np.ndarray, serving_sample: int,
+) -> tuple[Evaluation, list]:  # fmt: skip
+    """The evaluation's figures, with serving checked on a stratified sample of
+    ``serving_sample`` test images; and the report's plots, drawn meanwhile."""
+    classes = served.classes
+    y_true, y_pred = test.y_true, probabilities.argmax(axis=1)
     labels = list(range(len(classes)))
     matrix = confusion_matrix(y_true, y_pred, labels=labels).tolist()
     history = artifact.read_json(model_dir, artifact.HISTORY_FILE)
     with ThreadPoolExecutor(1) as painter:
         # on a core that TensorFlow leaves idle while it starts the served model's graph
         plots = painter.submit(report.figures, matrix, classes, history, training)
-        if fine_tuned:
-            checked = {"images": len(rows), "max_difference": 0.0, "tolerance": TOLERANCE}
+        if training.get("fine_tune_kept"):  # every image went through serving_default
+            checked = {"images": len(test.rows), "max_difference": 0.0, "tolerance": TOLERANCE}
         else:
+            sample = stratified_sample(y_true, serving_sample)
             checked = check_serving(
-                served,
-                dataset_dir,
-                paths,
-                rows,
-                probabilities,
-                stratified_sample(y_true, serving_sample),
+                served, dataset_dir, test.paths, test.rows, probabilities, sample
             )
-
     data = artifact.read_json(dataset_dir, split.FACTS)
-    correct = int((y_true == y_pred).sum())
     evaluation: Evaluation = {
         "test_accuracy": float(accuracy_score(y_true, y_pred)),
-        "accuracy_ci95": wilson_interval(correct, len(y_true)),
+        "accuracy_ci95": wilson_interval(int((y_true == y_pred).sum()), len(y_true)),
         "classes": classes,
         "confusion_matrix": matrix,
         "classification_report": classification_report(
             y_true, y_pred, labels=labels, target_names=classes, output_dict=True, zero_division=0
         ),
-        "n_test": len(paths),
+        "n_test": len(test.rows),
         "data": data,
         "training": training,
         "model_sha256": artifact.served_files_sha256(model_dir),
         "serving_check": checked,
         "warnings": data["warnings"] + training.get("warnings", []),
     }
-    predictions.write(predictions_path, paths, classes, y_true, y_pred, probabilities)
-    check_consistency(evaluation, test, predictions_path)
-    champion_version = (
-        registry.production_version(registry_uri, model_name) if registry_uri else None
-    )
-    production = champion_version and registry.path(registry_uri, model_name, champion_version)
-    compared = stratified_sample(y_true, gate_sample)
+    return evaluation, plots.result()
+
+
+def judge(
+    evaluation: Evaluation, test: TestSplit, y_pred: np.ndarray,
+    production: tuple[str | None, str | None], dataset_dir: str, gate: GateSettings,
+    batch_size: int,
+) -> Gate:  # fmt: skip
+    """The gate's decision: the production model (``production``: its version and URI, or
+    None) scored on the same test images, or a stratified sample of them, and :func:`decide`."""
+    classes, rows = evaluation["classes"], test.rows
+    champion_version, production_uri = production
+    compared = stratified_sample(test.y_true, gate.gate_sample)
     champion = None
-    if production:
+    if production_uri:
         scored = score_champion(
-            production, dataset_dir, np.asarray(rows)[compared], classes, batch_size
+            production_uri, dataset_dir, np.asarray(rows)[compared], classes, batch_size
         )
-        champion = {"uri": production, "classes": scored["classes"], "accuracy": None}
+        champion = {"uri": production_uri, "classes": scored["classes"], "accuracy": None}
         if scored["probabilities"] is not None:
             theirs = np.array([scored["probabilities"][rows[i]].argmax() for i in compared])
             champion.update(
-                accuracy=float(accuracy_score(y_true[compared], theirs)),
-                challenger_accuracy=float(accuracy_score(y_true[compared], y_pred[compared])),
+                accuracy=float(accuracy_score(test.y_true[compared], theirs)),
+                challenger_accuracy=float(accuracy_score(test.y_true[compared], y_pred[compared])),
                 images=len(compared),
                 sampled=len(compared) < len(rows),
             )
     added, lost = class_change(classes, champion)
     passed, reason = decide(
-        evaluation["test_accuracy"], min_accuracy, max_regression, champion, (added, lost),
-        allow_class_change,
+        evaluation["test_accuracy"], gate.min_accuracy, gate.max_regression, champion,
+        (added, lost), gate.allow_class_change,
     )  # fmt: skip
     compared_on = champion is not None and champion["accuracy"] is not None
-    evaluation["gate"] = Gate(
+    return Gate(
         passed=passed,
         reason=reason,
         champion_version=champion_version,
-        champion_uri=production,
+        champion_uri=production_uri,
         champion_accuracy=champion and champion["accuracy"],
-        min_accuracy=min_accuracy,
-        max_regression=max_regression,
+        min_accuracy=gate.min_accuracy,
+        max_regression=gate.max_regression,
         classes_added=added,
         classes_lost=lost,
         compared_images=len(compared) if compared_on else 0,
         compared_sampled=compared_on and len(compared) < len(rows),
         challenger_accuracy=champion["challenger_accuracy"] if compared_on else None,
     )
-    Path(evaluation_path).write_text(json.dumps(evaluation, indent=2))
+
+
+def write_report(
+    evaluation: Evaluation, plots: list, test: TestSplit, probabilities: np.ndarray,
+    dataset_dir: str, report_path: str, summary_path: str | None,
+) -> None:  # fmt: skip
+    """The HTML report, with the images of the examples it shows, and its Markdown summary."""
+    classes = evaluation["classes"]
     examples = [
         report.Example(path, classes[t], classes[p], float(probs[p]))
-        for path, t, p, probs in zip(paths, y_true, y_pred, probabilities, strict=True)
+        for path, t, p, probs in zip(
+            test.paths, test.y_true, probabilities.argmax(axis=1), probabilities, strict=True
+        )
     ]
     wrong, right = report.shown(examples)
-    row_of = {path: row for path, row in zip(paths, rows, strict=True)}
+    row_of = dict(zip(test.paths, test.rows, strict=True))
     images = dict(shards.image_rows(dataset_dir, "test", {row_of[e.path] for e in wrong + right}))
     with_images = [
         [replace(e, image=images[row_of[e.path]]) for e in part] for part in (wrong, right)
     ]
-    Path(report_path).write_text(
-        report.render(evaluation, plots.result(), examples, tuple(with_images))
-    )
+    Path(report_path).write_text(report.render(evaluation, plots, examples, tuple(with_images)))
     if summary_path:
         Path(summary_path).write_text(report.markdown(evaluation))
-    return evaluation

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -20,8 +21,9 @@ import tensorflow as tf
 
 from shapes_pipeline.helpers import artifact, dataset, model, serving, shards
 from shapes_pipeline.helpers import backbone as nets
-from shapes_pipeline.helpers.facts import MILD_AUGMENTATION, Augmentation, TrainingFacts
+from shapes_pipeline.helpers.facts import TrainingFacts
 from shapes_pipeline.helpers.fit import TensorBoardWriter, fit
+from shapes_pipeline.helpers.settings import AugmentSettings, FineTuneSettings, TrainingSettings
 from shapes_pipeline.helpers.step import lap, package_versions
 
 
@@ -53,6 +55,18 @@ def fine_tune_schedule(
     )
 
 
+@dataclass
+class Backbone:
+    """What fine-tuning trains on top of the head: the backbone and its feature extractor
+    (None when only the head trains), and the weights the backbone was built with."""
+
+    weights: str
+    warnings: list[str]
+    image_size: int
+    base: keras.Model | None = None
+    features: keras.Model | None = None
+
+
 def train(
     dataset_dir: str,
     feature_dirs: list[str],
@@ -61,15 +75,10 @@ def train(
     backbone: str,
     weights: str,
     image_size: int,
-    epochs: int,
-    batch_size: int,
-    patience: int,
     seed: int,
-    augment: bool = False,
-    augmentation: Augmentation = MILD_AUGMENTATION,
-    fine_tune_layers: int = 0,
-    fine_tune_lr: float = 1e-4,
-    fine_tune_epochs: int = 20,
+    training: TrainingSettings,
+    augment: AugmentSettings,
+    fine_tuning: FineTuneSettings,
     feature_memory_mb: float = shards.DEFAULT_FEATURE_MEMORY_MB,
     precision: str = "auto",
 ) -> TrainingFacts:
@@ -84,23 +93,13 @@ def train(
     found = nets.devices(precision)
     strategy = nets.strategy()
     keras.utils.set_random_seed(seed)  # as extract: the same random backbone (weights=none)
-    manifest = dataset.read_manifest(dataset_dir)
-    classes = dataset.class_names(manifest)
+    classes = dataset.class_names(dataset.read_manifest(dataset_dir))
     index, feature_files = _features(
         feature_dirs, dataset_dir, {"backbone": backbone, "image_size": image_size}
     )
-    weights_used, warnings = index["weights"], index["warnings"]
-    if fine_tune_layers:  # fine-tuning changes the backbone: built here, and saved anew
-        with strategy.scope():
-            base, weights_used, warnings = nets.build_backbone(backbone, weights, image_size)
-            base.trainable = False
-            features = model.feature_extractor(base, backbone, image_size)
-        if weights_used != index["weights"]:
-            raise dataset.DataError(
-                f"{feature_dirs[0]}: features extracted with weights {index['weights']}, "
-                f"but training loaded {weights_used}; extract and train must use the same "
-                "backbone"
-            )
+    built = Backbone(index["weights"], index["warnings"], image_size)
+    if fine_tuning.fine_tune_layers:  # fine-tuning changes the backbone: built here
+        built = _backbone(strategy, backbone, weights, image_size, index, feature_dirs[0])
     keras.utils.set_random_seed(seed)  # the same head whether the backbone was built or not
     with strategy.scope():
         head = model.head(index["dim"], len(classes), seed=seed)
@@ -108,6 +107,55 @@ def train(
     lap("build")
 
     clock = time.perf_counter()
+    data, in_memory, caching = _feature_data(
+        index, feature_files, training.batch_size, seed, feature_memory_mb
+    )
+    feature_seconds = time.perf_counter() - clock
+    tensorboard = TensorBoardWriter(Path(model_dir, artifact.TENSORBOARD_DIR))
+    settings = {**vars(training), "seed": seed, "on_epoch": tensorboard, "strategy": strategy}
+    validated = "val" in data  # val_fraction 0: no early stopping, the last epoch is kept
+    clock = time.perf_counter()
+    history = fit(head, data["train"], data["val"] if validated else None, **settings)
+    seconds = {"build": build_seconds, "feature": feature_seconds}
+    seconds["head"] = time.perf_counter() - clock
+    head_epochs = len(history["loss"])
+    tuned = {}
+    if fine_tuning.fine_tune_layers:
+        history, tuned = _fine_tune(
+            built, head, history, dataset_dir, list(data), seed, augment, fine_tuning, settings
+        )
+    seconds["training"] = time.perf_counter() - started
+    facts = _facts(
+        backbone, image_size, classes, found, strategy, built, history, head_epochs,
+        training, augment, seconds, tuned, caching=caching, in_memory=in_memory,
+    )  # fmt: skip
+    _save(model_dir, feature_dirs, built, head, image_size, classes, history, facts, tensorboard)
+    return facts
+
+
+def _backbone(
+    strategy: tf.distribute.Strategy, name: str, weights: str, image_size: int, index: dict,
+    shown: str,
+) -> Backbone:  # fmt: skip
+    """The backbone built again for fine-tuning, frozen until its top is unfrozen; it must
+    have the weights the features were extracted with."""
+    with strategy.scope():
+        base, used, warnings = nets.build_backbone(name, weights, image_size)
+        base.trainable = False
+        features = model.feature_extractor(base, name, image_size)
+    if used != index["weights"]:
+        raise dataset.DataError(
+            f"{shown}: features extracted with weights {index['weights']}, but training "
+            f"loaded {used}; extract and train must use the same backbone"
+        )
+    return Backbone(used, warnings, image_size, base, features)
+
+
+def _feature_data(
+    index: dict, feature_files: dict, batch_size: int, seed: int, feature_memory_mb: float
+) -> tuple[dict, bool, str]:
+    """Each split's features, held in memory within ``feature_memory_mb`` or streamed from
+    their shards; whether they are held; and the line the report shows about them."""
     feature_mb = sum(s["bytes"] for f in feature_files.values() for _, s in f) / 1e6
     in_memory = feature_mb <= feature_memory_mb
     data = {
@@ -128,66 +176,66 @@ def train(
         f"features of each image{augmented}, extracted once by {index['groups']} task(s); "
         f"{feature_mb:.1f} MB {held}{cached}"
     )
-    feature_seconds = time.perf_counter() - clock
+    return data, in_memory, caching
 
-    tensorboard = TensorBoardWriter(Path(model_dir, artifact.TENSORBOARD_DIR))
-    settings = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "patience": patience,
-        "seed": seed,
-        "on_epoch": tensorboard,
-        "strategy": strategy,
-    }
-    validated = "val" in data  # val_fraction 0: no early stopping, the last epoch is kept
-    clock = time.perf_counter()
-    history = fit(head, data["train"], data["val"] if validated else None, **settings)
-    head_seconds = time.perf_counter() - clock
-    head_epochs = len(history["loss"])
 
-    tuned = {}
-    if fine_tune_layers:
-        with strategy.scope():
-            classifier = model.classifier(features, head)
-        head_only = classifier.get_weights()
-        unfrozen = nets.unfreeze_top(base, fine_tune_layers)
-        images = {
-            split: shards.stream_images(
-                dataset_dir, split, image_size, batch_size, seed, shuffle=split == "train"
-            )
-            for split in data
-        }
-        if augment:
-            augment_fn = nets.augmenter(seed, augmentation)
-            images["train"] = images["train"].map(lambda x, y: (nets.augment(augment_fn, x), y))
-        clock = time.perf_counter()
-        n_train = sum(e.split == "train" for e in manifest)
-        stage = fit(
-            classifier,
-            images["train"],
-            images["val"] if validated else None,
-            learning_rate=fine_tune_schedule(
-                fine_tune_lr, math.ceil(n_train / batch_size), fine_tune_epochs
-            ),
-            **{**settings, "epochs": fine_tune_epochs},
+def _fine_tune(
+    built: Backbone, head: keras.Model, history: dict, dataset_dir: str, splits: list[str],
+    seed: int, augment: AugmentSettings, fine_tuning: FineTuneSettings, settings: dict,
+) -> tuple[dict, dict]:  # fmt: skip
+    """Trains the backbone's top with the head on the image shards; the result is kept
+    only if validation got better (with no validation, the last weights are kept). The
+    history of both stages, and the facts of this one."""
+    strategy, batch_size = settings["strategy"], settings["batch_size"]
+    with strategy.scope():
+        classifier = model.classifier(built.features, head)
+    head_only = classifier.get_weights()
+    unfrozen = nets.unfreeze_top(built.base, fine_tuning.fine_tune_layers)
+    images = {
+        split: shards.stream_images(
+            dataset_dir, split, built.image_size, batch_size, seed, shuffle=split == "train"
         )
-        # kept only if validation got better; with no validation, the last weights are kept
-        kept = not validated or min(stage["val_loss"]) < min(history["val_loss"])
-        if not kept:
-            classifier.set_weights(head_only)
-        tuned = {
-            "fine_tune_layers": unfrozen,
-            "fine_tune_epochs": len(stage["loss"]),
-            "fine_tune_kept": kept,
-            "fine_tune_seconds": round(time.perf_counter() - clock, 2),
-        }
-        history = {k: history[k] + stage[k] for k in history}
-        base.trainable = False
-    training_seconds = time.perf_counter() - started
+        for split in splits
+    }
+    if augment.augment:
+        augment_fn = nets.augmenter(seed, augment.transforms())
+        images["train"] = images["train"].map(lambda x, y: (nets.augment(augment_fn, x), y))
+    clock = time.perf_counter()
+    n_train = sum(e.split == "train" for e in dataset.read_manifest(dataset_dir))
+    validated = "val" in images
+    stage = fit(
+        classifier,
+        images["train"],
+        images["val"] if validated else None,
+        learning_rate=fine_tune_schedule(
+            fine_tuning.fine_tune_lr, math.ceil(n_train / batch_size), fine_tuning.fine_tune_epochs
+        ),
+        **{**settings, "epochs": fine_tuning.fine_tune_epochs},
+    )
+    kept = not validated or min(stage["val_loss"]) < min(history["val_loss"])
+    if not kept:
+        classifier.set_weights(head_only)
+    built.base.trainable = False
+    tuned = {
+        "fine_tune_layers": unfrozen,
+        "fine_tune_epochs": len(stage["loss"]),
+        "fine_tune_kept": kept,
+        "fine_tune_seconds": round(time.perf_counter() - clock, 2),
+    }
+    return {k: history[k] + stage[k] for k in history}, tuned
 
-    facts: TrainingFacts = {
+
+def _facts(
+    backbone: str, image_size: int, classes: list[str], found: list[str],
+    strategy: tf.distribute.Strategy, built: Backbone, history: dict, head_epochs: int,
+    training: TrainingSettings, augment: AugmentSettings, seconds: dict, tuned: dict, *,
+    caching: str, in_memory: bool,
+) -> TrainingFacts:  # fmt: skip
+    """What training did, as the report, the summary and the registry show it."""
+    validated = "val_loss" in history
+    return {
         "backbone": backbone,
-        "weights": weights_used,
+        "weights": built.weights,
         "image_size": image_size,
         "classes": classes,
         "devices": found,
@@ -195,32 +243,39 @@ def train(
         "precision": keras.mixed_precision.global_policy().name,
         "caching": caching,
         "features_in_memory": in_memory,
-        "augment": augment,
-        "augmentation": augmentation if augment else None,
+        "augment": augment.augment,
+        "augmentation": augment.transforms() if augment.augment else None,
         "early_stopping": validated,
-        "epoch_limit": epochs,
+        "epoch_limit": training.epochs,
         "epochs_run": len(history["loss"]),
         "head_epochs": head_epochs,
         "best_epoch": (
             int(np.argmin(history["val_loss"])) + 1 if validated else len(history["loss"])
         ),
         "best_val_loss": min(history["val_loss"]) if validated else None,
-        "build_seconds": round(build_seconds, 2),
-        "feature_seconds": round(feature_seconds, 2),
-        "head_seconds": round(head_seconds, 2),
+        **{f"{k}_seconds": round(v, 2) for k, v in seconds.items() if k != "training"},
         **tuned,
-        "training_seconds": round(training_seconds, 2),
-        "warnings": warnings,
+        "training_seconds": round(seconds["training"], 2),
+        "warnings": built.warnings,
         # tensorflow's distribution name differs by image (tensorflow-cpu, tensorflow):
         "packages": {
             **package_versions("keras", "numpy", "shapes-pipeline"),
             "tensorflow": tf.__version__,
         },
     }
+
+
+def _save(
+    model_dir: str, feature_dirs: list[str], built: Backbone, head: keras.Model,
+    image_size: int, classes: list[str], history: dict, facts: TrainingFacts,
+    tensorboard: TensorBoardWriter,
+) -> None:  # fmt: skip
+    """The model artifact: traced anew when fine-tuning changed the backbone, else extract's
+    serving model with the trained head."""
     clock = time.perf_counter()
     lap("work")
-    if fine_tune_layers:
-        traced = model.compiled(model.packed(features), image_size)
+    if built.base is not None:
+        traced = model.compiled(model.packed(built.features), image_size)
         signatures = serving.signatures_of(traced, head, classes)
         lap("trace")
         tensorboard.close()
@@ -231,4 +286,3 @@ def train(
         serving.save_with_head(template, model_dir, head.get_weights(), classes, history, facts)
     lap("save")
     facts["save_seconds"] = round(time.perf_counter() - clock, 2)
-    return facts

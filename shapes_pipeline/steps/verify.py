@@ -36,7 +36,8 @@ def verify(
     predicted class and probabilities within ``tolerance`` of the evaluation's; returns
     what was checked."""
     from shapes_pipeline.helpers import serving  # TensorFlow
-    from shapes_pipeline.steps.evaluate import score_images, stratified_sample
+    from shapes_pipeline.steps.evaluate import stratified_sample
+    from shapes_pipeline.steps.scoring import score_images
 
     expected_classes, expected = predictions.read(predictions_path)
     manifest = dataset.read_manifest(dataset_dir)

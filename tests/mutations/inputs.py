@@ -158,15 +158,15 @@ INPUTS = [
     Mutation(
         "augmentation seeded per extract group, not per shard",
         "shapes_pipeline/steps/extract.py",
-        "augment_fn = nets.augmenter(seed + position, augmentation)",
-        "augment_fn = nets.augmenter(seed + group, augmentation)",
+        "done = [job.run(p, shard, features) for p, shard in mine]",
+        "done = [job.run(group, shard, features) for p, shard in mine]",
         ("tests/test_shards.py::test_one_or_two_extract_workers_give_the_same_features_and_head",),
     ),
     Mutation(
         "every extract task reads every shard, not only its group's",
         "shapes_pipeline/steps/extract.py",
-        "mine = shards.of_group(index, group, groups)",
-        'mine = index["shards"]',
+        "mine = zip(positions, shards.of_group(index, group, groups), strict=True)",
+        'mine = zip(positions, index["shards"])',
         ("tests/test_shards.py::test_one_or_two_extract_workers_give_the_same_features_and_head",),
     ),
     Mutation(
@@ -200,8 +200,8 @@ INPUTS = [
     Mutation(
         "a fine-tuned model evaluated through the frozen backbone's stale features",
         "shapes_pipeline/steps/evaluate.py",
-        '    fine_tuned = training.get("fine_tune_kept")\n',
-        "    fine_tuned = False\n",
+        '    if training.get("fine_tune_kept"):\n        # Fine-tuning changed',
+        "    if False:\n        # Fine-tuning changed",
         (f"{TRAIN}::test_fine_tuning_that_improves_validation_is_kept",),
     ),
     # ------------------------------------------------ records without TensorFlow

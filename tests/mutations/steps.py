@@ -110,7 +110,7 @@ STEPS = [
     Mutation(
         "train builds the backbone again when it only trains the head",
         "shapes_pipeline/steps/train.py",
-        "if fine_tune_layers:  # fine-tuning changes the backbone",
+        "if fine_tuning.fine_tune_layers:  # fine-tuning changes the backbone",
         "if True:  # fine-tuning changes the backbone",
         (f"{TRAIN}::test_training_only_the_head_builds_no_backbone",),
     ),
