@@ -108,16 +108,7 @@ def export(
     lap("import")
     storage.check_bucket(registry)
     evaluation = json.loads(Path(evaluation_path).read_text())
-    gate = evaluation["gate"]
-    if not gate["passed"]:
-        raise InputError(f"{evaluation_path}: the gate did not pass ({gate['reason']})")
-    champion = gate["champion_version"]
-    if production_version(registry, model_name) != champion:
-        raise PromotionConflict(
-            f"{model_name}: production is no longer {champion or 'empty'}, which the gate "
-            "compared against; nothing published"
-        )
-    training = evaluation["training"]
+    champion = gate_still_holds(evaluation, evaluation_path, registry, model_name)
     for left in storage.remove_stale_staging(registry_path(registry, model_name)):
         print(f"removed {left}, left by an export that did not finish")
     with tempfile.TemporaryDirectory(prefix="shapes-export-") as tmp:
@@ -141,32 +132,58 @@ def export(
             verification = {**verification, "method": "reload", **reloaded}
         version = unused_version(registry, model_name, content)
         uri = registry_path(registry, model_name, version)
-        metadata: Published = {
-            "model_name": model_name,
-            "version": version,
-            "uri": uri,
-            "content_sha256": content,
-            "serving_uri": storage.join(uri, artifact.SERVING_DIR),
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "backbone": training["backbone"],
-            "weights": training["weights"],
-            "image_size": training["image_size"],
-            "classes": evaluation["classes"],
-            "metrics": {
-                "test_accuracy": evaluation["test_accuracy"],
-                "accuracy_ci95": evaluation["accuracy_ci95"],
-                "macro_f1": evaluation["classification_report"]["macro avg"]["f1-score"],
-            },
-            "manifest_sha256": dataset.sha256_of(Path(dataset_dir, dataset.MANIFEST)),
-            "gate": gate,
-            "verification": verification,
-            "pipeline_run": pipeline_run,
-            "packages": {
-                "training": training.get("packages"),
-                "export": package_versions("kfp", "google-cloud-storage", "shapes-pipeline"),
-            },
-        }
+        metadata = describe(evaluation, dataset_dir, model_name, version, uri, content)
+        metadata.update(verification=verification, pipeline_run=pipeline_run)
         Path(tmp, METADATA).write_text(json.dumps(metadata, indent=2))
         storage.publish_tree(tmp, uri, marker=METADATA)
     promote(registry, model_name, version, replaces=champion)
     return metadata
+
+
+def gate_still_holds(
+    evaluation: dict, evaluation_path: str, registry: str, model_name: str
+) -> str | None:
+    """The production version the gate compared against, if the gate passed and it is
+    still production; otherwise the one line that says why nothing is published."""
+    gate = evaluation["gate"]
+    if not gate["passed"]:
+        raise InputError(f"{evaluation_path}: the gate did not pass ({gate['reason']})")
+    champion = gate["champion_version"]
+    if production_version(registry, model_name) != champion:
+        raise PromotionConflict(
+            f"{model_name}: production is no longer {champion or 'empty'}, which the gate "
+            "compared against; nothing published"
+        )
+    return champion
+
+
+def describe(
+    evaluation: dict, dataset_dir: str, model_name: str, version: str, uri: str, content: str
+) -> Published:
+    """The version's metadata: what it is, how good, trained on what, by which code."""
+    training = evaluation["training"]
+    return {
+        "model_name": model_name,
+        "version": version,
+        "uri": uri,
+        "content_sha256": content,
+        "serving_uri": storage.join(uri, artifact.SERVING_DIR),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "backbone": training["backbone"],
+        "weights": training["weights"],
+        "image_size": training["image_size"],
+        "classes": evaluation["classes"],
+        "metrics": {
+            "test_accuracy": evaluation["test_accuracy"],
+            "accuracy_ci95": evaluation["accuracy_ci95"],
+            "macro_f1": evaluation["classification_report"]["macro avg"]["f1-score"],
+        },
+        "manifest_sha256": dataset.sha256_of(Path(dataset_dir, dataset.MANIFEST)),
+        "gate": evaluation["gate"],
+        "verification": {},
+        "pipeline_run": None,
+        "packages": {
+            "training": training.get("packages"),
+            "export": package_versions("kfp", "google-cloud-storage", "shapes-pipeline"),
+        },
+    }

@@ -188,23 +188,14 @@ def extract(
             waiting.result()
             lap("save")
     facts = FeatureIndex(
-        backbone=backbone,
-        weights=extractor.weights,
-        image_size=image_size,
-        dim=extractor.dim,
-        augment_views=views,
-        augmentation=job.transforms if views else None,
-        group=group,
-        groups=groups,
-        shards=[shard for shard, _ in done],
-        serving=template_dir,
-        devices=found,
-        precision=keras.mixed_precision.global_policy().name,
+        backbone=backbone, weights=extractor.weights, image_size=image_size,
+        dim=extractor.dim, augment_views=views, augmentation=job.transforms if views else None,
+        group=group, groups=groups, shards=[shard for shard, _ in done], serving=template_dir,
+        devices=found, precision=keras.mixed_precision.global_policy().name,
         seconds=round(time.perf_counter() - started, 2),
-        images=sum(counted for _, counted in done),
-        backbone_cache=extractor.cache_state,
+        images=sum(counted for _, counted in done), backbone_cache=extractor.cache_state,
         warnings=extractor.warnings,
-    )
+    )  # fmt: skip
     Path(out, shards.FEATURE_INDEX).write_text(json.dumps(facts, indent=2))
     return facts
 

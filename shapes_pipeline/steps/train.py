@@ -103,20 +103,17 @@ def train(
     keras.utils.set_random_seed(seed)  # the same head whether the backbone was built or not
     with strategy.scope():
         head = model.head(index["dim"], len(classes), seed=seed)
-    build_seconds = time.perf_counter() - started
+    seconds = {"build": time.perf_counter() - started}
     lap("build")
-
     clock = time.perf_counter()
     data, in_memory, caching = _feature_data(
         index, feature_files, training.batch_size, seed, feature_memory_mb
     )
-    feature_seconds = time.perf_counter() - clock
+    seconds["feature"], clock = time.perf_counter() - clock, time.perf_counter()
     tensorboard = TensorBoardWriter(Path(model_dir, artifact.TENSORBOARD_DIR))
     settings = {**vars(training), "seed": seed, "on_epoch": tensorboard, "strategy": strategy}
-    validated = "val" in data  # val_fraction 0: no early stopping, the last epoch is kept
-    clock = time.perf_counter()
-    history = fit(head, data["train"], data["val"] if validated else None, **settings)
-    seconds = {"build": build_seconds, "feature": feature_seconds}
+    # val_fraction 0: no validation data, no early stopping, the last epoch is kept
+    history = fit(head, data["train"], data.get("val"), **settings)
     seconds["head"] = time.perf_counter() - clock
     head_epochs = len(history["loss"])
     tuned = {}
