@@ -40,7 +40,10 @@ run: $(STAMP)
 	$(BIN)/shapes-pipeline run --pipeline-root runs --registry registry --summary summary.json \
 		--min-accuracy $(DEMO_MIN_ACCURACY) $(RUN_ARGS)
 
+# The ImageNet weights some tests load: found beside the project, or downloaded by Keras
+# where this machine is online (scripts/test_weights.py); otherwise named in one line.
 test: $(STAMP) lint
+	$(BIN)/python scripts/test_weights.py
 	$(BIN)/pytest
 
 test-fast: $(STAMP)

@@ -19,12 +19,12 @@ from helpers import (
     assert_varied,
     feature_dirs,
     imagenet_mobilenet,
-    missing_prerequisites,
     split_images,
     train_model,
 )
 from hypothesis import HealthCheck, settings
 from kfp_api import KfpApi
+from weights import missing_prerequisites
 
 from shapes_pipeline.helpers import serving, storage
 from shapes_pipeline.helpers.demo_data import generate

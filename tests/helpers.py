@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 from google.cloud import storage as gcs
+from weights import MISSING, weights_file
 
 from shapes_pipeline.helpers import model, registry, serving, storage
 from shapes_pipeline.helpers.facts import MILD_AUGMENTATION, TrainingFacts
@@ -39,34 +40,10 @@ def imagenet_mobilenet() -> Path:
     """The real ImageNet weights of ``keras.applications.MobileNet`` kept beside the project
     (``../shared/weights/``; ``SHAPES_TEST_WEIGHTS`` overrides), which Keras cannot download
     here. Tests that need a model whose outputs differ from image to image use them."""
-    found = _weights_file()
+    found = weights_file()
     if found is None:
         pytest.fail(MISSING["weights"])
     return found
-
-
-WEIGHTS = "mobilenet_1_0_224_imagenet_notop.weights.h5"
-CHROMIUM = "/usr/bin/chromium"
-# What some tests need from outside the repository, and the one line that says so.
-MISSING = {
-    "weights": f"no {WEIGHTS} in ../shared/weights/: set SHAPES_TEST_WEIGHTS to that file",
-    "chromium": f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)",
-}
-
-
-def _weights_file() -> Path | None:
-    candidates = [
-        os.environ.get("SHAPES_TEST_WEIGHTS", ""),
-        Path(__file__).resolve().parents[2] / "shared" / "weights" / WEIGHTS,
-        Path("/work/shared/weights") / WEIGHTS,
-    ]
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
-
-
-def missing_prerequisites() -> list[str]:
-    """The lines of :data:`MISSING` for what this machine lacks."""
-    lacks = {"weights": _weights_file() is None, "chromium": not Path(CHROMIUM).exists()}
-    return [MISSING[k] for k, missing in lacks.items() if missing]
 
 
 # MobileNet with ImageNet weights at 48 px, trained a few epochs: right on most test images
