@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CHROMIUM, MISSING, save_oracle, save_oracle_features
+from helpers import save_oracle, save_oracle_features
 from PIL import Image
+from weights import CHROMIUM, MISSING
 
 from shapes_pipeline.steps.evaluate import evaluate
 from shapes_pipeline.steps.split import split_dataset
