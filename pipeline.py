@@ -80,12 +80,20 @@ def make_pipeline(
     gpu_node_selector: dict[str, str] | None = None,
     gpus: int = 1,
     extract_parallelism: int = DEFAULT_EXTRACT_WORKERS,
+    retry: bool = True,
 ):
     """The pipeline; extract and train each ask for ``gpus`` GPUs (0: a CPU-only cluster such
     as kind), ``gpu_node_selector`` pins them to labelled GPU nodes, and at most
     ``extract_parallelism`` extract tasks run at once (KFP needs this number when compiling).
-    Local runs and clusters run this one graph.
+    ``retry``: KFP retries every step but export with backoff (a lost node, a storage
+    outage); a local run is built without, since kfp.local honours the policy and on one
+    machine a failed step fails again, after minutes of backoff. Local runs and clusters
+    run this one graph.
     """
+
+    def retried(task: dsl.PipelineTask) -> None:
+        if retry:
+            task.set_retry(**RETRY)
 
     def on_gpus(task: dsl.PipelineTask) -> None:
         if gpus:
@@ -108,13 +116,13 @@ def make_pipeline(
             shard_mb=params["shard_mb"],
         )
         split_task.set_cpu_request("2").set_memory_request("2G").set_memory_limit("4G")
-        split_task.set_retry(**RETRY)
+        retried(split_task)
         dataset = split_task.outputs["dataset"]
 
         backbone = pick("backbone", "weights", "image_size", "seed")
         plan_task = plan(dataset=dataset, extract_workers=params["extract_workers"])
         plan_task.set_cpu_request("1").set_memory_request("512M").set_memory_limit("1G")
-        plan_task.set_retry(**RETRY)
+        retried(plan_task)
 
         with dsl.ParallelFor(plan_task.output, parallelism=extract_parallelism) as shards:
             extract_task = extract(
@@ -123,7 +131,8 @@ def make_pipeline(
                 **augmentation, backbone_cache=params["backbone_cache"],
             )  # fmt: skip
             extract_task.set_cpu_request("4").set_memory_request("4G")
-            extract_task.set_memory_limit("8G").set_retry(**RETRY)
+            extract_task.set_memory_limit("8G")
+            retried(extract_task)
             on_gpus(extract_task)
 
         train_task = train(
@@ -132,7 +141,7 @@ def make_pipeline(
             **group("fine_tuning", params), feature_memory_mb=params["feature_memory_mb"],
         )  # fmt: skip
         train_task.set_cpu_request("4").set_memory_request("8G").set_memory_limit("16G")
-        train_task.set_retry(**RETRY)
+        retried(train_task)
         on_gpus(train_task)
 
         eval_task = evaluate(
@@ -144,7 +153,7 @@ def make_pipeline(
             **group("gate", params),
         )
         eval_task.set_cpu_request("2").set_memory_request("4G").set_memory_limit("8G")
-        eval_task.set_retry(**RETRY)
+        retried(eval_task)
         # The gate compares with the registry's production model, which is not an input:
         # a cached decision could be stale.
         eval_task.set_caching_options(False)

@@ -150,7 +150,7 @@ def run_pipeline(root: Path, per_class: int, label: str) -> dict:
     # The pipeline built again: it takes the image just set on its components.
     summary = local_run.run_locally(
         params, pipeline_root=root.parent, run_dir=root, runner=runner,
-        pipeline=pipeline.make_pipeline(),
+        pipeline=pipeline.make_pipeline(retry=False),
     )  # fmt: skip
 
     if not summary["exported"]:

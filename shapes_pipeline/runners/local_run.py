@@ -208,16 +208,17 @@ def run_locally(
     returns the summary. Raises :class:`StepFailed` when a step fails.
 
     ``runner``: a kfp.local runner (default: each step a subprocess of this Python);
-    ``pipeline``: another build of the pipeline (default: the one ``compile`` writes);
+    ``pipeline``: another build of the pipeline (default: the one ``compile`` writes, with
+    no retry policy);
     ``run_dir``: a folder of the caller's
     (the container runner mounts only it) instead of a new one under ``pipeline_root``.
     """
     from kfp import local
 
-    if pipeline is None:
-        from shapes_pipeline.kubeflow.pipeline import (
-            shapes_pipeline as pipeline,  # the one `compile` writes
-        )
+    if pipeline is None:  # the graph `compile` writes, without its retries (see there)
+        from shapes_pipeline.kubeflow.pipeline import make_pipeline
+
+        pipeline = make_pipeline(retry=False)
     console = console or Console(sys.stdout)
     run_dir = Path(run_dir or new_run_dir(pipeline_root)).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
