@@ -116,12 +116,8 @@ def _bucket(uri: str) -> tuple[storage.Bucket, str]:
         bucket = _client().bucket(name)
     except gauth.DefaultCredentialsError as e:
         raise StorageError(f"{uri}: no Google Cloud credentials found ({e})") from e
-    try:
+    with _reporting(uri):
         found = bucket.exists()
-    except OUTAGES as e:
-        raise InfrastructureError(f"{uri}: cannot reach bucket {name!r} ({e})") from e
-    except gexc.GoogleAPIError as e:
-        raise StorageError(f"{uri}: cannot use bucket {name!r} ({e})") from e
     if not found:
         raise StorageError(f"{uri}: bucket {name!r} does not exist")
     return bucket, prefix

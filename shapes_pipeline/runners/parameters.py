@@ -81,8 +81,8 @@ def check(params: dict[str, Any]) -> None:
         raise InputError(
             f"--image-size {params['image_size']}: {backbone} needs at least {smallest}"
         )
-    for p in PARAMETERS:
-        if p.choices and p.name != "backbone" and params[p.name] not in p.choices:
+    for p in PARAMETERS:  # the backbone's choices are checked above, with a hint
+        if p.choices and params[p.name] not in p.choices:
             raise InputError(f"{p.option} {shown(params[p.name])}: one of {', '.join(p.choices)}")
     weights = params["weights"]
     if weights not in WEIGHTS and not weights.startswith("gs://") and not os.path.isfile(weights):
