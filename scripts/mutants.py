@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     survived = sorted(k for k, v in codes.items() if v not in DETECTED)
     documented = explained()
     unexplained = [s for s in survived if s not in documented]
-    stale = sorted(n for n in documented - set(survived) if n.split(".")[1] in modules)
+    stale = sorted(n for n in documented - set(survived) if n.split(".")[2] in modules)
     seconds = time.monotonic() - started
     lines.append(
         f"\nsurvivors: {len(survived)}, explained in docs/testing.md: "
