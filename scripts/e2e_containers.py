@@ -7,9 +7,9 @@ model version was exported, and always stops the service it started (by PID).
 
 What differs from a cluster run, on purpose:
 - every step runs in the CPU image, extract and train included: the GPU image cannot be
-  built offline, and kfp.local ignores accelerator requests anyway. The image is set on the
-  components in this process only; no image is retagged, so a real GPU image is never
-  shadowed.
+  built offline, and kfp.local ignores accelerator requests anyway. The image is set on
+  this run's tasks only (`make_pipeline(image=...)`); no image is retagged, so a real GPU
+  image is never shadowed.
 - podman stores images built from an unqualified name as `localhost/NAME`, and kfp.local
   looks images up by exact tag (else it pulls), so an unqualified CPU_IMAGE is prefixed
   with `localhost/`.
@@ -21,6 +21,7 @@ Needs root (rootful podman). Exit status 0 only if the run succeeded and exporte
 """
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -129,10 +130,6 @@ def run_pipeline(root: Path, per_class: int, label: str) -> dict:
     found = subprocess.run(["podman", "image", "exists", image], check=False)
     if found.returncode != 0:
         raise SystemExit(f"error: image {image} not found: run `make images-offline` first")
-    steps = (kfp_components.split, kfp_components.plan, kfp_components.extract,
-             kfp_components.train, kfp_components.evaluate, kfp_components.export)  # fmt: skip
-    for component in steps:
-        component.component_spec.implementation.container.image = image
     log(f"every step runs in {image} (extract and train too: no GPU image offline)")
 
     data, registry = root / "data", root / "registry"
@@ -147,10 +144,9 @@ def run_pipeline(root: Path, per_class: int, label: str) -> dict:
     # No network in the steps: data and registry are local, nothing is downloaded.
     key, value = label.split("=")
     runner = local.DockerRunner(network_mode="none", labels={key: value})
-    # The pipeline built again: it takes the image just set on its components.
     summary = local_run.run_locally(
         params, pipeline_root=root.parent, run_dir=root, runner=runner,
-        pipeline=pipeline.make_pipeline(retry=False),
+        pipeline=functools.partial(pipeline.make_pipeline, retry=False, image=image),
     )  # fmt: skip
 
     if not summary["exported"]:

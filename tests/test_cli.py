@@ -182,26 +182,31 @@ def test_help_says_what_each_option_does_and_the_exit_codes(tmp_path):
     assert "Train an image classifier by transfer learning" in top
 
 
-def test_a_local_run_leaves_print_as_it_found_it(tmp_path):
-    """kfp.local swaps ``print`` for an indenting one while a task runs, and two loop tasks
-    on threads can leave the swap in place: the result block came out indented once."""
+def test_a_failed_local_run_names_the_step_its_error_and_log_and_leaves_print_alone(tmp_path):
+    """The run's output is read from its child process: the step that started and did not
+    end is named, with its error line and the end of its log; what came before the first
+    step is in run.log; kfp.local's ``print`` swap stays in the child (it once left the
+    result block indented)."""
     import builtins
     import io
+
+    from fake_runs import failing_train
 
     from shapes_pipeline.runners import local_run
 
     original = builtins.print
-
-    def pipeline(**params):
-        builtins.print = lambda *args, **kwargs: original("    ", *args, **kwargs)
-        raise RuntimeError("a task failed")
-
-    try:
-        with pytest.raises(local_run.StepFailed):
-            local_run.run_locally(
-                {}, pipeline_root=tmp_path, pipeline=pipeline,
-                console=local_run.Console(io.StringIO()),
-            )  # fmt: skip
-        assert builtins.print is original
-    finally:
-        builtins.print = original
+    out = io.StringIO()
+    with pytest.raises(local_run.StepFailed) as failed:
+        local_run.run_locally(
+            {}, pipeline_root=tmp_path, pipeline=failing_train,
+            console=local_run.Console(out),
+        )  # fmt: skip
+    assert builtins.print is original
+    e = failed.value
+    assert (e.step, e.error, e.log.name) == ("train", "the planted failure", "train.log")
+    assert "ValueError: a traceback's last line" in e.tail[-2]
+    assert "[1/6] split     ........  1.0 s" in out.getvalue()
+    assert "train.log" not in out.getvalue() and "error" not in out.getvalue()
+    logs = e.log.parent
+    assert "Task 'train' finished" in (logs / "train.log").read_text()
+    assert "planted" not in (logs / "split.log").read_text()

@@ -139,3 +139,74 @@ def test_the_wheel_installs_only_the_librarys_own_import_name(tmp_path):
     assert f"{LIBRARY}/kubeflow/pipeline.py" in names
     assert f"{LIBRARY}/kubeflow/components/kfp_components.py" in names
     assert not [n for n in names if n.startswith(f"{LIBRARY}/kubeflow/tests")]
+
+
+def private_uses(path: Path) -> list[str]:
+    """What in ``path`` reaches past a library's public API: a private module
+    (``keras.src``, ``tensorflow.python``, a name starting with ``_``), a private name or
+    attribute (``x._y`` but for ``self``/``cls``), or a library patched from outside
+    (an assignment to another module's attribute, ``builtins``, ``sys.modules``)."""
+    tree = ast.parse(path.read_text())
+    modules_here = {
+        (a.asname or a.name).split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for a in node.names
+    }
+    found = []
+    for node in ast.walk(tree):
+        line = f"{path.name}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names]
+            for name in set(names) - {"__future__"}:
+                if name.startswith(("keras.src", "tensorflow.python", "tensorflow.core")) or any(
+                    part.startswith("_") for part in name.split(".")
+                ):
+                    found.append(f"{line}: imports {name}")
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            owner = node.value
+            own = isinstance(owner, ast.Name) and owner.id in {"self", "cls"}
+            if not own and not (node.attr.startswith("__") and node.attr.endswith("__")):
+                found.append(f"{line}: reads .{node.attr}")
+        elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                root = target
+                while isinstance(root, ast.Attribute | ast.Subscript):
+                    root = root.value
+                patched = target is not root and isinstance(root, ast.Name)
+                if patched and root.id == "sys":  # its own search path is a process's to set
+                    patched = ast.unparse(target).startswith("sys.modules")
+                if patched and root.id in modules_here | {"builtins", "sys"}:
+                    found.append(f"{line}: assigns into {root.id}")
+    return found
+
+
+def test_no_private_api_and_no_patching():
+    """issue 31: private internals behind exact pins made every upgrade start with
+    debugging. Only the public APIs of TensorFlow, Keras and KFP are used, and nothing of
+    theirs is patched from here."""
+    found = [use for _, path in modules().values() for use in private_uses(path)]
+    assert not found, found
+
+
+def test_the_private_api_check_sees_each_kind(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text(
+        "import builtins\nimport sys\nimport tensorflow as tf\n"
+        "from keras.src.applications import imagenet_utils\n"
+        "from tensorflow.python.ops import gen_resource_variable_ops\n"
+        "from kfp.local import _helpers\n"
+        "x = tf.keras.optimizers.Adam()._momentums\n"
+        "tf.raw_ops.VarHandleOp = None\n"
+        "builtins.print = print\n"
+        "sys.modules['tensorflow.lite'] = None\n"
+        "class A:\n    def f(self):\n        self._ok = self.__class__\n"
+    )
+    kinds = sorted(use.split(": ", 1)[1] for use in private_uses(source))
+    assert kinds == sorted([
+        "imports keras.src.applications", "imports tensorflow.python.ops",
+        "imports _helpers", "reads ._momentums", "assigns into tf",
+        "assigns into builtins", "assigns into sys",
+    ])  # fmt: skip

@@ -75,6 +75,26 @@ def test_extract_and_train_ask_for_gpus_and_tolerate_gpu_nodes(spec):
     assert set(platform) == {"exec-extract", "exec-train"}
 
 
+def test_one_image_for_every_step_changes_the_images_and_nothing_else(tmp_path, spec):
+    """``make_pipeline(image=...)`` (the offline container run) puts each of the six steps
+    in that image, on this build only: the spec is otherwise the cluster's."""
+    from kfp import compiler
+
+    path = tmp_path / "one-image.yaml"
+    selector = {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    built = pipeline.make_pipeline(selector, 2, 3, image="localhost/one:1")
+    compiler.Compiler().compile(built, str(path))
+    one, cluster_spec = pipeline_doc(path), pipeline_doc(spec)
+    executors = one["deploymentSpec"]["executors"]
+    assert len(executors) == 6
+    assert {e["container"]["image"] for e in executors.values()} == {"localhost/one:1"}
+    for executor in cluster_spec["deploymentSpec"]["executors"].values():
+        executor["container"]["image"] = "localhost/one:1"
+    assert one == cluster_spec
+    compiler.Compiler().compile(pipeline.make_pipeline(selector, 2, 3), str(tmp_path / "a.yaml"))
+    assert pipeline_doc(tmp_path / "a.yaml") == pipeline_doc(spec)  # the components untouched
+
+
 def test_extract_parallelism_is_checked_and_defaults_to_extract_workers(tmp_path):
     with pytest.raises(InputError, match="--extract-parallelism 0: must be between 1 and 100"):
         cluster.compile_pipeline(str(tmp_path / "p.yaml"), 1, [], 0)

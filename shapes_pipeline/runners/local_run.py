@@ -11,25 +11,26 @@ the console gets a line as each step starts and ends, and one progress line for 
 
 from __future__ import annotations
 
-import builtins
 import datetime as dt
 import io
 import json
+import os
+import pickle
 import re
+import subprocess
 import sys
-import threading
 import time
 import uuid
-import warnings
 from collections import Counter
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from shapes_pipeline.helpers import registry
 from shapes_pipeline.helpers.facts import Evaluation, Summary, TrainingFacts
 from shapes_pipeline.helpers.step import parse_event
+from shapes_pipeline.runners import local_child
 
 STEPS = ("split", "plan", "extract", "train", "evaluate", "export")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -81,8 +82,8 @@ class Console:
 
 
 class StepLogs(io.TextIOBase):
-    """kfp.local's stdout during a run: each line goes to the running step's log (before
-    the first step, to ``run.log``), and the steps' events to the console.
+    """The output of a run's child process: each line goes to the running step's log
+    (before the first step, to ``run.log``), and the steps' events to the console.
 
     kfp.local runs a ``ParallelFor``'s tasks on threads at once: their lines share one log
     (``extract.log``), and the step ends when every task that started has ended.
@@ -97,17 +98,15 @@ class StepLogs(io.TextIOBase):
         self.running: Counter[str] = Counter()
         self.ended: dict[str, dict] = {}
         self._pending = ""
-        self._lock = threading.RLock()  # kfp.local prints an indent through us
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        with self._lock:
-            self._pending += text
-            *lines, self._pending = self._pending.split("\n")
-            for line in lines:
-                self._line(line)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._line(line)
         return len(text)
 
     def _line(self, line: str) -> None:
@@ -201,54 +200,78 @@ def run_locally(
     runner: object | None = None,
     cache: bool = False,
     console: Console | None = None,
-    pipeline: Callable | None = None,
+    pipeline: Callable[[], Callable] | None = None,
     run_dir: Path | None = None,
 ) -> Summary:
     """Runs the pipeline with ``params`` (every pipeline parameter, already checked) and
     returns the summary. Raises :class:`StepFailed` when a step fails.
 
+    kfp.local runs in a child process (``local_child``), and every line it and the steps
+    print is read from that process's output: this process's ``print`` and standard
+    streams stay as they are.
     ``runner``: a kfp.local runner (default: each step a subprocess of this Python);
-    ``pipeline``: another build of the pipeline (default: the one ``compile`` writes, with
-    no retry policy);
+    ``pipeline``: a picklable function of no arguments that builds another pipeline
+    (default: the one ``compile`` writes, with no retry policy);
     ``run_dir``: a folder of the caller's
     (the container runner mounts only it) instead of a new one under ``pipeline_root``.
     """
-    from kfp import local
-
-    if pipeline is None:  # the graph `compile` writes, without its retries (see there)
-        from shapes_pipeline.kubeflow.pipeline import make_pipeline
-
-        pipeline = make_pipeline(retry=False)
     console = console or Console(sys.stdout)
     run_dir = Path(run_dir or new_run_dir(pipeline_root)).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    # kfp.local says that it ignores base images and GPU requests: expected when local.
-    warnings.filterwarnings("ignore", message=".*(base image|no effect in the current local)")
-    local.init(
-        runner=runner or local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(run_dir),
-        enable_caching=cache,
+    request = local_child.Request(
+        params=params,
+        run_dir=str(run_dir),
         cache_root=str(Path(pipeline_root).resolve() / ".kfp_cache"),
+        cache=cache,
+        outputs=str(run_dir / "outputs.json"),
+        runner=runner,
+        pipeline=pipeline,
     )
     started = time.perf_counter()
     logs = StepLogs(run_dir / "logs", console)
-    # kfp.local swaps builtins.print for an indenting one while a task runs; two loop tasks
-    # on threads can restore each other's swap and leave it in place after the run.
-    own_print = builtins.print
     try:
-        with redirect_stdout(logs), redirect_stderr(logs):
-            try:
-                outputs = pipeline(**params).outputs
-            except RuntimeError:  # kfp.local: a task failed
-                raise logs.failed() from None
+        status = _run_child(request, logs)
+        if status != 0:
+            raise logs.failed()
     finally:
-        builtins.print = own_print
         logs.close()
+    outputs = {
+        name: Output(**found)
+        for name, found in json.loads(Path(request.outputs).read_text()).items()
+    }
     return summarize(params, outputs, run_dir, logs.ended, time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class Output:
+    """One of the pipeline's output artifacts, as the child process found it."""
+
+    path: str
+    metadata: dict
+
+
+def _run_child(request: local_child.Request, logs: StepLogs) -> int:
+    """Starts ``local_child`` with ``request``, feeds its output to ``logs`` line by line
+    as it comes, and returns its exit status. Stopped (Ctrl-C), it stops the child too."""
+    command = [sys.executable, "-m", local_child.__name__]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each line as it is printed
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+    ) as child:
+        try:
+            pickle.dump(sys.path, child.stdin)
+            pickle.dump(request, child.stdin)
+            child.stdin.close()
+            for line in child.stdout:
+                logs.write(line.decode("utf-8", "replace"))
+            return child.wait()
+        finally:
+            if child.poll() is None:
+                child.kill()
+
+
 def summarize(
-    params: dict, outputs: dict, run_dir: Path, ended: dict[str, dict], seconds: float
+    params: dict, outputs: dict[str, Output], run_dir: Path, ended: dict[str, dict], seconds: float
 ) -> Summary:
     """The run's summary, from the pipeline's outputs and the steps' end events."""
     from shapes_pipeline.helpers import report
