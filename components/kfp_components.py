@@ -1,8 +1,10 @@
-"""The pipeline's KFP components: each a thin wrapper that runs one step of ``components``
-in its container and turns the step's result into KFP artifacts.
+"""The pipeline's KFP components: each a thin wrapper that runs one step of
+``shapes_pipeline.steps`` in its container and turns the step's result into KFP artifacts.
 
-The project's images have this package installed, so a component's body imports its step
-from ``components``: KFP ships only the body's source to the container. ``pipeline.py``
+The project's images have the library installed, so a component's body imports its step
+from ``shapes_pipeline``: KFP ships only the body's source to the container. A component
+takes the flat parameters a user sees in KFP's UI and hands its step the typed groups,
+each built from the parameters of its name (``Settings.of(locals())``). ``pipeline.py``
 chains them.
 """
 
@@ -88,16 +90,10 @@ def extract(
         from shapes_pipeline.helpers.settings import AugmentSettings
         from shapes_pipeline.steps.extract import extract
 
-        augmentation = AugmentSettings(
-            augment=augment, augment_views=augment_views, augment_rotation=augment_rotation,
-            augment_zoom=augment_zoom, augment_translation=augment_translation,
-            augment_contrast=augment_contrast, augment_flip_horizontal=augment_flip_horizontal,
-            augment_flip_vertical=augment_flip_vertical,
-        )  # fmt: skip
         facts = extract(
             dataset.path, features.path, group=group, groups=groups, backbone=backbone,
             weights=weights, image_size=image_size, batch_size=batch_size, seed=seed,
-            augment=augmentation, cache=backbone_cache,
+            augment=AugmentSettings.of(locals()), cache=backbone_cache,
         )  # fmt: skip
         features.metadata.update({k: v for k, v in facts.items() if k != "shards"})
 
@@ -140,18 +136,8 @@ def train(
         facts = train(
             dataset.path, [f.path for f in features], model.path, backbone=backbone,
             weights=weights, image_size=image_size, seed=seed,
-            training=TrainingSettings(epochs=epochs, batch_size=batch_size, patience=patience),
-            augment=AugmentSettings(
-                augment=augment, augment_views=augment_views, augment_rotation=augment_rotation,
-                augment_zoom=augment_zoom, augment_translation=augment_translation,
-                augment_contrast=augment_contrast,
-                augment_flip_horizontal=augment_flip_horizontal,
-                augment_flip_vertical=augment_flip_vertical,
-            ),
-            fine_tuning=FineTuneSettings(
-                fine_tune_layers=fine_tune_layers, fine_tune_lr=fine_tune_lr,
-                fine_tune_epochs=fine_tune_epochs,
-            ),
+            training=TrainingSettings.of(locals()), augment=AugmentSettings.of(locals()),
+            fine_tuning=FineTuneSettings.of(locals()),
             feature_memory_mb=feature_memory_mb,
         )  # fmt: skip
         model.metadata.update(facts)
@@ -194,12 +180,7 @@ def evaluate(
             summary_path=summary.path,
             registry_uri=registry,
             model_name=model_name,
-            gate=GateSettings(
-                min_accuracy=min_accuracy,
-                max_regression=max_regression,
-                allow_class_change=allow_class_change,
-                gate_sample=gate_sample,
-            ),
+            gate=GateSettings.of(locals()),
             serving_sample=serving_sample,
         )
         gate = result["gate"]

@@ -15,7 +15,9 @@ import pytest
 from gcp_storage_emulator.server import create_server
 from google.cloud import storage as gcs
 from helpers import (
+    ANY_ACCURACY,
     LEARNS,
+    SERVING_SAMPLE,
     assert_varied,
     feature_dirs,
     imagenet_mobilenet,
@@ -99,6 +101,8 @@ def evaluated(trained, split_dir, tmp_path_factory) -> dict:
         predictions_path=str(out / "predictions.csv"),
         report_path=str(out / "report.html"),
         evaluation_path=str(out / "evaluation.json"),
+        gate=ANY_ACCURACY,
+        serving_sample=SERVING_SAMPLE,
     )
     return {
         "evaluation_path": str(out / "evaluation.json"),

@@ -9,6 +9,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -22,6 +23,7 @@ from shapes_pipeline.helpers.facts import MILD_AUGMENTATION, TrainingFacts
 from shapes_pipeline.helpers.settings import (
     AugmentSettings,
     FineTuneSettings,
+    GateSettings,
     TrainingSettings,
     defaults,
 )
@@ -34,6 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 # Its outputs are the same for every image: for tests of plumbing (shapes, files, flags),
 # never for a test that compares one image's result with another's.
 SMALL = {"backbone": "MobileNetV3Small", "weights": "none", "image_size": 32}
+# The table's gate, with any accuracy passing: tests of evaluation, not of the threshold.
+ANY_ACCURACY = GateSettings.of({**defaults(), "min_accuracy": 0.0})
+SERVING_SAMPLE = defaults()["serving_sample"]
 
 
 def imagenet_mobilenet() -> Path:
@@ -298,18 +303,16 @@ def evaluate_oracle(root: Path, model: str = "model", out: Path | None = None, *
     """``evaluate`` of the model folder ``root/<model>`` on ``root/ds`` and its features
     ``root/features`` (:func:`save_oracle_features`), writing into ``out`` (or ``root``).
     ``given``: ``registry_uri``, ``model_name`` and gate settings by their parameter names
-    (the others as the table has them, and any accuracy passing)."""
-    from shapes_pipeline.helpers.settings import GateSettings, defaults
-
+    (the others as :data:`ANY_ACCURACY` has them)."""
     out = out or root
     out.mkdir(exist_ok=True)
-    where = {k: given.pop(k) for k in ("registry_uri", "model_name") if k in given}
-    gate = GateSettings.of({**defaults(), "min_accuracy": 0.0, **given})
+    where = {k: given.pop(k, defaults().get(k)) for k in ("registry_uri", "model_name")}
     return evaluate(
         str(root / "ds"), [str(root / "features")], str(root / model),
         predictions_path=str(out / "predictions.csv"), report_path=str(out / "report.html"),
         evaluation_path=str(out / "evaluation.json"), summary_path=str(out / "summary.md"),
-        gate=gate, **where,
+        gate=replace(ANY_ACCURACY, **given), serving_sample=SERVING_SAMPLE,
+        **where,
     )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ import waves
 from helpers import (
     assert_varied,
     cli_here,
+    evaluate_oracle,
     feature_dirs,
     images_by_path,
     save_oracle,
@@ -157,8 +158,6 @@ def test_renaming_class_folders_renames_the_evaluated_predictions(tmp_path):
     """The same network under renamed classes (its outputs reordered to the new names'
     sorted order), evaluated on the data with renamed folders: each image gets its
     predictions renamed, probabilities permuted with the columns, nothing else changes."""
-    from shapes_pipeline.steps.evaluate import evaluate
-
     gains = np.array([[0.02, 0.0, -0.01], [0.0, 0.015, 0.0], [-0.01, 0.0, 0.02]], np.float32)
     old = sorted(CYCLES)  # coarse, fine, medium
     results = {}
@@ -171,14 +170,10 @@ def test_renaming_class_folders_renames_the_evaluated_predictions(tmp_path):
         split(write_waves(root / "src", names), root / "ds")
         save_oracle(root / "model", kernel, np.zeros(3, np.float32), classes)
         save_oracle_features(root / "ds", root / "features")
-        evaluation = evaluate(
-            str(root / "ds"), [str(root / "features")], str(root / "model"),
-            predictions_path=str(root / "p.csv"), report_path=str(root / "r.html"),
-            evaluation_path=str(root / "e.json"),
-        )  # fmt: skip
-        read_classes, rows = read_predictions(root / "p.csv")
+        evaluation = evaluate_oracle(root)
+        read_classes, rows = read_predictions(root / "predictions.csv")
         assert read_classes == classes
-        with open(root / "p.csv") as f:
+        with open(root / "predictions.csv") as f:
             predicted = {r["path"]: r["predicted_class"] for r in csv.DictReader(f)}
         results[name] = evaluation, classes, rows, predicted
     (e0, c0, rows0, p0), (e1, c1, rows1, p1) = results["before"], results["after"]

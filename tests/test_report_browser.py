@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import save_oracle, save_oracle_features
+from helpers import ANY_ACCURACY, SERVING_SAMPLE, save_oracle, save_oracle_features
 from PIL import Image
 from weights import CHROMIUM, MISSING
 
@@ -59,6 +59,8 @@ def ten_class_report(tmp_path_factory) -> Path:
         predictions_path=str(root / "predictions.csv"),
         report_path=str(root / "report.html"),
         evaluation_path=str(root / "evaluation.json"),
+        gate=ANY_ACCURACY,
+        serving_sample=SERVING_SAMPLE,
     )
     assert result["confusion_matrix"][0][1] == 2 and result["test_accuracy"] == 0.9
     return root / "report.html"

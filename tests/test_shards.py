@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SMALL, feature_dirs, train_args, train_model
+from helpers import ANY_ACCURACY, SERVING_SAMPLE, SMALL, feature_dirs, train_args, train_model
 
 from shapes_pipeline.helpers import shards
 from shapes_pipeline.helpers.dataset import DataError
@@ -82,6 +82,7 @@ def test_one_or_two_extract_workers_give_the_same_features_and_head(many_shards,
         str(many_shards), feature_dirs(tmp_path / "two"), str(tmp_path / "two"),
         predictions_path=str(tmp_path / "p.csv"), report_path=str(tmp_path / "r.html"),
         evaluation_path=str(tmp_path / "e.json"),
+        gate=ANY_ACCURACY, serving_sample=SERVING_SAMPLE,
     )["serving_check"]  # fmt: skip
     assert checked["images"] == 9 and checked["max_difference"] <= 1e-4
 

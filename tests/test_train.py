@@ -11,7 +11,9 @@ import pytest
 import tensorflow as tf
 import yaml
 from helpers import (
+    ANY_ACCURACY,
     LEARNS,
+    SERVING_SAMPLE,
     SMALL,
     feature_dirs,
     imagenet_mobilenet,
@@ -314,6 +316,7 @@ def test_fine_tuning_that_improves_validation_is_kept(trained, split_dir, tmp_pa
         str(split_dir), feature_dirs(tmp_path / "m"), str(tmp_path / "m"),
         predictions_path=str(tmp_path / "p.csv"), report_path=str(tmp_path / "r.html"),
         evaluation_path=str(tmp_path / "e.json"),
+        gate=ANY_ACCURACY, serving_sample=SERVING_SAMPLE,
     )  # fmt: skip
     assert result["serving_check"]["images"] == result["n_test"] == 9
     _, rows = read_predictions(str(tmp_path / "p.csv"))
@@ -340,6 +343,7 @@ def test_without_a_validation_split_training_runs_every_epoch_and_keeps_the_last
         str(tmp_path / "ds"), feature_dirs(tmp_path / "m"), str(tmp_path / "m"),
         predictions_path=str(tmp_path / "p.csv"),
         report_path=str(tmp_path / "r.html"), evaluation_path=str(tmp_path / "e.json"),
+        gate=ANY_ACCURACY, serving_sample=SERVING_SAMPLE,
     )  # fmt: skip
     assert (
         "no validation split, so no early stopping: ran 4 epochs"

@@ -37,7 +37,7 @@ from shapes_pipeline.helpers import (
 )
 from shapes_pipeline.helpers import backbone as nets
 from shapes_pipeline.helpers.facts import Evaluation, Gate
-from shapes_pipeline.helpers.settings import GateSettings, defaults
+from shapes_pipeline.helpers.settings import GateSettings
 from shapes_pipeline.helpers.step import InputError, lap
 from shapes_pipeline.steps import split
 from shapes_pipeline.steps.scoring import score_champion, score_images
@@ -247,10 +247,10 @@ def evaluate(
     report_path: str,
     evaluation_path: str,
     summary_path: str | None = None,
+    gate: GateSettings,
+    serving_sample: int,
     registry_uri: str | None = None,
-    model_name: str = "shapes-classifier",
-    gate: GateSettings | None = None,
-    serving_sample: int = 256,
+    model_name: str | None = None,
     batch_size: int = 32,
 ) -> Evaluation:
     """Writes predictions.csv, evaluation.json, the HTML report and (``summary_path``) its
@@ -258,9 +258,8 @@ def evaluate(
 
     The production model of ``registry_uri``/``model_name``, if any, is scored on the same
     test images as the challenger, or on a stratified sample of ``gate.gate_sample`` of
-    them. No ``gate``: any accuracy passes (the table's other gate settings).
+    them (``model_name`` is read only with ``registry_uri``).
     """
-    gate = gate or GateSettings.of({**defaults(), "min_accuracy": 0.0})
     lap("import")
     nets.devices()
     served = serving.open_served(model_dir, batch_size)
@@ -276,10 +275,10 @@ def evaluate(
         probabilities = test_probabilities(
             served, feature_dirs, dataset_dir, test.rows, test.y_true, training
         )
-    evaluation, plots = measure(
-        served, dataset_dir, model_dir, training, test, probabilities, serving_sample
-    )
     y_pred = probabilities.argmax(axis=1)
+    evaluation, plots = measure(
+        served, dataset_dir, model_dir, training, test, (probabilities, y_pred), serving_sample
+    )
     predictions.write(
         predictions_path, test.paths, served.classes, test.y_true, y_pred, probabilities
     )
@@ -292,18 +291,21 @@ def evaluate(
         evaluation, test, y_pred, (champion_version, production), dataset_dir, gate, batch_size
     )
     Path(evaluation_path).write_text(json.dumps(evaluation, indent=2))
-    write_report(evaluation, plots, test, probabilities, dataset_dir, report_path, summary_path)
+    write_report(
+        evaluation, plots, test, (probabilities, y_pred), dataset_dir, report_path, summary_path
+    )
     return evaluation
 
 
 def measure(
     served: serving.Served, dataset_dir: str, model_dir: str, training: dict, test: TestSplit,
-    probabilities: np.ndarray, serving_sample: int,
+    predicted: tuple[np.ndarray, np.ndarray], serving_sample: int,
 ) -> tuple[Evaluation, list]:  # fmt: skip
     """The evaluation's figures, with serving checked on a stratified sample of
-    ``serving_sample`` test images; and the report's plots, drawn meanwhile."""
+    ``serving_sample`` test images; and the report's plots, drawn meanwhile.
+    ``predicted``: each test image's probabilities, and the class they predict."""
     classes = served.classes
-    y_true, y_pred = test.y_true, probabilities.argmax(axis=1)
+    (probabilities, y_pred), y_true = predicted, test.y_true
     labels = list(range(len(classes)))
     matrix = confusion_matrix(y_true, y_pred, labels=labels).tolist()
     history = artifact.read_json(model_dir, artifact.HISTORY_FILE)
@@ -383,16 +385,15 @@ def judge(
 
 
 def write_report(
-    evaluation: Evaluation, plots: list, test: TestSplit, probabilities: np.ndarray,
-    dataset_dir: str, report_path: str, summary_path: str | None,
+    evaluation: Evaluation, plots: list, test: TestSplit,
+    predicted: tuple[np.ndarray, np.ndarray], dataset_dir: str, report_path: str,
+    summary_path: str | None,
 ) -> None:  # fmt: skip
     """The HTML report, with the images of the examples it shows, and its Markdown summary."""
-    classes = evaluation["classes"]
+    classes, (probabilities, y_pred) = evaluation["classes"], predicted
     examples = [
         report.Example(path, classes[t], classes[p], float(probs[p]))
-        for path, t, p, probs in zip(
-            test.paths, test.y_true, probabilities.argmax(axis=1), probabilities, strict=True
-        )
+        for path, t, p, probs in zip(test.paths, test.y_true, y_pred, probabilities, strict=True)
     ]
     wrong, right = report.shown(examples)
     row_of = dict(zip(test.paths, test.rows, strict=True))
