@@ -143,7 +143,7 @@ def test_config_file_with_flags_over_it_and_dry_run(demo_data, tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("epoch: 3\n", "unknown parameters ['epoch']"),
+        ("epoch: 3\n", "unknown parameter epoch (did you mean epochs?)"),
         ("- 3\n", "must be a mapping of parameter names to values"),
         ("a: [\n", "not YAML or JSON"),
     ],

@@ -3,10 +3,12 @@ Kubeflow Pipelines v2beta1 REST API does: the requests checked are the ones kfp'
 client sends."""
 
 import json
+import socket
+import threading
 from pathlib import Path
 
 import pytest
-from kfp_api import API, cluster_cli, only
+from kfp_api import API, KfpApi, cluster_cli, only
 
 from shapes_pipeline.helpers.step import InputError
 from shapes_pipeline.runners.cluster import kfp_cron
@@ -131,3 +133,75 @@ def test_cron_expressions_become_kfps_six_fields(expression, expected):
 def test_malformed_cron_fields_are_named(expression):
     with pytest.raises(InputError, match="is not valid"):
         kfp_cron(expression)
+
+
+# ------------------------------------------- a cluster that cannot be reached, for real
+
+
+def one_error_line(done, code: int, *fragments: str, started: bool = False) -> None:
+    """Exit ``code``, one line on stderr holding every fragment, and nothing on stdout
+    unless the request was ``started`` (kfp's client names the experiment it used)."""
+    assert done.returncode == code, done.stderr
+    assert started or done.stdout == "", done.stdout
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr) <= 301, done.stderr
+    for fragment in fragments:
+        assert fragment in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("command", ["submit", "schedule"])
+def test_a_port_that_refuses_is_named_as_such(command, tmp_path):
+    """A real closed port on 127.0.0.1 (bound, then closed): exit 1 at once, not a
+    half-minute of kfp's retries ending in urllib3's traceback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cron = ["--cron", "0 3 * * *"] if command == "schedule" else []
+    done = cluster_cli(command, "--host", f"http://127.0.0.1:{port}", *cron, *PARAMS,
+                       tmp_path=tmp_path)  # fmt: skip
+    one_error_line(done, 1, f"127.0.0.1:{port}", "connection refused")
+
+
+def test_a_server_that_never_answers_times_out_in_one_line(tmp_path):
+    """A real listening socket that accepts and never answers: kfp's client has no
+    timeout and would wait for ever; --connect-timeout bounds it."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        host = f"http://127.0.0.1:{server.getsockname()[1]}"
+        done = cluster_cli("submit", "--host", host, "--connect-timeout", "0.5", *PARAMS,
+                           tmp_path=tmp_path)  # fmt: skip
+    one_error_line(done, 1, host, "no answer in 0.5 s")
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost:8080", "htp:/x", "http://", "http://h:99999", "http://a b", "ftp://h", ""]
+)
+def test_a_host_that_is_not_a_url_is_refused_before_any_request(host, tmp_path):
+    done = cluster_cli("submit", "--host", host, *PARAMS, tmp_path=tmp_path)
+    one_error_line(done, 2, "--host", "not a URL of the KFP API")
+
+
+class Refusing(KfpApi):
+    """Answers the health check, then refuses to create the run with ``status``."""
+
+    def __init__(self, status: int):
+        self.status = status
+        super().__init__([])
+
+    def answer(self, method: str, path: str) -> tuple[int, dict]:
+        if (method, path) == ("POST", f"{API}/runs"):
+            return self.status, {"error": "refused", "code": 7}
+        return super().answer(method, path)
+
+
+@pytest.mark.parametrize(("status", "code", "said"), [(403, 2, "check --token"), (500, 1, "500")])
+def test_an_api_refusal_is_one_line_the_users_or_the_clusters(status, code, said, tmp_path):
+    server = Refusing(status)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = cluster_cli("submit", "--host", server.url, *PARAMS, tmp_path=tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    one_error_line(done, code, f"answered {status}", said, started=True)

@@ -56,12 +56,7 @@ def values(name: str) -> st.SearchStrategy:
         scalars,
         st.lists(scalars, max_size=3),
         st.dictionaries(text(max_size=5), scalars, max_size=2),
-    ).filter(lambda v: name != "data" or not isinstance(v, str) or one_line(v))
-
-
-def one_line(value: str) -> bool:
-    """No line break in it (--data's are xfailed in the line-break test, below)."""
-    return len(f"[{value}]".splitlines()) == 1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +119,7 @@ def test_a_config_value_of_any_type_is_used_as_its_type_or_refused_in_one_line(
                     ["nan", "-inf", "-0.0", "1e400", " 7 ", "0x10", "1_000", "٣", *BREAKS]
                 ),
                 st.sampled_from([str(v) for v in parameters.RANGES.get(n, ())] or [""]),
-            ).filter(lambda s: n != "data" or one_line(s)),
+            ),
         )
     )
 )
@@ -140,22 +135,7 @@ def test_a_flag_value_is_parsed_to_its_type_or_refused_in_one_line(workdir, demo
 
 
 @pytest.mark.parametrize("text", BREAKS)
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            n,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="split.scan's '<path>: not an existing folder' echoes the path as it is "
-                "(shapes_pipeline/steps/split.py, outside parameters.py and cli.py)",
-            ),
-        )
-        if n == "data"
-        else n
-        for n in sorted(n for n in INPUTS if KIND[n] == "String")
-    ],
-)
+@pytest.mark.parametrize("name", sorted(n for n in INPUTS if KIND[n] == "String"))
 def test_a_line_break_in_a_text_value_never_breaks_the_error_line(workdir, demo_data, name, text):
     """Vertical tab, NEL, U+2028, record separator: not newlines, but line ends to
     str.splitlines and many log readers. A refusal echoing one must escape it."""

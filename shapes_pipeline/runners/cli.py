@@ -6,11 +6,14 @@ from the pipeline function (``pipeline.py``), through ``shapes_pipeline.runners.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import re
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import NoReturn
 
 from shapes_pipeline.helpers import settings
 from shapes_pipeline.helpers.step import InfrastructureError, InputError
@@ -44,6 +47,28 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
     """Defaults shown after each option's help; the descriptions keep their lines."""
 
 
+class Parser(argparse.ArgumentParser):
+    """A usage mistake is one line naming it and where the options are, not the usage
+    (which, with every pipeline parameter, runs to dozens of lines before the mistake)."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message}; see {self.prog} --help")
+
+
+def spelled_as_options(argv: list[str]) -> list[str]:
+    """``--image_size``, the parameter's own name, read as its option ``--image-size``
+    (options hold no underscore); nothing after a bare ``--``."""
+    if "--" in argv:
+        cut = argv.index("--")
+        return [*spelled_as_options(argv[:cut]), *argv[cut:]]
+    return [
+        a.split("=", 1)[0].replace("_", "-") + a[len(a.split("=", 1)[0]) :]
+        if a.startswith("--")
+        else a
+        for a in argv
+    ]
+
+
 # ------------------------------------------------------------ options from the pipeline
 
 
@@ -69,24 +94,49 @@ def add_pipeline_options(parser: argparse.ArgumentParser, defaults: dict) -> Non
     )
 
 
+GENERATE_PER_CLASS = (1, 100_000)  # demo images per class: enough for any trial
+CONFIG_LIMIT = 1 << 20  # bytes: a parameter file is a few hundred
+
+
 def read_config(path: str) -> dict:
+    """The parameters of a YAML or JSON file, each of its parameter's type. A FIFO, a
+    device or a file larger than ``CONFIG_LIMIT`` is refused before it is read (reading
+    one could wait forever, or fill the memory)."""
+    import stat
+
     import yaml
 
     try:
-        text = Path(path).read_text()
+        mode = os.stat(path).st_mode
+        if stat.S_ISREG(mode):
+            with open(path, "rb") as f:
+                raw = f.read(CONFIG_LIMIT + 1)
+    except OSError as e:
+        raise InputError(f"--config {path}: cannot read it ({e.strerror})") from e
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise InputError(f"--config {path}: {kind}; name a YAML or JSON file")
+    if len(raw) > CONFIG_LIMIT:
+        raise InputError(f"--config {path}: larger than {CONFIG_LIMIT} bytes; not a config")
+    try:
+        text = raw.decode()
         try:  # JSON read as JSON: PyYAML (YAML 1.1) takes JSON's 1e-05 for text and its
             loaded = json.loads(text)  # "\ud83d\ude00" for two halves of a character
         except json.JSONDecodeError:
             loaded = yaml.safe_load(text)
-    except OSError as e:
-        raise InputError(f"--config {path}: cannot read it ({e.strerror})") from e
+    except UnicodeDecodeError:
+        raise InputError(f"--config {path}: not UTF-8 text; save it as UTF-8") from None
     except (yaml.YAMLError, ValueError) as e:  # ValueError: an int of over 4300 digits
         raise InputError(f"--config {path}: not YAML or JSON ({str(e).splitlines()[0]})") from e
     if not isinstance(loaded, dict):
         raise InputError(f"--config {path}: must be a mapping of parameter names to values")
-    unknown = sorted(set(loaded) - set(settings.BY_NAME))
+    unknown = sorted(map(str, set(loaded) - set(settings.BY_NAME)))
     if unknown:
-        raise InputError(f"--config {path}: unknown parameters {unknown}")
+        first = parameters.shown(unknown[0])
+        close = difflib.get_close_matches(first.replace("-", "_"), settings.BY_NAME, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        raise InputError(f"--config {path}: unknown parameter {first}{hint}{more}")
     try:
         return {name: parameters.typed(name, value) for name, value in loaded.items()}
     except InputError as e:
@@ -96,20 +146,50 @@ def read_config(path: str) -> dict:
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parses twice where ``--config`` is given: its values become the defaults, so flags
     given on the command line still win, and a required parameter may be in the file."""
-    args = parser.parse_args(argv)
+    argv = spelled_as_options(sys.argv[1:] if argv is None else list(argv))
+    args = parse_known(parser, argv)
     if getattr(args, "config", None):
         try:
             config = read_config(args.config)
         except InputError as e:
             fail(str(e))
         args.command_parser.set_defaults(**config)
-        args = parser.parse_args(argv)
+        args = parse_known(parser, argv)
     missing = [n for n in getattr(args, "required_parameters", []) if getattr(args, n) is None]
     if missing:
         args.command_parser.error(
             f"the following arguments are required: {', '.join(map(parameters.option, missing))}"
         )
+    try:
+        for name, remote in places(args).items():
+            if getattr(args, name) is not None:
+                parameters.check_location(
+                    parameters.option(name), getattr(args, name), False, remote
+                )
+    except InputError as e:
+        fail(str(e))
     return args
+
+
+def parse_known(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed; an unknown option is named by the command's own parser, with the
+    closest of its options."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        known = set(re.findall(r"--[a-z][a-z-]*", args.command_parser.format_help()))
+        close = difflib.get_close_matches(unknown[0].split("=", 1)[0], known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
+
+
+def places(args: argparse.Namespace) -> dict[str, bool]:
+    """The command's options (besides the pipeline parameters, checked with the others)
+    that name a place to read or write, each with whether a gs:// URI may be given."""
+    found = {"pipeline_root": False, "summary": False, "out": False, "model": True}
+    found |= {"registry": True} if args.command in ("models", "promote") else {}
+    found |= {"output": False} if args.command == "compile" else {}
+    return {name: remote for name, remote in found.items() if hasattr(args, name)}
 
 
 def pipeline_params(args: argparse.Namespace) -> dict:
@@ -122,6 +202,12 @@ def pipeline_params(args: argparse.Namespace) -> dict:
 def cmd_generate(args: argparse.Namespace) -> int:
     from shapes_pipeline.helpers.demo_data import generate
 
+    for name, value, (low, high) in (
+        ("--per-class", args.per_class, GENERATE_PER_CLASS),
+        ("--seed", args.seed, parameters.RANGES["seed"]),
+    ):
+        if not low <= value <= high:
+            fail(f"{name} {parameters.shown(value)}: must be between {low} and {high}")
     written = generate(args.out, per_class=args.per_class, seed=args.seed)
     print(f"wrote {len(written)} images to {args.out}")
     return EXIT_OK
@@ -182,18 +268,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from shapes_pipeline.runners import cluster
 
     params, _ = cluster_request(args)
-    with cluster.compiled(args.gpus, args.gpu_node_selector, args.extract_parallelism) as package:
+    with (
+        cluster.compiled(args.gpus, args.gpu_node_selector, args.extract_parallelism) as package,
+        cluster.talking_to(args.host),
+    ):
         client = cluster.client(args.host, args.namespace, args.token)
         run_id = cluster.submit(
             client, package, params, experiment=args.experiment, namespace=args.namespace,
             run_name=args.run_name, service_account=args.service_account,
         )  # fmt: skip
-    print(f"run {run_id}: {cluster.run_url(args.host, run_id)}")
-    if args.wait:
-        state = cluster.wait(client, run_id, args.timeout, args.poll_seconds)
-        print(f"run {run_id}: {state}")
-        if state.upper() != "SUCCEEDED":
-            return EXIT_STEP_FAILED
+        print(f"run {run_id}: {cluster.run_url(args.host, run_id)}")
+        if args.wait:
+            state = cluster.wait(client, run_id, args.timeout, args.poll_seconds)
+            print(f"run {run_id}: {state}")
+            if state.upper() != "SUCCEEDED":
+                return EXIT_STEP_FAILED
     return EXIT_OK
 
 
@@ -201,7 +290,10 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from shapes_pipeline.runners import cluster
 
     params, cron = cluster_request(args)
-    with cluster.compiled(args.gpus, args.gpu_node_selector, args.extract_parallelism) as package:
+    with (
+        cluster.compiled(args.gpus, args.gpu_node_selector, args.extract_parallelism) as package,
+        cluster.talking_to(args.host),
+    ):
         recurring_id = cluster.schedule(
             cluster.client(args.host, args.namespace, args.token), package, params, cron=cron,
             experiment=args.experiment, namespace=args.namespace, name=args.name,
@@ -220,8 +312,12 @@ def cluster_request(args: argparse.Namespace) -> tuple[dict, str | None]:
         parameters.check(params)
         cron = cluster.check_request(params, getattr(args, "cron", None))
         cluster.check_compile_options(args.gpus, args.gpu_node_selector, args.extract_parallelism)
+        cluster.check_host_form(args.host)
+        if not args.connect_timeout > 0:
+            raise InputError(f"--connect-timeout {args.connect_timeout}: must be above 0")
     except InputError as e:
         fail(str(e))
+    cluster.check_host(args.host, args.connect_timeout, args.token)
     return params, cron
 
 
@@ -232,7 +328,7 @@ def parser() -> argparse.ArgumentParser:
 
     from shapes_pipeline.runners.cli_models import cmd_models, cmd_predict, cmd_promote
 
-    cli = argparse.ArgumentParser(
+    cli = Parser(
         prog="shapes-pipeline", description=DESCRIPTION, epilog=EPILOG, formatter_class=Formatter
     )
     cli.add_argument("--version", action="version", version=f"%(prog)s {version()}")
@@ -278,6 +374,9 @@ def parser() -> argparse.ArgumentParser:
             help="bearer token ($KFP_TOKEN; else the mounted service account token)",
         )
         sub.add_argument("--service-account", help="Kubernetes account the steps run as")
+        sub.add_argument(
+            "--connect-timeout", type=float, default=30.0, help="s to wait for the API's answer"
+        )
         add_compile_options(sub)
     submit = commands.choices["submit"]
     submit.add_argument("--run-name", help="the run's name in the KFP UI")

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,8 +25,8 @@ from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH
 from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
 from shapes_pipeline.helpers.settings import WEIGHTS
-from shapes_pipeline.helpers.step import InputError
-from shapes_pipeline.runners.parameters import RANGES, option
+from shapes_pipeline.helpers.step import InfrastructureError, InputError
+from shapes_pipeline.runners.parameters import RANGES, option, shown
 
 # The ranges of the fields of KFP's cron format (robfig/cron, seconds first).
 CRON_FIELDS = (
@@ -77,6 +81,65 @@ def _cron_field_ok(field: str, name: str, low: int, high: int) -> bool:
         if None in ends or not all(low <= v <= high for v in ends) or ends != sorted(ends):
             return False
     return True
+
+
+def check_host_form(host: str) -> None:
+    """``--host`` as a URL of the KFP API: http or https, a host name, a valid port."""
+    parts = urllib.parse.urlsplit(host)
+    try:
+        parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in host
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InputError(
+            f"--host {shown(host)}: not a URL of the KFP API; e.g. http://localhost:8080"
+        )
+
+
+def check_host(host: str, timeout_s: float, token: str | None = None) -> None:
+    """The KFP API answers at ``host`` (any HTTP answer will do: kfp's client says more),
+    asked once with a timeout before any work: kfp's client would wait for ever on a
+    server that never answers, and retry a refused port for half a minute."""
+    asked = urllib.request.Request(f"{host.rstrip('/')}/apis/v2beta1/healthz")
+    mounted = Path(os.environ.get(KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH))
+    token = token or (mounted.read_text().strip() if mounted.is_file() else None)
+    if token:  # as the client will send it
+        asked.add_header("Authorization", f"Bearer {token}")
+    try:
+        urllib.request.urlopen(asked, timeout=timeout_s).close()  # noqa: S310 (http(s) only)
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, TimeoutError):
+            why = f"no answer in {timeout_s:g} s"
+        elif isinstance(reason, ConnectionRefusedError):
+            why = "connection refused (is the API running, or its port forwarded?)"
+        elif isinstance(reason, socket.gaierror):
+            why = f"no such host {urllib.parse.urlsplit(host).hostname}"
+        else:
+            why = " ".join(str(reason).split())[:120]
+        raise InfrastructureError(f"--host {shown(host)}: cannot reach the KFP API: {why}") from e
+
+
+@contextmanager
+def talking_to(host: str) -> Iterator[None]:
+    """What the KFP API or the way to it fails with, as one line: a refusal of the
+    credentials is the user's to fix (exit 2), the rest is the cluster's (exit 1)."""
+    import kfp_server_api
+    import urllib3
+
+    try:
+        yield
+    except kfp_server_api.ApiException as e:
+        what = f"the KFP API at {shown(host)} answered {e.status} {e.reason}"
+        if e.status in (401, 403):
+            raise InputError(f"{what}: check --token and --namespace") from e
+        raise InfrastructureError(what) from e
+    except (urllib3.exceptions.HTTPError, TimeoutError, ConnectionError) as e:
+        why = " ".join(str(e).split())[:120]
+        raise InfrastructureError(f"the KFP API at {shown(host)}: {why}") from e
 
 
 def client(host: str, namespace: str | None, token: str | None) -> kfp.Client:

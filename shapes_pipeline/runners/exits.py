@@ -7,6 +7,7 @@ import errno
 import sys
 import tempfile
 import traceback
+from typing import NoReturn
 
 EXIT_OK, EXIT_STEP_FAILED, EXIT_BAD_INPUT, EXIT_GATE_REFUSED = 0, 1, 2, 3
 
@@ -14,9 +15,18 @@ EXIT_OK, EXIT_STEP_FAILED, EXIT_BAD_INPUT, EXIT_GATE_REFUSED = 0, 1, 2, 3
 INFRASTRUCTURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    """One line on stderr, then the exit."""
-    print(f"error: {message}", file=sys.stderr)
+LINE_LIMIT = 300  # the most characters of a failure's line
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """One line on stderr, then the exit. Whatever the message quotes (a value, a path,
+    an argument list), the line holds no control character and stays within
+    ``LINE_LIMIT``: its middle is cut, so the start (what) and end (what to do) remain."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in f"error: {message}")
+    if len(line) > LINE_LIMIT:
+        half = (LINE_LIMIT - 5) // 2
+        line = f"{line[:half]} ... {line[-half:]}"
+    print(line, file=sys.stderr)
     sys.exit(code)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from typing import Any
 
 from shapes_pipeline.helpers.settings import (
@@ -41,6 +42,31 @@ def typed(name: str, value: Any) -> Any:
 
 
 TYPE_NAMES = {str: "string", int: "integer", float: "float", bool: "boolean"}
+# The parameters that name a place to read or write; empty is allowed only where it is "off".
+LOCATIONS = {"data": False, "registry": False, "weights": False, "backbone_cache": True}
+# Anything that starts like a URI: a scheme, a colon, a slash (``s3://``, ``gs:/x``,
+# ``file:///x``). A local name may hold a colon, but not a scheme's shape.
+URI_LIKE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/")
+
+
+def check_location(option: str, value: str, empty_ok: bool = False, remote: bool = True) -> None:
+    """A place the project can read or write: a local path, or (``remote``)
+    ``gs://BUCKET/...``. An empty value (which would be the current folder), another
+    scheme, or a ``gs`` URI without its two slashes or its bucket is refused by name."""
+    what = "a local path or a gs://BUCKET/... URI" if remote else "a local path"
+    if not value.strip():
+        if empty_ok and not value:
+            return
+        raise InputError(f"{option}: empty; give {what}")
+    scheme = URI_LIKE.match(value)
+    if value.startswith("gs://") and remote:
+        if not value[len("gs://") :].split("/", 1)[0]:
+            raise InputError(f"{option} {shown(value)}: no bucket; write gs://BUCKET/PATH")
+    elif value.lower().startswith("gs:") and remote:
+        raise InputError(f"{option} {shown(value)}: a malformed gs:// URI; write gs://BUCKET/PATH")
+    elif scheme or value.lower().startswith("gs:"):
+        name = scheme.group(1) if scheme else "gs"
+        raise InputError(f"{option} {shown(value)}: {name}: is not supported here; give {what}")
 
 
 def shown(value: Any, limit: int = 60) -> str:
@@ -57,6 +83,10 @@ def shown(value: Any, limit: int = 60) -> str:
 
 def check(params: dict[str, Any]) -> None:
     """Raises InputError, naming the option and what is allowed, for the first bad value."""
+    for name, empty_ok in LOCATIONS.items():
+        value = params[name]
+        if value is not None and not (name == "weights" and value in WEIGHTS):
+            check_location(option(name), value, empty_ok)
     for name, (low, high) in RANGES.items():
         value = params[name]
         if not low <= value <= high:
