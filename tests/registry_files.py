@@ -11,9 +11,7 @@ V1, V2, V3 = "20260101T000000Z-aaaa1111", "20260102T000000Z-bbbb2222", "20260103
 
 def repair(reg) -> str:
     return (
-        f"repair it with `shapes-pipeline promote --registry {reg} --model-name {MODEL} "
-        "--version <a published version>` (see `shapes-pipeline models`), or remove LATEST "
-        "if no version should be in production"
+        f"repair: shapes-pipeline promote --registry {reg} --model-name {MODEL} --version VERSION"
     )
 
 

@@ -260,23 +260,36 @@ def test_weights_are_a_name_a_gs_uri_or_an_existing_local_file(tmp_path):
         parameters.check(check_params(weights=weights))
     (tmp_path / "notop.h5").write_bytes(b"x")
     parameters.check(check_params(weights=str(tmp_path / "notop.h5")))
-    for weights in (str(tmp_path), str(tmp_path / "missing.h5"), "GS://bucket/w.h5", "ImageNet"):
+    for weights in (str(tmp_path), str(tmp_path / "missing.h5"), "ImageNet"):
         with pytest.raises(InputError) as error:
             parameters.check(check_params(weights=weights))
         assert str(error.value) == f"--weights {shown(weights)}: {WEIGHTS_REPAIR}"
+    with pytest.raises(InputError) as error:  # not a local path: a URI spelled wrong
+        parameters.check(check_params(weights="GS://bucket/w.h5"))
+    assert (
+        str(error.value)
+        == "--weights GS://bucket/w.h5: a malformed gs:// URI; write gs://BUCKET/PATH"
+    )
 
 
 def test_a_gs_backbone_cache_is_never_taken_for_a_local_file(tmp_path, monkeypatch):
-    """Even where a local file happens to sit at the path the URI spells (``gs:/b/c``), a
-    gs:// cache is a bucket folder; a local file is refused, a local folder taken."""
+    """Even where a local file or folder sits at the path a one-slash URI spells
+    (``gs:/b/c``), that spelling is refused as a malformed URI; ``gs://`` is a bucket
+    folder; a local file is refused, a local folder taken."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "gs:" / "b").mkdir(parents=True)
     (tmp_path / "gs:" / "b" / "cache").write_bytes(b"x")
     parameters.check(check_params(backbone_cache="gs://b/cache"))
-    parameters.check(check_params(backbone_cache="gs:/b"))  # a local folder
+    parameters.check(check_params(backbone_cache=str(tmp_path / "gs:" / "b")))  # a folder
+    for spelled in ("gs:/b", "gs:/b/cache"):
+        with pytest.raises(InputError) as error:
+            parameters.check(check_params(backbone_cache=spelled))
+        assert str(error.value) == (
+            f"--backbone-cache {spelled}: a malformed gs:// URI; write gs://BUCKET/PATH"
+        )
     with pytest.raises(InputError) as error:
-        parameters.check(check_params(backbone_cache="gs:/b/cache"))
-    assert str(error.value) == "--backbone-cache gs:/b/cache: a file, not a folder or gs:// URI"
+        parameters.check(check_params(backbone_cache="gs:/b/cache".replace("gs:/", "./gs:/")))
+    assert str(error.value) == "--backbone-cache ./gs:/b/cache: a file, not a folder or gs:// URI"
 
 
 def test_text_with_capital_x_is_shown_as_given():

@@ -57,7 +57,7 @@ def test_promote_to_refuses_an_unpublished_version_naming_it_and_the_listing(tmp
         with pytest.raises(InputError) as refused:
             registry.promote_to(str(tmp_path), MODEL, version)
         assert str(refused.value) == (
-            f"{tmp_path / MODEL / version}: no published version {version} (no metadata.json);"
+            f"{MODEL}: no published version {version} (no metadata.json);"
             f" `shapes-pipeline models --registry {tmp_path}` lists them"
         )
     assert (tmp_path / MODEL / "LATEST").read_text() == f"{V1}\n"
@@ -123,11 +123,10 @@ def test_listing_shows_the_versions_and_says_why_none_is_production(tmp_path):
     one = publish(tmp_path, V1)
     (tmp_path / MODEL / V3).mkdir()
     for text, problem in (
-        ("", f"{tmp_path / MODEL / 'LATEST'} is empty; {repair(tmp_path)}"),
+        ("", f"{MODEL}/LATEST is empty; {repair(tmp_path)}"),
         (
             f"{V3}\n",
-            f"{tmp_path / MODEL / 'LATEST'} names version {V3}, which is not published; "
-            f"{repair(tmp_path)}",
+            f"{MODEL}/LATEST names version {V3}, which is not published; {repair(tmp_path)}",
         ),
     ):
         latest(tmp_path, text)
@@ -179,6 +178,5 @@ def test_resolve_names_what_is_missing(tmp_path):
     with pytest.raises(RegistryError) as refused:
         registry.resolve(str(tmp_path), MODEL)
     assert str(refused.value) == (
-        f"{tmp_path / MODEL / 'LATEST'} names version {V3}, which is not published; "
-        f"{repair(tmp_path)}"
+        f"{MODEL}/LATEST names version {V3}, which is not published; {repair(tmp_path)}"
     )

@@ -231,7 +231,7 @@ def test_a_required_parameter_may_come_from_the_config_file(tmp_path, capsys, co
             cli.parse(cli.parser(), [command, "--host", "h", *more, *cron])
         assert refused.value.code == 2
         (line,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
-        assert line.endswith(f"the following arguments are required: {missing}"), line
+        assert f"the following arguments are required: {missing};" in line, line
 
 
 # ------------------------------------- 1. ... and the run that submit and schedule send

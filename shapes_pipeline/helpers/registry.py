@@ -7,7 +7,7 @@ import json
 import os
 import re
 
-from shapes_pipeline.helpers import storage
+from shapes_pipeline.helpers import artifact, storage
 from shapes_pipeline.helpers.step import InputError
 
 LATEST = "LATEST"
@@ -33,9 +33,8 @@ class RegistryError(InputError):
 
 def repair(registry: str, model_name: str) -> str:
     return (
-        f"repair it with `shapes-pipeline promote --registry {registry} --model-name "
-        f"{model_name} --version <a published version>` (see `shapes-pipeline models`), or "
-        "remove LATEST if no version should be in production"
+        f"repair: shapes-pipeline promote --registry {registry} --model-name {model_name} "
+        "--version VERSION"
     )
 
 
@@ -55,7 +54,7 @@ def production_version(registry: str, model_name: str) -> str | None:
         problem = f"names {version!r}, which is not a version of this model's folder"
     else:
         return version
-    raise RegistryError(f"{uri} {problem}; {repair(registry, model_name)}")
+    raise RegistryError(f"{model_name}/{LATEST} {problem}; {repair(registry, model_name)}")
 
 
 def metadata(registry: str, model_name: str, version: str) -> dict | None:
@@ -72,8 +71,8 @@ def metadata(registry: str, model_name: str, version: str) -> dict | None:
     except json.JSONDecodeError:
         pass
     raise RegistryError(
-        f"{uri}: not valid JSON metadata; restore it from a backup, or remove the version "
-        f"folder {path(registry, model_name, version)} if it is not in production"
+        f"{uri}: not valid JSON metadata; restore it from a backup, or remove its version "
+        "folder if it is not in production"
     )
 
 
@@ -89,9 +88,34 @@ def check(registry: str, model_name: str) -> None:
     if current is not None and current not in published:
         state = "is not published (no metadata.json)" if current in names else "does not exist"
         raise RegistryError(
-            f"{path(registry, model_name, LATEST)} names version {current}, which {state}; "
+            f"{model_name}/{LATEST} names version {current}, which {state}; "
             f"{repair(registry, model_name)}"
         )
+    if current is not None:
+        verify(registry, model_name, current)
+
+
+def verify_folder(uri: str, published: dict, fix: str) -> None:
+    """A published version's files are the ones published: their hash is the
+    ``content_sha256`` its metadata (``published``) recorded, else a RegistryError naming
+    the folder and ``fix``. A truncated or missing file would otherwise surface minutes
+    later, as a traceback in evaluate or predict. A version whose metadata records no hash
+    (published before hashes were) is taken as it is."""
+    recorded = published.get("content_sha256")
+    if not recorded:
+        return
+    with storage.local_tree(uri) as local:
+        content = artifact.served_files_sha256(local)
+    if content != recorded:
+        raise RegistryError(
+            f"{uri}: damaged (its files' sha256 {content[:12]}, published {recorded[:12]}); {fix}"
+        )
+
+
+def verify(registry: str, model_name: str, version: str) -> None:
+    """:func:`verify_folder` of a registry's version; the fix named is a promotion."""
+    published = metadata(registry, model_name, version) or {}
+    verify_folder(path(registry, model_name, version), published, repair(registry, model_name))
 
 
 def _check_writable(registry: str, folder: str) -> None:
@@ -174,9 +198,15 @@ def listing(
         published = metadata(registry, model_name, name)
         if published is not None:  # a version is published once its metadata is there
             found.append({**published, "production": name == current})
+    for v in found if problem is None else []:
+        if v["production"]:
+            try:
+                verify(registry, model_name, v["version"])
+            except RegistryError as e:
+                v["damaged"], problem = True, str(e)
     if current and not any(v["production"] for v in found):
         problem = (
-            f"{path(registry, model_name, LATEST)} names version {current}, which is not "
+            f"{model_name}/{LATEST} names version {current}, which is not "
             f"published; {repair(registry, model_name)}"
         )
     return found, problem
@@ -186,11 +216,17 @@ def promote_to(registry: str, model_name: str, version: str) -> str | None:
     """Makes a published version production, whatever ``LATEST`` holds now (a rollback, or
     the repair of a damaged ``LATEST``), by the same compare-and-swap as export; returns
     what ``LATEST`` held before."""
-    if metadata(registry, model_name, version) is None:
+    published = metadata(registry, model_name, version)
+    if published is None:
         raise InputError(
-            f"{path(registry, model_name, version)}: no published version {version} (no "
-            f"{METADATA}); `shapes-pipeline models --registry {registry}` lists them"
+            f"{model_name}: no published version {version} (no {METADATA}); "
+            f"`shapes-pipeline models --registry {registry}` lists them"
         )
+    verify_folder(
+        path(registry, model_name, version),
+        published,
+        "promote another version, or publish this model again (a run with the same data)",
+    )
     latest = path(registry, model_name, LATEST)
     before = storage.read_text(latest)
     try:
@@ -201,8 +237,16 @@ def promote_to(registry: str, model_name: str, version: str) -> str | None:
 
 
 def resolve(uri: str, model_name: str) -> str:
-    """A version folder as it is, or a registry's production version."""
-    if storage.read_text(storage.join(uri, METADATA)) is not None:
+    """A version folder, or a registry's production version; either verified."""
+    found = storage.read_text(storage.join(uri, METADATA))
+    if found is not None:
+        try:
+            published = json.loads(found)
+        except json.JSONDecodeError:
+            published = None
+        if not isinstance(published, dict):
+            raise RegistryError(f"{storage.join(uri, METADATA)}: not valid JSON metadata")
+        verify_folder(uri, published, "use another version, or publish this model again")
         return uri
     version = production_version(uri, model_name)
     if version is None:
@@ -212,7 +256,8 @@ def resolve(uri: str, model_name: str) -> str:
         )
     if metadata(uri, model_name, version) is None:
         raise RegistryError(
-            f"{path(uri, model_name, LATEST)} names version {version}, which is not published; "
+            f"{model_name}/{LATEST} names version {version}, which is not published; "
             f"{repair(uri, model_name)}"
         )
+    verify(uri, model_name, version)
     return path(uri, model_name, version)

@@ -162,10 +162,11 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
         )
     try:
         for name, remote in places(args).items():
-            if getattr(args, name) is not None:
-                parameters.check_location(
-                    parameters.option(name), getattr(args, name), False, remote
-                )
+            value = getattr(args, name)
+            if value is not None and not isinstance(value, str):  # argparse's "--x=--"
+                raise InputError(f"{parameters.option(name)}: give it a value")
+            if value is not None:
+                parameters.check_location(parameters.option(name), value, False, remote)
     except InputError as e:
         fail(str(e))
     return args
@@ -208,6 +209,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     ):
         if not low <= value <= high:
             fail(f"{name} {parameters.shown(value)}: must be between {low} and {high}")
+    out = Path(args.out)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        fail(
+            f"--out {parameters.shown(args.out)}: exists and is not an empty folder; name a new one"
+        )
     written = generate(args.out, per_class=args.per_class, seed=args.seed)
     print(f"wrote {len(written)} images to {args.out}")
     return EXIT_OK
@@ -215,8 +221,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from shapes_pipeline.runners import cluster
+    from shapes_pipeline.steps import preflight
 
     try:
+        if not args.output.endswith(".yaml"):
+            raise InputError(f"-o {parameters.shown(args.output)}: KFP writes a .yaml file")
+        preflight.check_output(args.output, "-o")
         cluster.compile_pipeline(
             args.output, args.gpus, args.gpu_node_selector, args.extract_parallelism
         )

@@ -79,11 +79,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     else:
         print(f"{'':2}{'version':<28}{'created':<27}{'test accuracy':>14}  backbone")
         for v in found:
-            mark = "* " if v["production"] else "  "
+            mark = "! " if v.get("damaged") else "* " if v["production"] else "  "
             accuracy = v.get("metrics", {}).get("test_accuracy", float("nan"))
             created, backbone = v.get("created", "?"), v.get("backbone", "?")
             print(f"{mark}{v['version']:<28}{created:<27}{accuracy:>14.4f}  {backbone}")
-        print("! LATEST is broken: no production version" if problem else "* production (LATEST)")
+        damaged = any(v.get("damaged") for v in found)
+        print(
+            "! production (LATEST), damaged: its files are not the ones published"
+            if damaged
+            else "! LATEST is broken: no production version"
+            if problem
+            else "* production (LATEST)"
+        )
     if problem:
         fail(problem)
     return EXIT_OK

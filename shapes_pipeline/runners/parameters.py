@@ -83,6 +83,9 @@ def shown(value: Any, limit: int = 60) -> str:
 
 def check(params: dict[str, Any]) -> None:
     """Raises InputError, naming the option and what is allowed, for the first bad value."""
+    for p in PARAMETERS:  # whatever gave it: a flag, a config file, a caller of the library
+        if params[p.name] is not None:
+            typed(p.name, params[p.name])
     for name, empty_ok in LOCATIONS.items():
         value = params[name]
         if value is not None and not (name == "weights" and value in WEIGHTS):

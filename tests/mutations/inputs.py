@@ -86,7 +86,7 @@ INPUTS = [
     Mutation(
         "promote accepts a version that is not published",
         "shapes_pipeline/helpers/registry.py",
-        "    if metadata(registry, model_name, version) is None:\n        raise InputError(",
+        "    if published is None:\n        raise InputError(",
         "    if False:\n        raise InputError(",
         ("tests/test_registry.py::test_promote_rolls_back_and_refuses_what_is_not_published",),
     ),
