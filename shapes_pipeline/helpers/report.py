@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from shapes_pipeline.helpers.step import printable
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -280,19 +282,28 @@ figure img {{ width: {THUMBNAIL}px; height: {THUMBNAIL}px; object-fit: contain; 
 
 
 def markdown(evaluation: dict) -> str:
-    """The report's headline for the KFP UI's Markdown viewer."""
-    rows = _per_class_rows(evaluation)
+    """The report's headline for the KFP UI's Markdown viewer. Every text that comes from
+    the data or the run (class and file names, paths, warnings) goes through :func:`md`."""
+    rows = [[md(cell) for cell in row] for row in _per_class_rows(evaluation)]
     table = "\n".join(
         "| " + " | ".join(row) + " |"
         for row in [PER_CLASS_HEADER, ["---"] * len(PER_CLASS_HEADER), *rows]
     )
-    warnings = "".join(f"\n**WARNING:** {w}\n" for w in evaluation["warnings"])
-    facts = "\n".join(f"- {name}: {value}" for name, value in _facts(evaluation))
+    warnings = "".join(f"\n**WARNING:** {md(w)}\n" for w in evaluation["warnings"])
+    facts = "\n".join(f"- {name}: {md(value)}" for name, value in _facts(evaluation))
     return (
         f"# Evaluation\n{warnings}\nTest accuracy: **{_accuracy(evaluation)}**\n\n"
-        f"{_gate(evaluation)}\n\n"
+        f"{md(_gate(evaluation))}\n\n"
         f"{facts}\n\n{table}\n"
     )
+
+
+def md(text: str) -> str:
+    """``text`` as literal Markdown text: what is not printable as its escape (as in a log
+    line), then each character but letters and digits as a numeric character reference,
+    which CommonMark (and GitHub's tables) show as that character and never read as
+    markup, HTML, a line break, a cell's end or whitespace to trim."""
+    return "".join(c if c.isalnum() else f"&#{ord(c)};" for c in printable(text))
 
 
 def training_outcome(training: dict) -> str:

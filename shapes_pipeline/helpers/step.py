@@ -45,6 +45,27 @@ class InfrastructureError(RuntimeError):
     unreachable): no other input fixes it, a later try may; the message names the cause."""
 
 
+LINE_LIMIT = 300  # the most characters of a failure's line
+
+
+def one_line(text: str, limit: int = LINE_LIMIT) -> str:
+    """``text`` as one line of a terminal or a log: every character that is not printable
+    (a line break, a control character, a line separator in a file or class name) written
+    as its escape, so no name can start a line of its own (such as a forged event), and
+    at most ``limit`` characters, its middle cut so the start (what) and end (what to do)
+    remain."""
+    line = printable(text)
+    if len(line) > limit:
+        half = (limit - 5) // 2
+        line = f"{line[:half]} ... {line[-half:]}"
+    return line
+
+
+def printable(text: str) -> str:
+    """``text`` with each character that is not printable written as its escape."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def event(kind: str, **fields: object) -> None:
     """One event line in the step's log: ``start``, ``end``, ``epoch``."""
     print(EVENT + json.dumps({"event": kind, **fields}), flush=True)
@@ -76,7 +97,7 @@ def step(name: str, metadata: dict, **fields: object) -> Iterator[None]:
     try:
         yield
     except (InputError, InfrastructureError) as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(one_line(f"error: {e}")) from None
     lap("work")
     metadata["seconds"] = round(time.perf_counter() - started, 2)
     metadata["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -9,24 +9,17 @@ import tempfile
 import traceback
 from typing import NoReturn
 
+from shapes_pipeline.helpers.step import one_line
+
 EXIT_OK, EXIT_STEP_FAILED, EXIT_BAD_INPUT, EXIT_GATE_REFUSED = 0, 1, 2, 3
 
 # The system's failures, not the user's input: the machine or its storage.
 INFRASTRUCTURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
-LINE_LIMIT = 300  # the most characters of a failure's line
-
-
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    """One line on stderr, then the exit. Whatever the message quotes (a value, a path,
-    an argument list), the line holds no control character and stays within
-    ``LINE_LIMIT``: its middle is cut, so the start (what) and end (what to do) remain."""
-    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in f"error: {message}")
-    if len(line) > LINE_LIMIT:
-        half = (LINE_LIMIT - 5) // 2
-        line = f"{line[:half]} ... {line[-half:]}"
-    print(line, file=sys.stderr)
+    """One line on stderr (:func:`one_line`: whatever it quotes), then the exit."""
+    print(one_line(f"error: {message}"), file=sys.stderr)
     sys.exit(code)
 
 

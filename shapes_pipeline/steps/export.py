@@ -35,7 +35,7 @@ from shapes_pipeline.helpers.registry import (
     promote,
 )
 from shapes_pipeline.helpers.registry import path as registry_path
-from shapes_pipeline.helpers.step import InputError, lap, package_versions
+from shapes_pipeline.helpers.step import InputError, lap, one_line, package_versions
 from shapes_pipeline.steps.verify import VerificationError
 
 
@@ -110,7 +110,7 @@ def export(
     evaluation = json.loads(Path(evaluation_path).read_text())
     champion = gate_still_holds(evaluation, evaluation_path, registry, model_name)
     for left in storage.remove_stale_staging(registry_path(registry, model_name)):
-        print(f"removed {left}, left by an export that did not finish")
+        print(one_line(f"removed {left}, left by an export that did not finish"))
     with tempfile.TemporaryDirectory(prefix="shapes-export-") as tmp:
         shutil.copytree(Path(model_dir, artifact.SERVING_DIR), Path(tmp, artifact.SERVING_DIR))
         artifact.write_labels(tmp, artifact.read_labels(model_dir))
