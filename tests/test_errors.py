@@ -7,11 +7,10 @@ import json
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import yaml
+from faults import full_disk, read_only
 from helpers import REPO, cli, cli_here
 from kfp import compiler
 
@@ -32,37 +31,6 @@ def test_an_output_the_user_names_is_checked_before_any_step(demo_data, tmp_path
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"error: --summary {summary}: ")
     assert not (tmp_path / "reg").exists()
-
-
-@contextmanager
-def mounted(folder: Path, *options: str):
-    """A real mount at ``folder`` for the test's length; skipped where mounting is not allowed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", *options, str(folder)], capture_output=True, text=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount here: {done.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
-
-
-@contextmanager
-def full_disk(folder: Path):
-    with mounted(folder, "-t", "tmpfs", "-o", "size=64k", "tmpfs"):
-        with pytest.raises(OSError), open(folder / "filler", "wb") as f:
-            while True:
-                f.write(b"x" * 4096)
-                f.flush()
-        yield folder
-
-
-@contextmanager
-def read_only(folder: Path):
-    source = folder.parent / f"{folder.name}-source"
-    source.mkdir()
-    with mounted(folder, "--bind", "-o", "ro", str(source)):
-        yield folder
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ and the time it reports includes that import.
 
 from __future__ import annotations
 
+import errno
 import json
 import platform
 import resource
@@ -45,6 +46,8 @@ class InfrastructureError(RuntimeError):
     unreachable): no other input fixes it, a later try may; the message names the cause."""
 
 
+# The system's failures, not the user's input: the machine or its storage.
+INFRASTRUCTURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 LINE_LIMIT = 300  # the most characters of a failure's line
 
 
@@ -98,6 +101,10 @@ def step(name: str, metadata: dict, **fields: object) -> Iterator[None]:
         yield
     except (InputError, InfrastructureError) as e:
         raise SystemExit(one_line(f"error: {e}")) from None
+    except OSError as e:  # the machine's storage: its own words, not a traceback
+        if e.errno not in INFRASTRUCTURE_ERRNOS:
+            raise
+        raise SystemExit(one_line(f"error: {e.filename or ''}: {e.strerror}")) from None
     lap("work")
     metadata["seconds"] = round(time.perf_counter() - started, 2)
     metadata["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -7,6 +7,7 @@ run against a real storage API without credentials.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import os
@@ -227,20 +228,31 @@ def publish_tree(local_dir: str, uri: str, marker: str) -> None:
             _publish_gcs(local_dir, uri, marker)
         return
     target = Path(uri)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(target.parent)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        try:
-            shutil.copytree(local_dir, staging, dirs_exist_ok=True)
-        except shutil.Error as e:  # a file not copied (a full disk, say): no conflict
-            source, _, why = e.args[0][0]
-            raise StorageError(f"{uri}: not published, copying {source} failed: {why}") from e
+        # file by file: a failure (a full disk, a read-only mount) is the system's own
+        # OSError, which says what happened; copytree would fold it into one string
+        for source in sorted(Path(local_dir).rglob("*")):
+            copy = staging / source.relative_to(local_dir)
+            copy.mkdir() if source.is_dir() else shutil.copyfile(source, copy)
         _readable_by_all(staging)
         os.rename(staging, target)  # fails where another writer's folder is already there
     except OSError as e:
-        raise StorageConflict(f"{uri}: already exists, not overwritten ({e})") from e
+        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+        raise StorageConflict(f"{uri}: already exists, not overwritten") from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def make_folders(folder: Path) -> None:
+    """``folder`` and its missing parents, each created readable by all (0755), whatever
+    the process's umask: other users list and read a registry's models."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for created in missing:
+        created.chmod(0o755)
 
 
 def _readable_by_all(folder: Path) -> None:
@@ -361,12 +373,13 @@ def replace_text(uri: str, text: str, expected: str | None) -> None:
             ) from e
         return
     path = Path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(path.parent)
     with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         _check_current(uri, _decode(path.read_bytes()) if path.is_file() else None, expected)
         staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}")
         staging.write_text(text)
+        staging.chmod(0o644)  # read by others (their predict, models), whatever the umask
         os.replace(staging, path)
 
 

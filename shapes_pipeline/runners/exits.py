@@ -3,18 +3,14 @@ command of the command line."""
 
 from __future__ import annotations
 
-import errno
 import sys
 import tempfile
 import traceback
 from typing import NoReturn
 
-from shapes_pipeline.helpers.step import one_line
+from shapes_pipeline.helpers.step import INFRASTRUCTURE_ERRNOS, one_line
 
 EXIT_OK, EXIT_STEP_FAILED, EXIT_BAD_INPUT, EXIT_GATE_REFUSED = 0, 1, 2, 3
-
-# The system's failures, not the user's input: the machine or its storage.
-INFRASTRUCTURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
