@@ -359,8 +359,8 @@ def test_two_runs_sharing_a_pipeline_root_each_find_their_own(tmp_path, demo_dat
         )  # fmt: skip
         for i, loudness in enumerate(["-q", "-v"])
     ]
-    (quiet, _), (verbose, _) = [run.communicate(timeout=600) for run in runs]
-    assert [run.returncode for run in runs] == [0, 0]
+    (quiet, quiet_err), (verbose, verbose_err) = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], (quiet_err[-2000:], verbose_err[-2000:])
     summaries = [json.loads((tmp_path / f"summary-{i}.json").read_text()) for i in range(2)]
     run_dirs = [Path(s["run_dir"]) for s in summaries]
     assert run_dirs[0] != run_dirs[1] and {d.parent for d in run_dirs} == {tmp_path / "shared"}
