@@ -81,7 +81,7 @@ def make_pipeline(
     gpus: int = 1,
     extract_parallelism: int = DEFAULT_EXTRACT_WORKERS,
     retry: bool = True,
-    image: str | None = None,
+    images: tuple[str, str] | None = None,
 ):
     """The pipeline; extract and train each ask for ``gpus`` GPUs (0: a CPU-only cluster such
     as kind), ``gpu_node_selector`` pins them to labelled GPU nodes, and at most
@@ -89,8 +89,9 @@ def make_pipeline(
     ``retry``: KFP retries every step but export with backoff (a lost node, a storage
     outage); a local run is built without, since kfp.local honours the policy and on one
     machine a failed step fails again, after minutes of backoff. Local runs and clusters
-    run this one graph. ``image``: every step in this one image instead of the CPU and GPU
-    images (a machine that has only the CPU image, as the offline container run).
+    run this one graph. ``images``: the CPU steps' image and the GPU steps' (extract,
+    train), instead of the components' own (``compile --image-repository``; the offline
+    container run gives its one CPU image for both).
     """
 
     def retried(task: dsl.PipelineTask) -> None:
@@ -173,9 +174,11 @@ def make_pipeline(
             export_task.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
             export_task.set_caching_options(False)  # a cached export would publish nothing
 
-        tasks = (split_task, plan_task, extract_task, train_task, eval_task, export_task)
-        for task in tasks if image else ():
-            task.set_container_image(image)
+        if images:
+            for task in (split_task, plan_task, eval_task, export_task):
+                task.set_container_image(images[0])
+            for task in (extract_task, train_task):
+                task.set_container_image(images[1])
 
         return Outputs(
             dataset=dataset,

@@ -8,7 +8,6 @@ each built from the parameters of its name (``Settings.of(locals())``). ``pipeli
 chains them.
 """
 
-import os
 from typing import List  # noqa: UP035 (KFP reads typing.List)
 
 from kfp import dsl
@@ -23,9 +22,10 @@ from kfp.dsl import (
     Output,
 )
 
-# The images every step runs in; one setting, read when the pipeline is defined.
-IMAGE_REPOSITORY = os.environ.get("SHAPES_IMAGE_REPOSITORY", "shapes-pipeline")
-IMAGE_TAG = os.environ.get("SHAPES_IMAGE_TAG", "0.1.0")
+from shapes_pipeline.helpers.settings import IMAGE_REPOSITORY, IMAGE_TAG
+
+# The images the steps run in by default (compile's --image-repository and --image-tag
+# set others on the tasks).
 CPU_IMAGE = f"{IMAGE_REPOSITORY}-cpu:{IMAGE_TAG}"
 GPU_IMAGE = f"{IMAGE_REPOSITORY}-gpu:{IMAGE_TAG}"
 

@@ -8,7 +8,7 @@ model version was exported, and always stops the service it started (by PID).
 What differs from a cluster run, on purpose:
 - every step runs in the CPU image, extract and train included: the GPU image cannot be
   built offline, and kfp.local ignores accelerator requests anyway. The image is set on
-  this run's tasks only (`make_pipeline(image=...)`); no image is retagged, so a real GPU
+  this run's tasks only (`make_pipeline(images=...)`); no image is retagged, so a real GPU
   image is never shadowed.
 - podman stores images built from an unqualified name as `localhost/NAME`, and kfp.local
   looks images up by exact tag (else it pulls), so an unqualified CPU_IMAGE is prefixed
@@ -146,7 +146,7 @@ def run_pipeline(root: Path, per_class: int, label: str) -> dict:
     runner = local.DockerRunner(network_mode="none", labels={key: value})
     summary = local_run.run_locally(
         params, pipeline_root=root.parent, run_dir=root, runner=runner,
-        pipeline=functools.partial(pipeline.make_pipeline, retry=False, image=image),
+        pipeline=functools.partial(pipeline.make_pipeline, retry=False, images=(image, image)),
     )  # fmt: skip
 
     if not summary["exported"]:

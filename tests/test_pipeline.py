@@ -76,13 +76,14 @@ def test_extract_and_train_ask_for_gpus_and_tolerate_gpu_nodes(spec):
 
 
 def test_one_image_for_every_step_changes_the_images_and_nothing_else(tmp_path, spec):
-    """``make_pipeline(image=...)`` (the offline container run) puts each of the six steps
-    in that image, on this build only: the spec is otherwise the cluster's."""
+    """``make_pipeline(images=...)`` (the offline container run: one image for both) puts
+    each of the six steps in its image, on this build only: the spec is otherwise the
+    cluster's."""
     from kfp import compiler
 
     path = tmp_path / "one-image.yaml"
     selector = {"cloud.google.com/gke-accelerator": "nvidia-l4"}
-    built = pipeline.make_pipeline(selector, 2, 3, image="localhost/one:1")
+    built = pipeline.make_pipeline(selector, 2, 3, images=("localhost/one:1", "localhost/one:1"))
     compiler.Compiler().compile(built, str(path))
     one, cluster_spec = pipeline_doc(path), pipeline_doc(spec)
     executors = one["deploymentSpec"]["executors"]
@@ -167,3 +168,25 @@ def test_the_pipeline_parameters_are_the_table():
         spec = inputs[p.name]
         assert (spec.type, spec.default) == (kfp_types[p.kind], p.default), p.name
         assert " ".join(spec.description.split()) == p.help, p.name
+
+
+def test_compile_names_the_images_from_its_options(tmp_path):
+    """``--image-repository``/``--image-tag`` (shown in ``compile --help``) name each
+    step's image: the GPU image for extract and train, the CPU image for the rest."""
+    from helpers import cli_here
+
+    done = cli_here("compile", "-o", "p.yaml", "--image-repository", "eu.gcr.io/p/shapes",
+                    "--image-tag", "2.0", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    executors = pipeline_doc(tmp_path / "p.yaml")["deploymentSpec"]["executors"]
+    images = {name.removeprefix("exec-"): e["container"]["image"] for name, e in executors.items()}
+    gpu = {"extract", "train"}
+    assert (
+        images
+        == {step: f"eu.gcr.io/p/shapes-{'gpu' if step in gpu else 'cpu'}:2.0" for step in images}
+        and len(images) == 6
+    )
+    assert "--image-repository" in cli_here("compile", "--help", cwd=tmp_path).stdout
+    refused = cli_here("compile", "-o", "q.yaml", "--image-tag", "a b", cwd=tmp_path)
+    assert refused.returncode == 2 and "--image-tag a b: not an image tag" in refused.stderr
+    assert not (tmp_path / "q.yaml").exists()

@@ -7,6 +7,7 @@ against it. Nothing here imports TensorFlow, so ``--help`` and the checks cost l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self
@@ -32,6 +33,10 @@ MIN_IMAGE_SIZE = {"InceptionResNetV2": 75, "InceptionV3": 75, "Xception": 71}
 SMALLEST_IMAGE = 32
 WEIGHTS = ("imagenet", "none", "auto")
 DEFAULT_EXTRACT_WORKERS = 2
+# The images the steps run in: <repository>-cpu:<tag> and <repository>-gpu:<tag>
+# (`make images`); compile's --image-repository and --image-tag, else these variables.
+IMAGE_REPOSITORY = os.environ.get("SHAPES_IMAGE_REPOSITORY", "shapes-pipeline")
+IMAGE_TAG = os.environ.get("SHAPES_IMAGE_TAG", "0.1.0")
 PIPELINE_NAME = "shapes-transfer-learning"
 GROUPS = (
     "data", "model", "training", "augmentation", "fine_tuning", "gate", "scale", "export",

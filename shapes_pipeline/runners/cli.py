@@ -228,8 +228,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
             raise InputError(f"-o {parameters.shown(args.output)}: KFP writes a .yaml file")
         preflight.check_output(args.output, "-o")
         cluster.compile_pipeline(
-            args.output, args.gpus, args.gpu_node_selector, args.extract_parallelism
-        )
+            args.output, args.gpus, args.gpu_node_selector, args.extract_parallelism,
+            cluster.image_names(args.image_repository, args.image_tag),
+        )  # fmt: skip
     except InputError as e:
         fail(str(e))
     print(f"wrote {args.output}")
@@ -279,7 +280,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     params, _ = cluster_request(args)
     with (
-        cluster.compiled(args.gpus, args.gpu_node_selector, args.extract_parallelism) as package,
+        cluster.compiled(
+            args.gpus,
+            args.gpu_node_selector,
+            args.extract_parallelism,
+            cluster.image_names(args.image_repository, args.image_tag),
+        ) as package,
         cluster.talking_to(args.host),
     ):
         client = cluster.client(args.host, args.namespace, args.token)
@@ -301,7 +307,12 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
     params, cron = cluster_request(args)
     with (
-        cluster.compiled(args.gpus, args.gpu_node_selector, args.extract_parallelism) as package,
+        cluster.compiled(
+            args.gpus,
+            args.gpu_node_selector,
+            args.extract_parallelism,
+            cluster.image_names(args.image_repository, args.image_tag),
+        ) as package,
         cluster.talking_to(args.host),
     ):
         recurring_id = cluster.schedule(
@@ -322,6 +333,7 @@ def cluster_request(args: argparse.Namespace) -> tuple[dict, str | None]:
         parameters.check(params)
         cron = cluster.check_request(params, getattr(args, "cron", None))
         cluster.check_compile_options(args.gpus, args.gpu_node_selector, args.extract_parallelism)
+        cluster.image_names(args.image_repository, args.image_tag)
         cluster.check_host_form(args.host)
         if not args.connect_timeout > 0:
             raise InputError(f"--connect-timeout {args.connect_timeout}: must be above 0")
@@ -417,7 +429,7 @@ def parser() -> argparse.ArgumentParser:
     )
     promote.add_argument("--registry", required=True, help="a local folder or gs:// URI")
     promote.add_argument("--version", required=True, help="a published version's name")
-    add_model_options(promote, default_output=None)
+    add_model_options(promote, default_output="table")
 
     models = command("models", "list a registry's versions", cmd_models)
     models.add_argument("--registry", required=True, help="a local folder or gs:// URI")
@@ -431,6 +443,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def add_compile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--image-repository",
+        default=settings.IMAGE_REPOSITORY,
+        help="the steps' images are REPOSITORY-cpu:TAG and REPOSITORY-gpu:TAG, as `make images` "
+        "builds them; give your registry's path, e.g. REGISTRY/PROJECT/shapes-pipeline "
+        "($SHAPES_IMAGE_REPOSITORY)",
+    )
+    parser.add_argument("--image-tag", default=settings.IMAGE_TAG, help="($SHAPES_IMAGE_TAG)")
     parser.add_argument(
         "--gpus",
         type=int,
@@ -453,14 +473,13 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_options(parser: argparse.ArgumentParser, default_output: str | None) -> None:
+def add_model_options(parser: argparse.ArgumentParser, default_output: str) -> None:
     parser.add_argument(
         "--model-name", default=settings.BY_NAME["model_name"].default, help="the registry's model"
     )
-    if default_output:
-        parser.add_argument(
-            "--output", choices=("table", "json"), default=default_output, help="how to print"
-        )
+    parser.add_argument(
+        "-o", "--output", choices=("table", "json"), default=default_output, help="how to print"
+    )
 
 
 def version() -> str:

@@ -104,5 +104,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     except InputError as e:
         fail(str(e))
     was = before.strip() if before and storage.is_text(before) and before.strip() else None
-    print(f"{args.model_name}: production is now {args.version} (was {was or 'none'})")
+    if args.output == "json":
+        print(json.dumps({"model_name": args.model_name, "production": args.version, "was": was}))
+    else:
+        print(f"{args.model_name}: production is now {args.version} (was {was or 'none'})")
     return EXIT_OK

@@ -28,6 +28,9 @@ from shapes_pipeline.helpers.settings import WEIGHTS
 from shapes_pipeline.helpers.step import InfrastructureError, InputError
 from shapes_pipeline.runners.parameters import RANGES, option, shown
 
+# A repository may start with a registry host (and port); a tag is Docker's.
+IMAGE_REPOSITORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}")
+IMAGE_TAG = re.compile(r"\w[\w.-]{0,127}")
 # The ranges of the fields of KFP's cron format (robfig/cron, seconds first).
 CRON_FIELDS = (
     ("second", 0, 59),
@@ -236,23 +239,43 @@ def check_compile_options(
 
 
 def compile_pipeline(
-    output: str, gpus: int, gpu_node_selector: list[str], extract_parallelism: int
+    output: str,
+    gpus: int,
+    gpu_node_selector: list[str],
+    extract_parallelism: int,
+    images: tuple[str, str] | None = None,
 ) -> None:
+    """The spec, its steps in ``images`` (CPU, GPU; None: the components' own)."""
     from kfp import compiler
 
     from shapes_pipeline.kubeflow.pipeline import make_pipeline
 
     selector = check_compile_options(gpus, gpu_node_selector, extract_parallelism)
-    compiler.Compiler().compile(make_pipeline(selector, gpus, extract_parallelism), output)
+    built = make_pipeline(selector, gpus, extract_parallelism, images=images)
+    compiler.Compiler().compile(built, output)
+
+
+def image_names(repository: str, tag: str) -> tuple[str, str]:
+    """The CPU and GPU images of ``repository`` at ``tag``, as ``make images`` names them."""
+    if not IMAGE_REPOSITORY.fullmatch(repository):
+        raise InputError(f"--image-repository {shown(repository)}: not an image repository")
+    if not IMAGE_TAG.fullmatch(tag):
+        raise InputError(f"--image-tag {shown(tag)}: not an image tag")
+    return f"{repository}-cpu:{tag}", f"{repository}-gpu:{tag}"
 
 
 @contextmanager
-def compiled(gpus: int, gpu_node_selector: list[str], extract_parallelism: int) -> Iterator[str]:
+def compiled(
+    gpus: int,
+    gpu_node_selector: list[str],
+    extract_parallelism: int,
+    images: tuple[str, str] | None = None,
+) -> Iterator[str]:
     """The pipeline compiled for the cluster into a temporary file, which kfp's client
     uploads."""
     with tempfile.TemporaryDirectory() as tmp:
         package = f"{tmp}/pipeline.yaml"
-        compile_pipeline(package, gpus, gpu_node_selector, extract_parallelism)
+        compile_pipeline(package, gpus, gpu_node_selector, extract_parallelism, images)
         yield package
 
 
