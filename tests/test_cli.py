@@ -79,7 +79,7 @@ def test_no_mistake_needs_tensorflow_or_matplotlib_to_be_refused(demo_data, tmp_
     registry_with_a_version(tmp_path / "reg")  # MISTAKES name a file in it
     (tmp_path / "jammed" / "shapes-classifier").mkdir(parents=True)
     (tmp_path / "jammed" / "shapes-classifier" / "LATEST").write_text("")
-    data = ["--data", str(demo_data)]
+    data = ["--data", str(demo_data), "--model-name", "shapes-classifier"]
     registries = [[*data, "--registry", "a-file"], [*data, "--registry", "jammed"]]
     (tmp_path / "tiff" / "a").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(tmp_path / "tiff" / "a" / "scan.png", "TIFF")

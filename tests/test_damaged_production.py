@@ -66,7 +66,16 @@ def test_a_damaged_production_version_is_named_with_its_repair(
     before = tree_bytes(registry)
     image = next(Path(demo_data).rglob("*.png"))
     uses = {
-        "run": ["run", "--data", str(demo_data), "--registry", "reg", "--dry-run"],
+        "run": [
+            "run",
+            "--data",
+            str(demo_data),
+            "--registry",
+            "reg",
+            "--model-name",
+            MODEL,
+            "--dry-run",
+        ],
         "predict": ["predict", "--model", "reg", str(image)],
         "predict a version": ["predict", "--model", f"reg/{MODEL}/{DAMAGED}", str(image)],
         "models": ["models", "--registry", "reg"],

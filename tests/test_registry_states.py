@@ -59,20 +59,17 @@ def failing(*args, **kwargs):
 
 
 def copy_then_fail(after_files: int):
-    """``shutil`` as storage sees it, whose copytree copies ``after_files`` files into the
-    staging folder and then fails: a crash in the middle of the tree."""
+    """``shutil`` as storage sees it, which copies ``after_files`` files into the staging
+    folder and then fails: a crash in the middle of the tree."""
     copied = []
 
-    def copy(src, dst, **kwargs):
+    def copyfile(src, dst, **kwargs):
         if len(copied) >= after_files:
             raise OSError(5, "Input/output error (injected)", src)
         copied.append(src)
-        return shutil.copy2(src, dst, **kwargs)
+        return shutil.copyfile(src, dst, **kwargs)
 
-    def copytree(src, dst, **kwargs):
-        return shutil.copytree(src, dst, copy_function=copy, **kwargs)
-
-    return types.SimpleNamespace(copytree=copytree, rmtree=shutil.rmtree, Error=shutil.Error)
+    return types.SimpleNamespace(copyfile=copyfile, rmtree=shutil.rmtree)
 
 
 # Each point of export's publishing sequence, in order: what fails there. Faults before

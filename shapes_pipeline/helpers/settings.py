@@ -160,7 +160,8 @@ PARAMETERS: tuple[Parameter, ...] = (
               "must be the one evaluate recorded) or reload (also load them in a fresh process "
               "and rescore evaluate's serving sample).", choices=("hash", "reload")),
     Parameter("model_name", str, "shapes-classifier", "export",
-              "The model's name in the registry."),
+              "The model's name in the registry (from the command line: the data folder's name "
+              "unless given; the demo data's: this default)."),
 )
 # fmt: on
 

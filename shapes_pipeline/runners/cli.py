@@ -160,6 +160,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
         args.command_parser.error(
             f"the following arguments are required: {', '.join(map(parameters.option, missing))}"
         )
+    if getattr(args, "model_name", "") is None:  # not given: named after the data
+        args.model_name = parameters.model_name_from(args.data)
     try:
         for name, remote in places(args).items():
             value = getattr(args, name)
@@ -250,12 +252,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         found = preflight.check_inputs(params)
     except InputError as e:
         fail(str(e))
+    note = preflight.weights_note(params)
     if args.dry_run:
-        print(found)
+        print("\n".join(filter(None, [found, note])))
         print(json.dumps(params, indent=2))
         return EXIT_OK
     console = local_run.Console(sys.stdout, verbosity=1 + args.verbose - args.quiet)
-    console.say(found)
+    console.say("\n".join(filter(None, [found, note])))
     try:
         summary = local_run.run_locally(
             params, pipeline_root=args.pipeline_root, cache=args.cache, console=console
@@ -364,7 +367,8 @@ def parser() -> argparse.ArgumentParser:
         return sub
 
     run = command("run", "run the whole pipeline on this machine (kfp.local)", cmd_run)
-    local_defaults = {"data": None, "registry": "registry", "weights": "auto", "extract_workers": 1}
+    local_defaults = {"data": None, "registry": "registry", "weights": "auto", "extract_workers": 1,
+                      "model_name": None}  # fmt: skip
     add_pipeline_options(run, local_defaults)
     run.add_argument("--pipeline-root", default="runs", help="where each run's folder goes")
     run.add_argument("--summary", default="summary.json", help="the run's summary (JSON)")
@@ -386,7 +390,7 @@ def parser() -> argparse.ArgumentParser:
         ("schedule", "create a recurring run on a Kubeflow Pipelines cluster", cmd_schedule),
     ):
         sub = command(name, help_text, func)
-        add_pipeline_options(sub, {})
+        add_pipeline_options(sub, {"model_name": None})
         sub.add_argument("--host", required=True, help="the KFP API, e.g. http://localhost:8080")
         sub.add_argument("--namespace", help="multi-user Kubeflow: the profile's namespace")
         sub.add_argument("--experiment", default=settings.PIPELINE_NAME, help="created if missing")

@@ -128,5 +128,17 @@ def check(params: dict[str, Any]) -> None:
         raise InputError(f"--backbone-cache {shown(cache)}: a file, not a folder or gs:// URI")
 
 
+def model_name_from(data: str | None) -> str:
+    """The registry name of a model trained on ``data``: its folder's (or gs:// prefix's,
+    or .zip's) name in the letters a name may hold, so a model of your photos is not
+    published as the demo's. The table's default for the demo data, or a name left empty."""
+    default = BY_NAME["model_name"].default
+    if not data:
+        return default
+    base = data.rstrip("/").rsplit("/", 1)[-1].removesuffix(".zip")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", base).lstrip("._-")[:100].rstrip("._-")
+    return name or default
+
+
 def option(name: str) -> str:
     return f"--{name.replace('_', '-')}"

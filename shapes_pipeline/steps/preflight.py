@@ -4,6 +4,8 @@ data (the split step's own checks, writing nothing), the registry and the weight
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from shapes_pipeline.helpers import registry, storage
@@ -43,6 +45,7 @@ def check_inputs(params: dict) -> str:
     registry.check(params["registry"], params["model_name"])
     if params["weights"] not in ("imagenet", "none", "auto"):
         storage.check_exists(params["weights"])
+        check_weights_fit(params)
     images = sum(map(len, classes.values()))
     return f"data: {params['data']}: {images} images, classes {list(classes)}"
 
@@ -61,3 +64,56 @@ def check_output(path: str, option: str) -> None:
         raise InputError(
             f"{option} {path}: cannot be written (permission denied); name another file"
         )
+
+
+def check_weights_fit(params: dict) -> None:
+    """A weights file is loaded into the backbone (without its top) before any step: a file
+    of another backbone, or of one with its top, would fail a run's extract step with
+    Keras' message, thousands of characters of tensor shapes long. It is loaded in a
+    process of its own, so TensorFlow's start and its log lines stay out of this one."""
+    name, size, weights = params["backbone"], params["image_size"], params["weights"]
+    loaded = subprocess.run(
+        [sys.executable, "-m", __name__, name, weights, str(size)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if loaded.returncode == EXIT_DOES_NOT_FIT:
+        raise InputError(
+            f"--weights {weights}: does not load into {name} without its top (at "
+            f"--image-size {size}); give that backbone's weights file, saved with "
+            "include_top=False"
+        )
+    if loaded.returncode:
+        raise RuntimeError(f"loading {weights} into {name} failed: {loaded.stderr[-2000:]}")
+
+
+EXIT_DOES_NOT_FIT = 3
+
+
+def main(argv: list[str]) -> int:
+    """``python -m shapes_pipeline.steps.preflight BACKBONE WEIGHTS IMAGE_SIZE``: exit 0
+    where the weights load into the backbone, ``EXIT_DOES_NOT_FIT`` where they do not."""
+    from shapes_pipeline.helpers import backbone
+
+    name, weights, size = argv
+    try:
+        backbone.build_backbone(name, weights, int(size))
+    except InputError:
+        return EXIT_DOES_NOT_FIT
+    return 0
+
+
+def weights_note(params: dict) -> str | None:
+    """What ``weights=auto`` (the local default) will do, said before any step: ImageNet
+    weights only where Keras has or can download them; else a random backbone, whose
+    poor accuracy the gate will then refuse."""
+    if params["weights"] != "auto":
+        return None
+    return (
+        "note: --weights auto: ImageNet weights if Keras has them cached or can download "
+        "them; otherwise the backbone is random and accuracy poor. Offline, give "
+        "--weights FILE (the backbone's weights without its top)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
