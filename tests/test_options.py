@@ -151,7 +151,8 @@ def test_every_parameter_given_reaches_the_runs_resolved_parameters(demo_data, t
 
 def test_each_flag_and_config_key_alone_changes_only_its_parameter(tmp_path):
     """One parameter at a time: the parameters built differ from run's defaults in that one
-    and no other (a flag that also set another parameter, or set the wrong one, shows)."""
+    and no other (a flag that also set another parameter, or set the wrong one, shows),
+    but for --data, which also names the model (after its folder) unless it is named."""
     values = chosen(local_paths(tmp_path / "data", tmp_path))
     base = run_defaults()
     for name, value in values.items():
@@ -160,7 +161,11 @@ def test_each_flag_and_config_key_alone_changes_only_its_parameter(tmp_path):
         by_file = cli.pipeline_params(cli.parse(cli.parser(), ["run", "--config", path]))
         for got in (by_flag, by_file):
             changed = {n for n in got if got[n] != base[n]}
-            assert changed == {name} and not differences(got, {name: value}), (name, got)
+            named = {"model_name"} if name == "data" else set()
+            assert changed == {name, *named}, (name, got)
+            assert not differences(got, {name: value}), (name, got)
+            if named:
+                assert got["model_name"] == parameters.model_name_from(value)
 
 
 def valid_values(name: str) -> st.SearchStrategy:

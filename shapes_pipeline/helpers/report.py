@@ -284,7 +284,7 @@ figure img {{ width: {THUMBNAIL}px; height: {THUMBNAIL}px; object-fit: contain; 
 def markdown(evaluation: dict) -> str:
     """The report's headline for the KFP UI's Markdown viewer. Every text that comes from
     the data or the run (class and file names, paths, warnings) goes through :func:`md`."""
-    rows = [[md(cell) for cell in row] for row in _per_class_rows(evaluation)]
+    rows = [[md(name), *figures] for name, *figures in _per_class_rows(evaluation)]
     table = "\n".join(
         "| " + " | ".join(row) + " |"
         for row in [PER_CLASS_HEADER, ["---"] * len(PER_CLASS_HEADER), *rows]

@@ -235,6 +235,8 @@ def publish_tree(local_dir: str, uri: str, marker: str) -> None:
         # OSError, which says what happened; copytree would fold it into one string
         for source in sorted(Path(local_dir).rglob("*")):
             copy = staging / source.relative_to(local_dir)
+            if not (source.is_dir() or source.is_file()):  # a pipe, a socket: no content
+                raise StorageError(f"{uri}: not published, copying {source} failed: not a file")
             copy.mkdir() if source.is_dir() else shutil.copyfile(source, copy)
         _readable_by_all(staging)
         os.rename(staging, target)  # fails where another writer's folder is already there

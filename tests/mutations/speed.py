@@ -8,8 +8,8 @@ SPEED = [
     Mutation(
         "a local run starts two extract tasks on one machine",
         "shapes_pipeline/runners/cli.py",
-        '"weights": "auto", "extract_workers": 1}',
-        '"weights": "auto"}',
+        '"weights": "auto", "extract_workers": 1,',
+        '"weights": "auto",',
         ("tests/test_cli.py::test_config_file_with_flags_over_it_and_dry_run",),
     ),
     Mutation(
