@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import cli_here, registry_with_a_version, tree_bytes
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from shapes_pipeline.helpers import settings as table
@@ -177,6 +177,7 @@ def assert_success_or_one_line(done, args: list[str]) -> None:
 
 
 def check_case(place: dict, args: list[str]):
+    event(args[0])  # cases per command: pytest --hypothesis-show-statistics
     before = tree_bytes(place["root"] / "reg")
     done = within_time(args, place["root"])
     assert_success_or_one_line(done, args)
