@@ -117,8 +117,14 @@ def cluster_args(draw, place: dict) -> list[str]:
     cron = ["--cron", draw(st.one_of(st.just("0 3 * * *"), hostile_text()))]
     host = draw(st.one_of(st.just(place["host"]), hostile_text()))
     base = ["--data", "gs://shapes-data/raw", "--registry", "gs://shapes-models/reg"]
+    seconds = st.lists(st.tuples(st.sampled_from(["--connect-timeout", "--timeout",
+                       "--poll-seconds"]), st.sampled_from(["0", "-1", "nan", "inf", "0.5"])),
+                       max_size=2)  # fmt: skip
+    waits = [
+        f"{k}={v}" for k, v in draw(seconds) if command == "submit" or k == "--connect-timeout"
+    ]
     return [command, "--host", host, *base, *(cron if command == "schedule" else []),
-            *common(place, draw)]  # fmt: skip
+            *waits, *common(place, draw)]  # fmt: skip
 
 
 @st.composite

@@ -338,8 +338,10 @@ def cluster_request(args: argparse.Namespace) -> tuple[dict, str | None]:
         cluster.check_compile_options(args.gpus, args.gpu_node_selector, args.extract_parallelism)
         cluster.image_names(args.image_repository, args.image_tag)
         cluster.check_host_form(args.host)
-        if not args.connect_timeout > 0:
-            raise InputError(f"--connect-timeout {args.connect_timeout}: must be above 0")
+        for name in ("connect_timeout", "timeout", "poll_seconds"):  # submit's, if given
+            value = getattr(args, name, 1.0)
+            if not 0 < value < 10**7:  # nan and inf too
+                raise InputError(f"{parameters.option(name)} {value}: seconds, above 0")
     except InputError as e:
         fail(str(e))
     cluster.check_host(args.host, args.connect_timeout, args.token)
