@@ -100,13 +100,16 @@ def test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache(
     assert any(w.startswith("ignored 4 entries") for w in summary["warnings"])
     assert ODD_CLASS in Path(summary["report_html"]).read_text()
     odd = [data / ODD_CLASS / n for n in ("sixteen-bit.png", "palette.png", "large-4000.png")]
-    predicted = cli("predict", "--model", "reg", *map(str, odd), cwd=tmp_path)
+    predicted = cli(
+        "predict", "--model", "reg", "--model-name", "odd", *map(str, odd), cwd=tmp_path
+    )
     assert predicted.returncode == 0, predicted.stderr
     lines = [json.loads(line) for line in predicted.stdout.splitlines()]
     assert [line["path"] for line in lines] == list(map(str, odd))
     assert all(set(line["probabilities"]) == set(summary["classes"]) for line in lines)
     # a folder: every image inside, recursively (hidden files and others left out)
-    in_folder = cli("predict", "--model", "reg", str(data / "triangles"), cwd=tmp_path)
+    in_folder = cli("predict", "--model", "reg", "--model-name", "odd", str(data / "triangles"),
+                    cwd=tmp_path)  # fmt: skip
     assert in_folder.returncode == 0, in_folder.stderr
     found = [json.loads(line)["path"] for line in in_folder.stdout.splitlines()]
     expected = sorted(p for p in (data / "triangles").rglob("*.png"))
@@ -122,7 +125,8 @@ def test_a_run_on_odd_files_trains_exports_predicts_and_reruns_from_the_cache(
     # evaluate ran again (never cached: the gate depends on the registry) and met the same
     # model as champion; export promoted the stored version instead of storing a copy.
     assert rerun["gate"]["champion_uri"] == summary["model_uri"] == rerun["model_uri"]
-    versions = [p.name for p in (tmp_path / "reg" / "shapes-classifier").iterdir() if p.is_dir()]
+    # published under the data folder's name ("odd"), as nothing named the model
+    versions = [p.name for p in (tmp_path / "reg" / "odd").iterdir() if p.is_dir()]
     assert versions == [Path(summary["model_uri"]).name]
 
 

@@ -37,7 +37,7 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     learning = [*LEARNING, "--weights", str(imagenet_mobilenet())]
     done = cli(
         "run", "--data", data, "--registry", registry, "--min-accuracy", "0", *learning,
-        "--extract-workers", "2", cwd=tmp_path,
+        "--extract-workers", "2", "--model-name", "shapes-classifier", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -152,7 +152,7 @@ def test_run_from_gcs_to_gcs(tmp_path, demo_data, bucket):
     # with max_regression 0 and becomes the production model.
     again = cli(
         "run", "--data", data, "--registry", registry, "--min-accuracy", "0", *learning,
-        "--extract-workers", "2", cwd=tmp_path,
+        "--extract-workers", "2", "--model-name", "shapes-classifier", cwd=tmp_path,
     )  # fmt: skip
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     second = json.loads((tmp_path / "summary.json").read_text())
@@ -381,7 +381,7 @@ def test_a_model_with_other_classes_is_refused_and_production_kept(tmp_path, dem
     (version / "metadata.json").write_text(json.dumps({"version": version.name}))
     (version.parent / "LATEST").write_text(f"{version.name}\n")
     before = tree_bytes(tmp_path / "reg")
-    done = run(demo_data, "--min-accuracy", "0", cwd=tmp_path)
+    done = run(demo_data, "--min-accuracy", "0", "--model-name", "shapes-classifier", cwd=tmp_path)
     assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["gate"]["classes_added"] == ["triangles"] and not summary["exported"]

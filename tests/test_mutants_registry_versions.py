@@ -173,6 +173,10 @@ def test_resolve_names_what_is_missing(tmp_path):
         f"{tmp_path}: neither a model version (no metadata.json) nor a registry with a "
         f"production {MODEL} (no {MODEL}/LATEST)"
     )
+    (tmp_path / "flowers").mkdir()  # another model: named as the way out
+    with pytest.raises(InputError) as refused:
+        registry.resolve(str(tmp_path), MODEL)
+    assert str(refused.value).endswith(f"(no {MODEL}/LATEST); it holds flowers (--model-name)")
     (tmp_path / MODEL / V3).mkdir(parents=True)
     latest(tmp_path, f"{V3}\n")
     with pytest.raises(RegistryError) as refused:

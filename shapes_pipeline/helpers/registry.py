@@ -250,9 +250,11 @@ def resolve(uri: str, model_name: str) -> str:
         return uri
     version = production_version(uri, model_name)
     if version is None:
+        others = [n for n in storage.list_folders(uri) if n != model_name][:3]
+        hint = f"; it holds {', '.join(others)} (--model-name)" if others else ""
         raise InputError(
             f"{uri}: neither a model version (no {METADATA}) nor a registry with a "
-            f"production {model_name} (no {model_name}/{LATEST})"
+            f"production {model_name} (no {model_name}/{LATEST}){hint}"
         )
     if metadata(uri, model_name, version) is None:
         raise RegistryError(
