@@ -153,6 +153,19 @@ def test_check_refuses_a_file_where_a_folder_goes(tmp_path, which):
     assert str(refused.value) == f"{target}: a file, not a registry folder; pass another --registry"
 
 
+@pytest.mark.parametrize("depth", [1, 3])
+def test_a_registry_under_a_file_is_named_as_such_not_as_permissions(tmp_path, depth):
+    """``afile/reg`` (or deeper): the file on the way is named, not a permission problem."""
+    (tmp_path / "afile").write_text("a file")
+    registry_uri = tmp_path / "afile" / Path(*["reg"] * depth)
+    with pytest.raises(RegistryError) as refused:
+        registry.check(str(registry_uri), MODEL)
+    assert str(refused.value) == (
+        f"{tmp_path / 'afile'}: a file, where --registry {registry_uri} needs a folder; pass "
+        "another --registry"
+    )
+
+
 def test_check_of_a_gcs_registry_reads_it_without_local_checks(bucket, tmp_path, monkeypatch):
     """gs:// is no local path: no local folder is looked at (a file named like it is no
     obstacle), and LATEST is checked on the bucket."""

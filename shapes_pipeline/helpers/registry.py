@@ -123,6 +123,11 @@ def _check_writable(registry: str, folder: str) -> None:
         if os.path.exists(target) and not os.path.isdir(target):
             raise RegistryError(f"{target}: a file, not a registry folder; pass another --registry")
     existing = next(p for p in (folder, *_parents(folder)) if os.path.exists(p))
+    if not os.path.isdir(existing):
+        raise RegistryError(
+            f"{existing}: a file, where --registry {registry} needs a folder; pass another "
+            "--registry"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise RegistryError(
             f"{existing}: cannot create or write the registry here (permission denied); "
