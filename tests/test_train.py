@@ -148,7 +148,7 @@ def test_default_augmentation_is_mild_and_the_shapes_preset_keeps_strong_turns_a
     assert "RandomFlip" not in mild  # a mirrored digit or letter is another one
     assert mild["RandomRotation"]["factor"][1] == pytest.approx(10 / 360)
     preset = yaml.safe_load((REPO / "presets" / "augment-shapes.yaml").read_text())
-    parameters.check({**settings.defaults(), "data": "", "registry": "", **preset})
+    parameters.check({**settings.defaults(), "data": "d", "registry": "r", **preset})
     shapes = {k.removeprefix("augment_"): v for k, v in preset.items() if k.startswith("augment_")}
     strong = _layers(augmenter(seed=0, settings=shapes))
     assert strong["RandomFlip"]["mode"] == "horizontal_and_vertical"
