@@ -51,6 +51,10 @@ def test_weights_auto_is_explained_before_any_step_with_its_fix(tmp_path, demo_d
         (None, "shapes-classifier"),
         ("/x/" + "a" * 300, "a" * 100),
         ("/x/.hidden.", "hidden"),
+        ("/data/MAX/", "MAX"),
+        ("/x/Xray", "Xray"),
+        ("a/b/c", "c"),
+        ("Flowers", "Flowers"),
     ],  # fmt: skip
 )
 def test_a_model_is_named_after_its_data_unless_named(data, name):

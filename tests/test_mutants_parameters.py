@@ -296,3 +296,11 @@ def test_text_with_capital_x_is_shown_as_given():
     """Only control and line-separator characters make a value quoted; an ordinary
     letter never does (a set of special characters that grew by one would quote names)."""
     assert shown("XceptionX") == "XceptionX"
+
+
+def test_every_parameter_is_of_its_type_whoever_built_the_parameters():
+    """Not only a flag or a config file: a caller of the library passing text for a number
+    is refused naming the parameter, before any range is compared."""
+    with pytest.raises(InputError) as refused:
+        parameters.check(check_params(epochs="3"))
+    assert str(refused.value) == "epochs 3: must be integer"

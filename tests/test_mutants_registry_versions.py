@@ -10,7 +10,7 @@ import pytest
 from helpers import tree_bytes
 from registry_files import MODEL, V1, V2, V3, latest, publish, repair
 
-from shapes_pipeline.helpers import registry, storage
+from shapes_pipeline.helpers import artifact, registry, storage
 from shapes_pipeline.helpers.registry import PromotionConflict, RegistryError
 from shapes_pipeline.helpers.step import InputError
 
@@ -184,3 +184,57 @@ def test_resolve_names_what_is_missing(tmp_path):
     assert str(refused.value) == (
         f"{MODEL}/LATEST names version {V3}, which is not published; {repair(tmp_path)}"
     )
+
+
+# ------------------------------------------------------- a damaged published version
+
+
+def published_with_hash(reg: Path, version: str) -> str:
+    """A version whose metadata records its files' hash, as export writes it."""
+    folder = reg / MODEL / version
+    (folder / "saved_model").mkdir(parents=True)
+    (folder / "saved_model" / "saved_model.pb").write_bytes(b"graph " + version.encode())
+    (folder / "labels.txt").write_text("a\nb\n")
+    content = artifact.served_files_sha256(folder)
+    publish(reg, version, content_sha256=content)
+    return content
+
+
+def test_each_use_of_a_damaged_version_names_it_and_its_own_repair(tmp_path):
+    recorded = published_with_hash(tmp_path, V1)
+    published_with_hash(tmp_path, V2)
+    latest(tmp_path, f"{V1}\n")
+    (tmp_path / MODEL / V1 / "labels.txt").write_text("a\n")
+    folder = tmp_path / MODEL / V1
+    found = artifact.served_files_sha256(folder)
+    damaged = f"{folder}: damaged (its files' sha256 {found[:12]}, published {recorded[:12]}); "
+    for use in (registry.check, registry.resolve):
+        with pytest.raises(RegistryError) as refused:
+            use(str(tmp_path), MODEL)
+        assert str(refused.value) == damaged + repair(tmp_path)
+    with pytest.raises(RegistryError) as refused:
+        registry.resolve(str(folder), MODEL)  # the version folder itself
+    assert str(refused.value) == damaged + "use another version, or publish this model again"
+    with pytest.raises(RegistryError) as refused:
+        registry.promote_to(str(tmp_path), MODEL, V1)
+    assert str(refused.value) == (
+        damaged + "promote another version, or publish this model again (a run with the same data)"
+    )
+    listed, problem = registry.listing(str(tmp_path), MODEL)
+    assert [v.get("damaged", False) for v in listed] == [True, False]
+    assert problem == damaged + repair(tmp_path)
+    registry.promote_to(str(tmp_path), MODEL, V2)  # the repair
+    registry.check(str(tmp_path), MODEL)
+
+
+def test_a_version_folder_with_broken_metadata_is_named(tmp_path):
+    folder = tmp_path / "v"
+    folder.mkdir()
+    for text in ("{", "[]"):
+        (folder / "metadata.json").write_text(text)
+        with pytest.raises(RegistryError) as refused:
+            registry.resolve(str(folder), MODEL)
+        assert str(refused.value) == (
+            f"{folder / 'metadata.json'}: not valid JSON metadata; restore it from a backup, "
+            "or remove its version folder if it is not in production"
+        )

@@ -65,7 +65,7 @@ def test_promote_on_a_read_only_registry_is_exit_1_naming_it(tmp_path):
 def test_what_is_published_under_umask_077_is_readable_by_another_user(tmp_path):
     staged = finished_folder(tmp_path)
     shared = Path(tempfile.mkdtemp(prefix="shapes-shared-"))  # pytest's tmp is private
-    shared.chmod(0o755)
+    shared.chmod(0o711)  # an existing folder keeps its mode: only what is made is set
     registry = shared / "team" / "reg"
     previous = os.umask(0o077)
     try:
@@ -74,6 +74,8 @@ def test_what_is_published_under_umask_077_is_readable_by_another_user(tmp_path)
     finally:
         os.umask(previous)
     published = [registry.parent, registry, *registry.rglob("*")]  # made here: all but shared
+    assert shared.stat().st_mode & 0o777 == 0o711
+    assert (registry / MODEL / "LATEST").stat().st_mode & 0o777 == 0o644
     for path in published:
         mode = path.stat().st_mode & 0o777
         assert mode & 0o022 == 0, (path, oct(mode))  # never writable by others

@@ -62,8 +62,11 @@ def metadata(registry: str, model_name: str, version: str) -> dict | None:
     RegistryError naming the file."""
     uri = path(registry, model_name, version, METADATA)
     text = storage.read_text(uri)
-    if text is None:
-        return None
+    return None if text is None else _metadata_of(uri, text)
+
+
+def _metadata_of(uri: str, text: str) -> dict:
+    """``text``, the metadata file at ``uri``, as its mapping, else a RegistryError."""
     try:
         found = json.loads(text)
         if isinstance(found, dict):
@@ -203,7 +206,7 @@ def listing(
         published = metadata(registry, model_name, name)
         if published is not None:  # a version is published once its metadata is there
             found.append({**published, "production": name == current})
-    for v in found if problem is None else []:
+    for v in found:  # with LATEST broken, none is production
         if v["production"]:
             try:
                 verify(registry, model_name, v["version"])
@@ -243,14 +246,10 @@ def promote_to(registry: str, model_name: str, version: str) -> str | None:
 
 def resolve(uri: str, model_name: str) -> str:
     """A version folder, or a registry's production version; either verified."""
-    found = storage.read_text(storage.join(uri, METADATA))
+    meta = storage.join(uri, METADATA)
+    found = storage.read_text(meta)
     if found is not None:
-        try:
-            published = json.loads(found)
-        except json.JSONDecodeError:
-            published = None
-        if not isinstance(published, dict):
-            raise RegistryError(f"{storage.join(uri, METADATA)}: not valid JSON metadata")
+        published = _metadata_of(meta, found)
         verify_folder(uri, published, "use another version, or publish this model again")
         return uri
     version = production_version(uri, model_name)

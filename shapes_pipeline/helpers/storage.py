@@ -251,10 +251,11 @@ def publish_tree(local_dir: str, uri: str, marker: str) -> None:
 def make_folders(folder: Path) -> None:
     """``folder`` and its missing parents, each created readable by all (0755), whatever
     the process's umask: other users list and read a registry's models."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
-    for created in missing:
-        created.chmod(0o755)
+    if folder.exists():  # one folder at a time: only what is made here is changed
+        return
+    make_folders(folder.parent)
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o755)
 
 
 def _readable_by_all(folder: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from pathlib import PurePosixPath
 from typing import Any
 
 from shapes_pipeline.helpers.settings import (
@@ -86,10 +87,9 @@ def check(params: dict[str, Any]) -> None:
     for p in PARAMETERS:  # whatever gave it: a flag, a config file, a caller of the library
         if params[p.name] is not None:
             typed(p.name, params[p.name])
-    for name, empty_ok in LOCATIONS.items():
-        value = params[name]
-        if value is not None and not (name == "weights" and value in WEIGHTS):
-            check_location(option(name), value, empty_ok)
+    for name, empty_ok in LOCATIONS.items():  # a weights keyword reads as a local name
+        if params[name] is not None:
+            check_location(option(name), params[name], empty_ok)
     for name, (low, high) in RANGES.items():
         value = params[name]
         if not low <= value <= high:
@@ -103,7 +103,7 @@ def check(params: dict[str, Any]) -> None:
     if backbone not in BACKBONES:
         # case-blind: "efficientnetv2l" is closest to EfficientNetV2L, not to EfficientNetB2
         names = {b.lower(): b for b in BACKBONES}
-        close = [names[c] for c in difflib.get_close_matches(backbone.lower(), names, n=3)]
+        close = [names[c] for c in difflib.get_close_matches(backbone.lower(), names)]
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise InputError(
             f"--backbone {shown(backbone)}: not a keras.applications model; {hint}"
@@ -135,7 +135,7 @@ def model_name_from(data: str | None) -> str:
     default = BY_NAME["model_name"].default
     if not data:
         return default
-    base = data.rstrip("/").rsplit("/", 1)[-1].removesuffix(".zip")
+    base = PurePosixPath(data.rstrip("/")).name.removesuffix(".zip")
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", base).lstrip("._-")[:100].rstrip("._-")
     return name or default
 
