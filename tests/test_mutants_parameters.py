@@ -304,3 +304,43 @@ def test_every_parameter_is_of_its_type_whoever_built_the_parameters():
     with pytest.raises(InputError) as refused:
         parameters.check(check_params(epochs="3"))
     assert str(refused.value) == "epochs 3: must be integer"
+
+
+LOCAL_OR_GS = "a local path or a gs://BUCKET/... URI"
+
+
+@pytest.mark.parametrize(
+    ("value", "empty_ok", "remote", "line"),
+    [
+        ("", False, True, f"--x: empty; give {LOCAL_OR_GS}"),
+        (" \t", True, True, f"--x: empty; give {LOCAL_OR_GS}"),  # blank is never "off"
+        ("", False, False, "--x: empty; give a local path"),
+        ("gs://", False, True, "--x gs://: no bucket; write gs://BUCKET/PATH"),
+        ("gs:///p", False, True, "--x gs:///p: no bucket; write gs://BUCKET/PATH"),
+        ("gs:/b/p", False, True, "--x gs:/b/p: a malformed gs:// URI; write gs://BUCKET/PATH"),
+        ("GS://b", False, True, "--x GS://b: a malformed gs:// URI; write gs://BUCKET/PATH"),
+        ("gs:b", False, True, "--x gs:b: a malformed gs:// URI; write gs://BUCKET/PATH"),
+        ("s3://b/p", False, True, f"--x s3://b/p: s3: is not supported here; give {LOCAL_OR_GS}"),
+        ("a+b.c-d:/x", False, True, f"--x a+b.c-d:/x: a+b.c-d: is not supported here; give "
+         f"{LOCAL_OR_GS}"),
+        ("gs://b/p", False, False, "--x gs://b/p: gs: is not supported here; give a local path"),
+        ("gs:b", False, False, "--x gs:b: gs: is not supported here; give a local path"),
+        ("Z:/x", False, False, "--x Z:/x: Z: is not supported here; give a local path"),
+    ],
+)  # fmt: skip
+def test_a_place_is_refused_in_its_own_words(value, empty_ok, remote, line):
+    with pytest.raises(InputError) as refused:
+        parameters.check_location("--x", value, empty_ok, remote)
+    assert str(refused.value) == line
+
+
+@pytest.mark.parametrize(
+    ("value", "empty_ok", "remote"),
+    [("", True, True), ("gs://b", False, True), ("gs://b/p/q", False, True),
+     ("a:b", False, True), ("1:/x", False, False), ("./gs:/x", False, True),
+     ("-x:/y", False, True), ("dir/", False, False)],
+)  # fmt: skip
+def test_a_local_path_or_a_gs_uri_is_taken(value, empty_ok, remote):
+    """A colon in a local name is no scheme unless it has a scheme's shape (a letter, then
+    letters, digits, +, . or -, then :/)."""
+    parameters.check_location("--x", value, empty_ok, remote)
