@@ -88,6 +88,14 @@ def _registry(root) -> dict:
     return tree_bytes(root)
 
 
+def run_here(demo_data, cwd, *options: str):
+    """``run`` of the demo data on the registry ``reg`` (its model named), fast."""
+    return cli_here(
+        "run", "--data", str(demo_data), "--registry", "reg", "--model-name", MODEL, *FAST,
+        *options, cwd=cwd,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("case", JAMS)
 def test_a_jammed_registry_stops_run_models_and_predict_in_one_line(case, demo_data, tmp_path):
     """Before any step, each names the file and the repair; nothing is stored."""
@@ -95,17 +103,7 @@ def test_a_jammed_registry_stops_run_models_and_predict_in_one_line(case, demo_d
     _registry(tmp_path / "reg")
     jam(tmp_path / "reg")
     before = tree_bytes(tmp_path / "reg")
-    done = cli_here(
-        "run",
-        "--data",
-        str(demo_data),
-        "--registry",
-        "reg",
-        "--model-name",
-        MODEL,
-        *FAST,
-        cwd=tmp_path,
-    )
+    done = run_here(demo_data, tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
     if case.startswith("latest"):
@@ -129,33 +127,12 @@ def test_the_jam_of_an_empty_latest_no_longer_piles_up_versions(demo_data, tmp_p
     _registry(tmp_path / "reg")
     (tmp_path / "reg" / MODEL / "LATEST").write_text("")
     for _ in range(2):
-        done = cli_here(
-            "run",
-            "--data",
-            str(demo_data),
-            "--registry",
-            "reg",
-            "--model-name",
-            MODEL,
-            *FAST,
-            cwd=tmp_path,
-        )
+        done = run_here(demo_data, tmp_path)
         assert done.returncode == 2 and "LATEST is empty" in done.stderr
     assert sorted(p.name for p in (tmp_path / "reg" / MODEL).iterdir()) == [V1, V2, "LATEST"]
     repaired = cli_here("promote", "--registry", "reg", "--version", V1, cwd=tmp_path)
     assert repaired.returncode == 0 and f"production is now {V1} (was none)" in repaired.stdout
-    dry = cli_here(
-        "run",
-        "--data",
-        str(demo_data),
-        "--registry",
-        "reg",
-        "--model-name",
-        MODEL,
-        *FAST,
-        "--dry-run",
-        cwd=tmp_path,
-    )
+    dry = run_here(demo_data, tmp_path, "--dry-run")
     assert dry.returncode == 0, dry.stderr
 
 
